@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: MIT */
+#include <ini.h>
+#include <stdio.h>
+
+#include "config.h"
+#include "log.h"
+#include "macro.h"
+
+/* inih hands us one key at a time; the first error wins and stops the parse. */
+typedef struct ParseState {
+        Config *config;
+        const char *name;
+        char *error;
+} ParseState;
+
+static bool node_name_valid(const char *s) {
+        size_t n = strlen(s);
+        if (n == 0 || n > 63)
+                return false;
+        for (const char *p = s; *p; p++)
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                      *p == '-' || *p == '_' || *p == '.'))
+                        return false;
+        return true;
+}
+
+/* Keeps the first reason; inih reports the line as its return value. */
+static int fail(ParseState *st, const char *fmt, const char *a, const char *b) {
+        if (!st->error && asprintf(&st->error, fmt, a, b) < 0)
+                st->error = NULL;
+        return 0;
+}
+
+static int handler(void *userdata, const char *section, const char *key, const char *value) {
+        ParseState *st = userdata;
+        Config *c = st->config;
+
+        if (streq(section, "Daemon")) {
+                if (streq(key, "NodeName")) {
+                        if (!node_name_valid(value))
+                                return fail(st, "NodeName=%s is not a valid name (1-63 characters of a-z, A-Z, 0-9, '-', '_', '.')%s", value, "");
+                        char *s = strdup(value);
+                        if (!s)
+                                return fail(st, "out of memory%s%s", "", "");
+                        free(c->node_name);
+                        c->node_name = s;
+                        return 1;
+                }
+                if (streq(key, "LogLevel")) {
+                        int l = log_level_from_string(value);
+                        if (l < 0)
+                                return fail(st, "LogLevel=%s is not one of emerg, alert, crit, err, warning, notice, info, debug%s", value, "");
+                        c->log_level = l;
+                        return 1;
+                }
+                return fail(st, "unknown key '%s' in section [%s]", key, section);
+        }
+
+        return fail(st, "unknown section [%s] (key '%s')", section, key);
+}
+
+Config *config_free(Config *c) {
+        if (!c)
+                return NULL;
+        free(c->node_name);
+        free(c);
+        return NULL;
+}
+
+int config_new_default(Config **ret) {
+        _cleanup_(config_freep) Config *c = calloc(1, sizeof *c);
+        char host[256] = "localhost";
+
+        if (!c)
+                return -ENOMEM;
+        (void) gethostname(host, sizeof host - 1);
+        host[sizeof host - 1] = 0;
+        c->node_name = strdup(host);
+        if (!c->node_name)
+                return -ENOMEM;
+        c->log_level = LOG_INFO;
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+static int finish(ParseState *st, int r, Config **c, Config **ret, char **ret_error) {
+        if (r == -2)
+                return -ENOMEM;
+        if (r != 0) {
+                char *msg = NULL;
+                if (asprintf(&msg, "%s:%d: %s", st->name, r,
+                             st->error ?: "syntax error (expected [Section] or Key=Value)") < 0)
+                        msg = NULL;
+                free(st->error);
+                if (ret_error)
+                        *ret_error = msg;
+                else
+                        free(msg);
+                return -EINVAL;
+        }
+        *ret = TAKE_PTR(*c);
+        return 0;
+}
+
+int config_load(const char *path, bool missing_ok, Config **ret, char **ret_error) {
+        _cleanup_(config_freep) Config *c = NULL;
+        ParseState st = { .name = path };
+        int r;
+
+        r = config_new_default(&c);
+        if (r < 0)
+                return r;
+        st.config = c;
+
+        FILE *f = fopen(path, "re");
+        if (!f) {
+                r = negative_errno();
+                if (r == -ENOENT && missing_ok) {
+                        *ret = TAKE_PTR(c);
+                        return 0;
+                }
+                if (ret_error && asprintf(ret_error, "%s: %s", path, strerror(-r)) < 0)
+                        *ret_error = NULL;
+                return r;
+        }
+        r = ini_parse_file(f, handler, &st);
+        fclose(f);
+        return finish(&st, r, &c, ret, ret_error);
+}
+
+int config_load_string(const char *text, const char *name, Config **ret, char **ret_error) {
+        _cleanup_(config_freep) Config *c = NULL;
+        ParseState st = { .name = name };
+        int r;
+
+        r = config_new_default(&c);
+        if (r < 0)
+                return r;
+        st.config = c;
+        r = ini_parse_string(text, handler, &st);
+        return finish(&st, r, &c, ret, ret_error);
+}

@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * /etc/inferd/inferd.conf, an INI file read with inih. Every key is
+ * documented in inferd.conf(5); unknown sections and keys are errors, so a
+ * typo is caught at start instead of silently ignored.
+ */
+
+#include <stdbool.h>
+
+typedef struct Config {
+        char *node_name;        /* [Daemon] NodeName=, default: the host name */
+        int log_level;          /* [Daemon] LogLevel=, default: info */
+} Config;
+
+Config *config_free(Config *c);
+static inline void config_freep(Config **c) {
+        if (*c)
+                config_free(*c);
+}
+
+/* A config with every default filled in. */
+int config_new_default(Config **ret);
+
+/*
+ * Loads path over the defaults. A missing file is fine when missing_ok (the
+ * packaged default path); otherwise it is an error. On a parse error returns
+ * -EINVAL and, in *ret_error, "PATH:LINE: reason".
+ */
+int config_load(const char *path, bool missing_ok, Config **ret, char **ret_error);
+
+/* The same from a string, for tests and the fuzzer. */
+int config_load_string(const char *text, const char *name, Config **ret, char **ret_error);

@@ -1,0 +1,233 @@
+/* SPDX-License-Identifier: MIT */
+#include "build-config.h"
+#include <signal.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+
+#include "fileio.h"
+#include "log.h"
+#include "macro.h"
+#include "manager.h"
+#include "names.h"
+#include "nodeid.h"
+#include "sysinfo.h"
+
+static void notify_status(const char *fmt, ...) _printf_(1, 2);
+static void notify_status(const char *fmt, ...) {
+        _cleanup_free_ char *s = NULL;
+        va_list ap;
+        va_start(ap, fmt);
+        int k = vasprintf(&s, fmt, ap);
+        va_end(ap);
+        if (k >= 0)
+                (void) sd_notifyf(false, "STATUS=%s", s);
+}
+
+int manager_set_log_level(Manager *m, int level) {
+        log_set_max_level(level);
+        log_info("Log level set to %s.", log_level_to_string(level));
+        return 0;
+}
+
+int manager_reload(Manager *m, char **ret_error) {
+        _cleanup_(config_freep) Config *c = NULL;
+        _cleanup_free_ char *why = NULL;
+        int r;
+
+        (void) sd_notify(false, "RELOADING=1\nSTATUS=Reloading configuration...");
+        r = config_load(m->config_path, !m->config_explicit, &c, &why);
+        if (r < 0) {
+                log_error("Configuration not reloaded, keeping the old one: %s", why ? why : strerror(-r));
+                (void) sd_notify(false, "READY=1");
+                notify_status("Running; last reload failed: %s", why ? why : strerror(-r));
+                if (ret_error)
+                        *ret_error = TAKE_PTR(why);
+                return -EINVAL;
+        }
+
+        config_free(m->config);
+        m->config = TAKE_PTR(c);
+        log_set_max_level(m->config->log_level);
+        log_fields(LOG_INFO, 0, LOG_FIELDS(INFERD_MESSAGE_RELOADED), "Reloaded configuration from %s.",
+                   m->config_path);
+        (void) sd_notify(false, "READY=1");
+        notify_status("Running as node %s.", m->config->node_name);
+        return 0;
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *userdata) {
+        Manager *m = userdata;
+
+        if (sig == SIGHUP) {
+                (void) manager_reload(m, NULL);
+                (void) sd_bus_emit_properties_changed(m->bus, INFERD_OBJECT_PATH, INFERD_MANAGER_IFACE,
+                                                      "NodeName", "LogLevel", NULL);
+                bus_loop_kick(m->bus_loop);
+                return;
+        }
+        log_fields(LOG_INFO, 0, LOG_FIELDS(INFERD_MESSAGE_STOPPING), "Received SIG%s, stopping.",
+                   sig == SIGTERM ? "TERM" : "INT");
+        (void) sd_notify(false, "STOPPING=1\nSTATUS=Shutting down...");
+        event_base_loopbreak(m->event);
+}
+
+static void on_watchdog(evutil_socket_t fd, short what, void *userdata) {
+        (void) sd_notify(false, "WATCHDOG=1");
+}
+
+static void on_bus_disconnect(void *userdata) {
+        Manager *m = userdata;
+        m->exit_status = -ECONNRESET;
+        event_base_loopbreak(m->event);
+}
+
+int manager_new(const ManagerOptions *o, Manager **ret) {
+        _cleanup_(manager_freep) Manager *m = NULL;
+        _cleanup_free_ char *why = NULL;
+        int r;
+
+        m = calloc(1, sizeof *m);
+        if (!m)
+                return log_oom();
+        m->start_monotonic = now_usec(CLOCK_MONOTONIC);
+        m->start_realtime = now_usec(CLOCK_REALTIME);
+        m->bus_kind = o->bus_kind;
+        m->config_explicit = o->config_explicit;
+        m->config_path = strdup(o->config_path);
+        m->state_dir = strdup(o->state_dir);
+        if (!m->config_path || !m->state_dir)
+                return log_oom();
+
+        r = config_load(m->config_path, !m->config_explicit, &m->config, &why);
+        if (r < 0)
+                return log_error_errno(r, "Refusing to start, bad configuration: %s", why ? why : strerror(-r));
+        log_set_max_level(m->config->log_level);
+
+        r = mkdir_p(m->state_dir, 0755);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create state directory %s: %m", m->state_dir);
+        r = node_id_load_or_create(m->state_dir, &m->node_id);
+        if (r < 0)
+                return r;
+
+        r = gpu_instance_new(&m->gpu);
+        if (r == -ENODEV)
+                log_warning("No Vulkan driver found: no devices to run models on. Install "
+                            "mesa-vulkan-drivers (CPU) or your GPU's Vulkan driver.");
+        else if (r < 0)
+                log_warning_errno(r, "Failed to initialise Vulkan, continuing without devices: %m");
+        for (size_t i = 0; i < gpu_instance_n_devices(m->gpu); i++) {
+                const GpuDeviceInfo *d = gpu_instance_device(m->gpu, i);
+                char dev[24];
+                snprintf(dev, sizeof dev, "%zu", i);
+                log_fields(LOG_INFO, 0, LOG_FIELDS(INFERD_MESSAGE_DEVICE_FOUND, "DEVICE", dev, "DEVICE_NAME", d->name),
+                           "Device %zu: %s (%s, %s, Vulkan %s)", i, d->name, d->type, d->driver, d->api_version);
+        }
+
+        m->event = event_base_new();
+        if (!m->event)
+                return log_oom();
+
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+Manager *manager_free(Manager *m) {
+        if (!m)
+                return NULL;
+        if (m->sig_term)
+                event_free(m->sig_term);
+        if (m->sig_int)
+                event_free(m->sig_int);
+        if (m->sig_hup)
+                event_free(m->sig_hup);
+        if (m->watchdog)
+                event_free(m->watchdog);
+        bus_loop_free(m->bus_loop);
+        polkit_registry_free(m->polkit);
+        if (m->bus)
+                sd_bus_flush_close_unref(m->bus);
+        if (m->event)
+                event_base_free(m->event);
+        gpu_instance_free(m->gpu);
+        config_free(m->config);
+        free(m->config_path);
+        free(m->state_dir);
+        free(m);
+        return NULL;
+}
+
+static int manager_connect_bus(Manager *m) {
+        int r;
+
+        r = m->bus_kind == BUS_KIND_SYSTEM ? sd_bus_open_system(&m->bus) : sd_bus_open_user(&m->bus);
+        if (r < 0)
+                return log_error_errno(r, "Failed to connect to the %s bus: %m",
+                                       m->bus_kind == BUS_KIND_SYSTEM ? "system" : "session");
+
+        r = polkit_registry_new(m->bus_kind == BUS_KIND_SYSTEM, &m->polkit);
+        if (r < 0)
+                return log_oom();
+
+        r = manager_bus_register(m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to register D-Bus objects: %m");
+
+        r = sd_bus_request_name(m->bus, INFERD_BUS_NAME, 0);
+        if (r == -EEXIST)
+                return log_error_errno(r, "Another inferd already owns %s on this bus.", INFERD_BUS_NAME);
+        if (r < 0)
+                return log_error_errno(r, "Failed to acquire bus name %s: %m", INFERD_BUS_NAME);
+
+        r = bus_loop_attach(m->event, m->bus, on_bus_disconnect, m, &m->bus_loop);
+        if (r < 0)
+                return log_error_errno(r, "Failed to attach the bus to the event loop: %m");
+        return 0;
+}
+
+static int manager_setup_signals(Manager *m) {
+        /* libevent turns signals into loop events; nothing runs in signal context. */
+        m->sig_term = evsignal_new(m->event, SIGTERM, on_signal, m);
+        m->sig_int = evsignal_new(m->event, SIGINT, on_signal, m);
+        m->sig_hup = evsignal_new(m->event, SIGHUP, on_signal, m);
+        if (!m->sig_term || !m->sig_int || !m->sig_hup)
+                return log_oom();
+        if (evsignal_add(m->sig_term, NULL) < 0 || evsignal_add(m->sig_int, NULL) < 0 ||
+            evsignal_add(m->sig_hup, NULL) < 0)
+                return log_error_errno(EIO, "Failed to install signal handlers.");
+
+        if (sd_watchdog_enabled(false, &m->watchdog_usec) > 0 && m->watchdog_usec > 0) {
+                /* Ping at half the period, as sd_watchdog_enabled(3) recommends. */
+                uint64_t half = m->watchdog_usec / 2;
+                struct timeval tv = { .tv_sec = (time_t) (half / 1000000ULL),
+                                      .tv_usec = (suseconds_t) (half % 1000000ULL) };
+                m->watchdog = event_new(m->event, -1, EV_PERSIST, on_watchdog, m);
+                if (!m->watchdog || event_add(m->watchdog, &tv) < 0)
+                        return log_oom();
+                log_debug("Watchdog enabled, pinging every %llu ms.", (unsigned long long) half / 1000);
+        }
+        return 0;
+}
+
+int manager_run(Manager *m) {
+        int r;
+
+        r = manager_setup_signals(m);
+        if (r < 0)
+                return r;
+        r = manager_connect_bus(m);
+        if (r < 0)
+                return r;
+
+        (void) sd_notify(false, "READY=1");
+        notify_status("Running as node %s with %zu device(s).", m->config->node_name,
+                      gpu_instance_n_devices(m->gpu));
+        log_fields(LOG_INFO, 0, LOG_FIELDS(INFERD_MESSAGE_STARTED, "NODE_ID", SD_ID128_TO_STRING(m->node_id)),
+                   "inferd %s started as node %s (%s) on the %s bus.", PACKAGE_VERSION, m->config->node_name,
+                   SD_ID128_TO_STRING(m->node_id), m->bus_kind == BUS_KIND_SYSTEM ? "system" : "session");
+
+        if (event_base_dispatch(m->event) < 0)
+                return log_error_errno(EIO, "The event loop failed.");
+        return m->exit_status;
+}
