@@ -42,9 +42,3 @@ int sysinfo_self_rss(uint64_t *ret_rss) {
         *ret_rss = resident * (uint64_t) sysconf(_SC_PAGESIZE);
         return 0;
 }
-
-uint64_t now_usec(int clock) {
-        struct timespec ts;
-        clock_gettime(clock, &ts);
-        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
-}

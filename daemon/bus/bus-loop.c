@@ -5,6 +5,7 @@
 #include "bus-loop.h"
 #include "log.h"
 #include "macro.h"
+#include "time-util.h"
 
 struct BusLoop {
         struct event_base *base;
@@ -16,12 +17,6 @@ struct BusLoop {
         void *userdata;
         bool disconnected;
 };
-
-static uint64_t monotonic_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000ULL + (uint64_t) ts.tv_nsec / 1000ULL;
-}
 
 static void dispatch(BusLoop *l);
 
@@ -52,7 +47,7 @@ static void rearm(BusLoop *l) {
 
         (void) event_del(l->timer);
         if (sd_bus_get_timeout(l->bus, &until) >= 0 && until != UINT64_MAX) {
-                uint64_t now = monotonic_usec(), d = until > now ? until - now : 0;
+                uint64_t now = now_usec(CLOCK_MONOTONIC), d = until > now ? until - now : 0;
                 struct timeval tv = { .tv_sec = (time_t) (d / 1000000ULL), .tv_usec = (suseconds_t) (d % 1000000ULL) };
                 (void) event_add(l->timer, &tv);
         }

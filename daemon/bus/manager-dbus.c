@@ -153,11 +153,11 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_PROPERTY("StartTimestamp", "t", NULL, offsetof(Manager, start_realtime),
                         SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_METHOD_WITH_NAMES("ListDevices", NULL, , "a(ussuusssstubb)", SD_BUS_PARAM(devices),
-                                 method_list_devices, 0),
+                                 method_list_devices, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_NAMES("GetStatus", NULL, , "tttta(utt)",
                                  SD_BUS_PARAM(host_memory_total) SD_BUS_PARAM(host_memory_available)
                                  SD_BUS_PARAM(daemon_rss) SD_BUS_PARAM(uptime_usec) SD_BUS_PARAM(devices),
-                                 method_get_status, 0),
+                                 method_get_status, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD("Reload", NULL, NULL, method_reload, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_NAMES("SetLogLevel", "s", SD_BUS_PARAM(level), NULL, , method_set_log_level,
                                  SD_BUS_VTABLE_UNPRIVILEGED),

@@ -143,8 +143,8 @@ int bus_verify_polkit_async(PolkitRegistry *reg, sd_bus_message *call, const cha
                 return 1;
         if (!reg->use_polkit)
                 return sd_bus_error_setf(error, INFERD_ERROR_ACCESS_DENIED,
-                                         "Access denied: only the user running inferd may %s.",
-                                         action);
+                                         "Access denied: on a user bus only the user running "
+                                         "inferd may make changes (%s).", action);
 
         q = calloc(1, sizeof *q);
         if (!q)
