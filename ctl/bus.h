@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * inferctl's side of the D-Bus API (dbus/org.inferd.infer1.Manager.xml).
+ *
+ * Every function here prints one line saying what went wrong and returns a
+ * negative errno, so a verb just returns what it gets. The line is the same
+ * for every verb: "inferd is not running ..." when nobody owns the name,
+ * "inferd stopped before answering ..." when it dies during a call, "inferd
+ * did not answer within ..." when the call times out, and the daemon's own
+ * message for its errors (org.inferd.infer1.Error.*).
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <systemd/sd-bus.h>
+
+#include "inferctl.h"
+
+/*
+ * Connects to the bus ctx names and waits until the bus has accepted us.
+ * interactive: the calls change the daemon and may need polkit; let polkit
+ * ask for a password when stdin is a terminal (through the session's agent).
+ */
+int ctl_bus_open(const Context *ctx, bool interactive, sd_bus **ret);
+
+/*
+ * Calls method on inferd's Manager, with the input arguments described by
+ * types (NULL for none), and waits at most ctx->timeout_usec. The reply is
+ * returned in *ret_reply, if not NULL.
+ */
+int ctl_bus_call(sd_bus *bus, const Context *ctx, const char *method, sd_bus_message **ret_reply,
+                 const char *types, ...);
+
+/* Where GetAll puts a property: a basic D-Bus type, and the field's offset. */
+typedef struct CtlProperty {
+        const char *name;
+        const char *type;       /* "s" -> const char *, "t" -> uint64_t, "u" -> uint32_t, "b" -> int */
+        size_t offset;
+} CtlProperty;
+
+/*
+ * Reads all Manager properties in one call and stores those listed in map
+ * (terminated by {}) into userdata. Strings point into *ret_reply: keep it
+ * while using them. Properties not in map, or of another type than expected,
+ * are left alone, so a newer daemon does not break an older client.
+ */
+int ctl_bus_get_properties(sd_bus *bus, const Context *ctx, const CtlProperty *map, void *userdata,
+                           sd_bus_message **ret_reply);
+
+/* One string property of the Manager. */
+int ctl_bus_get_property_string(sd_bus *bus, const Context *ctx, const char *name, char **ret);
+
+/* For replies that do not have the signature the API promises. */
+int ctl_bus_log_parse_error(int r, const char *method);

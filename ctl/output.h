@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * What inferctl prints: one-line errors on stderr, aligned tables and JSON on
+ * stdout. Verbs build their output with these so every verb looks alike.
+ */
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "macro.h"
+
+typedef enum JsonMode {
+        JSON_OFF,
+        JSON_SHORT,     /* one line, for pipes */
+        JSON_PRETTY,    /* indented, the default of --json on a terminal */
+} JsonMode;
+
+/*
+ * "inferctl: MESSAGE" on stderr. errno is set from error for "%m"; returns
+ * -abs(error), so "return ctl_error_errno(r, ...)" logs and fails at once.
+ */
+int ctl_error_internal(int error, const char *format, ...) _printf_(2, 3);
+#define ctl_error_errno(error, ...) ctl_error_internal((error), __VA_ARGS__)
+#define ctl_oom() ctl_error_errno(ENOMEM, "Out of memory.")
+
+/* json_decrefp() comes with jansson >= 2.9 (json_auto_t). */
+#define _cleanup_json_ _cleanup_(json_decrefp)
+
+/* Dumps v and a newline to stdout; prints why on failure. */
+int json_print(json_t *v, JsonMode mode);
+
+/* Strings as JSON, NULL as null. */
+static inline json_t *json_string_or_null(const char *s) {
+        return s ? json_string(s) : json_null();
+}
+
+/*
+ * A text table: a header row, then rows of cells, columns padded to their
+ * widest cell and separated by one space; the last column is not padded.
+ * Cells are copied; NULL prints as "-".
+ */
+typedef struct Table Table;
+
+Table *table_new(size_t n_columns, const char *const *headers);
+Table *table_free(Table *t);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Table *, table_free);
+
+/* Numbers read better right-aligned. */
+int table_set_align_right(Table *t, size_t column, bool b);
+
+/* Exactly n_columns cells. -ENOMEM. */
+int table_add_row(Table *t, const char *const *cells);
+
+size_t table_n_rows(const Table *t);
+
+int table_print(const Table *t, FILE *f);
