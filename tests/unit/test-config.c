@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: MIT */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <cmocka.h>
+
+#include "config.h"
+#include "log.h"
+
+static void load_ok(const char *text, Config **ret) {
+        char *why = NULL;
+        int r = config_load_string(text, "test.conf", ret, &why);
+        if (r < 0)
+                fail_msg("unexpected error %d: %s", r, why ? why : "(none)");
+        free(why);
+}
+
+static void load_fails(const char *text, const char *expect) {
+        Config *c = NULL;
+        char *why = NULL;
+        assert_int_equal(config_load_string(text, "test.conf", &c, &why), -EINVAL);
+        assert_null(c);
+        assert_non_null(why);
+        if (!strstr(why, expect))
+                fail_msg("error '%s' does not contain '%s'", why, expect);
+        free(why);
+}
+
+static void test_defaults(void **state) {
+        Config *c = NULL;
+        load_ok("", &c);
+        assert_int_equal(c->log_level, LOG_INFO);
+        assert_non_null(c->node_name);
+        assert_true(strlen(c->node_name) > 0);
+        config_free(c);
+}
+
+static void test_values(void **state) {
+        Config *c = NULL;
+        load_ok("# comment\n; other comment\n[Daemon]\nNodeName=gpu-box.1\nLogLevel=debug\n", &c);
+        assert_string_equal(c->node_name, "gpu-box.1");
+        assert_int_equal(c->log_level, LOG_DEBUG);
+        config_free(c);
+        load_ok("[Daemon]\nLogLevel = warning\n", &c);
+        assert_int_equal(c->log_level, LOG_WARNING);
+        config_free(c);
+}
+
+static void test_errors_name_file_and_line(void **state) {
+        load_fails("[Daemon]\nNodeName=a b\n", "test.conf:2: NodeName=a b is not a valid name");
+        load_fails("[Daemon]\n\n\nLogLevel=chatty\n", "test.conf:4: LogLevel=chatty");
+        load_fails("[Daemon]\nColour=blue\n", "test.conf:2: unknown key 'Colour' in section [Daemon]");
+        load_fails("Key=1\n", "test.conf:1: unknown section []");
+        load_fails("[Daemon\nNodeName=x\n", "test.conf:1:");
+        load_fails("[Daemon]\nNodeName\n", "test.conf:2: syntax error");
+        load_fails("[Daemon]\nNodeName=\n", "test.conf:2: NodeName= is not a valid name");
+        /* 64 characters: one over the limit */
+        load_fails("[Daemon]\nNodeName=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n", ":2:");
+}
+
+static void test_first_error_wins(void **state) {
+        load_fails("[Daemon]\nLogLevel=x\nNodeName=y z\n", "test.conf:2: LogLevel=x");
+}
+
+static void test_missing_file(void **state) {
+        Config *c = NULL;
+        char *why = NULL;
+        assert_int_equal(config_load("/nonexistent/inferd.conf", true, &c, &why), 0);
+        assert_non_null(c);
+        config_free(c);
+        c = NULL;
+        assert_int_equal(config_load("/nonexistent/inferd.conf", false, &c, &why), -ENOENT);
+        assert_null(c);
+        assert_non_null(strstr(why, "/nonexistent/inferd.conf"));
+        free(why);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_defaults),
+                cmocka_unit_test(test_values),
+                cmocka_unit_test(test_errors_name_file_and_line),
+                cmocka_unit_test(test_first_error_wins),
+                cmocka_unit_test(test_missing_file),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
