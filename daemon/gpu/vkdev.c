@@ -212,3 +212,17 @@ int gpu_device_memory_usage(const GpuInstance *g, size_t index, uint64_t *ret_us
         *ret_free = avail;
         return 0;
 }
+
+VkPhysicalDevice gpu_instance_physical(const GpuInstance *g, size_t index) {
+        if (!g || index >= g->n)
+                return VK_NULL_HANDLE;
+        return g->physical[index];
+}
+
+uint32_t gpu_instance_api_version(const GpuInstance *g, size_t index) {
+        VkPhysicalDeviceProperties p;
+        if (!g || index >= g->n)
+                return 0;
+        vkGetPhysicalDeviceProperties(g->physical[index], &p);
+        return p.apiVersion;
+}

@@ -37,6 +37,11 @@ static inline void gpu_instance_freep(GpuInstance **g) { if (*g) gpu_instance_fr
 size_t gpu_instance_n_devices(const GpuInstance *g);
 const GpuDeviceInfo *gpu_instance_device(const GpuInstance *g, size_t index);
 
+/* For the engine (gpu/device.c): the Vulkan handles behind an index. */
+#include <vulkan/vulkan.h>
+VkPhysicalDevice gpu_instance_physical(const GpuInstance *g, size_t index);
+uint32_t gpu_instance_api_version(const GpuInstance *g, size_t index);
+
 /* Device-local memory in use and still available, from VK_EXT_memory_budget
  * where the driver has it, else the heap size less what inferd itself holds. */
 int gpu_device_memory_usage(const GpuInstance *g, size_t index, uint64_t *ret_used, uint64_t *ret_free);
