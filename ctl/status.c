@@ -14,6 +14,7 @@
 #include "format.h"
 #include "inferctl.h"
 #include "macro.h"
+#include "names.h"
 
 /* One element of ListDevices' a(ussuusssstubb); strings point into the reply. */
 typedef struct DeviceInfo {
@@ -30,7 +31,26 @@ typedef struct DeviceInfo {
         uint32_t subgroup_size;
         int fp16;
         int int8;
+        bool active;            /* the engine runs models on it (ActiveDevices) */
 } DeviceInfo;
+
+/* Marks the devices in the ActiveDevices property; an older daemon without it marks none. */
+static void mark_active(sd_bus *bus, DeviceInfo *devices, size_t n) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const uint32_t *a;
+        size_t size = 0;
+
+        if (sd_bus_get_property(bus, INFERD_BUS_NAME, INFERD_OBJECT_PATH, INFERD_MANAGER_IFACE, "ActiveDevices",
+                                &error, &reply, "au") < 0)
+                return;
+        if (sd_bus_message_read_array(reply, 'u', (const void **) &a, &size) < 0)
+                return;
+        for (size_t k = 0; k < size / sizeof(uint32_t); k++)
+                for (size_t i = 0; i < n; i++)
+                        if (devices[i].index == a[k])
+                                devices[i].active = true;
+}
 
 static int list_devices(sd_bus *bus, const Context *ctx, sd_bus_message **ret_reply, DeviceInfo **ret_devices,
                         size_t *ret_n) {
@@ -67,6 +87,7 @@ static int list_devices(sd_bus *bus, const Context *ctx, sd_bus_message **ret_re
         if (r < 0)
                 return ctl_bus_log_parse_error(r, "ListDevices");
 
+        mark_active(bus, devices, n);
         *ret_reply = TAKE_PTR(reply);
         *ret_devices = TAKE_PTR(devices);
         *ret_n = n;
@@ -272,7 +293,7 @@ static int print_devices_json(const Context *ctx, const DeviceInfo *devices, siz
                 return ctl_oom();
         for (size_t i = 0; i < n; i++) {
                 const DeviceInfo *d = devices + i;
-                json_t *o = json_pack("{s:I, s:s, s:s, s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:b, s:b}",
+                json_t *o = json_pack("{s:I, s:s, s:s, s:I, s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:b, s:b, s:b}",
                                       "index", (json_int_t) d->index,
                                       "name", d->name,
                                       "vendor", d->vendor,
@@ -285,7 +306,8 @@ static int print_devices_json(const Context *ctx, const DeviceInfo *devices, siz
                                       "device_local_memory", (json_int_t) d->device_local_memory,
                                       "subgroup_size", (json_int_t) d->subgroup_size,
                                       "fp16", d->fp16,
-                                      "int8", d->int8);
+                                      "int8", d->int8,
+                                      "active", d->active);
                 if (!o || json_array_append_new(array, o) < 0)
                         return ctl_oom();
         }
@@ -294,7 +316,7 @@ static int print_devices_json(const Context *ctx, const DeviceInfo *devices, siz
 
 static int print_devices_text(const DeviceInfo *devices, size_t n) {
         static const char *const headers[] = {
-                "INDEX", "NAME", "VENDOR", "TYPE", "DRIVER", "API", "MEMORY", "SUBGROUP", "FP16", "INT8",
+                "INDEX", "NAME", "VENDOR", "TYPE", "DRIVER", "API", "MEMORY", "SUBGROUP", "FP16", "INT8", "ACTIVE",
         };
         _cleanup_(table_freep) Table *t = NULL;
         int r;
@@ -320,7 +342,7 @@ static int print_devices_text(const DeviceInfo *devices, size_t n) {
                 r = table_add_row(t, (const char *const[]) {
                         index, d->name, d->vendor, d->type, d->driver, d->api_version,
                         format_bytes(memory, sizeof memory, d->device_local_memory), subgroup,
-                        d->fp16 ? "yes" : "no", d->int8 ? "yes" : "no",
+                        d->fp16 ? "yes" : "no", d->int8 ? "yes" : "no", d->active ? "yes" : "no",
                 });
                 if (r < 0)
                         return ctl_oom();

@@ -5,6 +5,7 @@
 #include "config.h"
 #include "log.h"
 #include "macro.h"
+#include "select.h"
 
 /* inih hands us one key at a time; the first error wins and stops the parse. */
 typedef struct ParseState {
@@ -56,6 +57,20 @@ static int handler(void *userdata, const char *section, const char *key, const c
                 return fail(st, "unknown key '%s' in section [%s]", key, section);
         }
 
+        if (streq(section, "Engine")) {
+                if (streq(key, "Devices")) {
+                        if (!gpu_devices_spec_valid(value))
+                                return fail(st, "Devices=%s is not 'auto', 'all', 'none' or a list of device indices%s", value, "");
+                        char *s = strdup(value);
+                        if (!s)
+                                return fail(st, "out of memory%s%s", "", "");
+                        free(c->devices);
+                        c->devices = s;
+                        return 1;
+                }
+                return fail(st, "unknown key '%s' in section [%s]", key, section);
+        }
+
         return fail(st, "unknown section [%s] (key '%s')", section, key);
 }
 
@@ -63,6 +78,7 @@ Config *config_free(Config *c) {
         if (!c)
                 return NULL;
         free(c->node_name);
+        free(c->devices);
         free(c);
         return NULL;
 }
@@ -79,6 +95,9 @@ int config_new_default(Config **ret) {
         if (!c->node_name)
                 return -ENOMEM;
         c->log_level = LOG_INFO;
+        c->devices = strdup("auto");
+        if (!c->devices)
+                return -ENOMEM;
         *ret = TAKE_PTR(c);
         return 0;
 }

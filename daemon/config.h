@@ -12,6 +12,7 @@
 typedef struct Config {
         char *node_name;        /* [Daemon] NodeName=, default: the host name */
         int log_level;          /* [Daemon] LogLevel=, default: info */
+        char *devices;          /* [Engine] Devices=, default: "auto" (see gpu/select.h) */
 } Config;
 
 Config *config_free(Config *c);

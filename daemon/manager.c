@@ -11,6 +11,7 @@
 #include "manager.h"
 #include "names.h"
 #include "nodeid.h"
+#include "select.h"
 #include "sysinfo.h"
 
 static void notify_status(const char *fmt, ...) _printf_(1, 2);
@@ -46,6 +47,9 @@ int manager_reload(Manager *m, char **ret_error) {
                 return -EINVAL;
         }
 
+        if (!streq_ptr(c->devices, m->config->devices))
+                log_notice("Devices= changed from '%s' to '%s'; that takes effect when inferd restarts.",
+                           m->config->devices, c->devices);
         config_free(m->config);
         m->config = TAKE_PTR(c);
         log_set_max_level(m->config->log_level);
@@ -80,6 +84,36 @@ static void on_bus_disconnect(void *userdata) {
         Manager *m = userdata;
         m->exit_status = -ECONNRESET;
         event_base_loopbreak(m->event);
+}
+
+/* Opens the devices Devices= selects; a device that fails to open is logged and skipped. */
+static int manager_open_engines(Manager *m) {
+        size_t n = gpu_instance_n_devices(m->gpu);
+        long missing = -1;
+        int r;
+
+        if (n == 0)
+                return 0;
+        _cleanup_free_ bool *selected = calloc(n, sizeof(bool));
+        m->engines = calloc(n, sizeof(GpuDevice *));
+        if (!selected || !m->engines)
+                return log_oom();
+        r = gpu_select_devices(m->gpu, m->config->devices, selected, &missing);
+        if (r < 0)
+                return log_error_errno(r, "Invalid Devices=%s.", m->config->devices);
+        if (missing >= 0)
+                log_warning("Devices= names device %ld, which this host does not have; ignoring it.", missing);
+        for (size_t i = 0; i < n; i++) {
+                if (!selected[i])
+                        continue;
+                const GpuDeviceInfo *d = gpu_instance_device(m->gpu, i);
+                r = gpu_device_new(m->gpu, i, m->state_dir, &m->engines[i]);
+                if (r < 0)
+                        log_warning_errno(r, "Failed to open device %zu (%s), not using it: %m", i, d->name);
+                else
+                        log_info("Using device %zu (%s) for inference.", i, d->name);
+        }
+        return 0;
 }
 
 int manager_new(const ManagerOptions *o, Manager **ret) {
@@ -125,6 +159,10 @@ int manager_new(const ManagerOptions *o, Manager **ret) {
                            "Device %zu: %s (%s, %s, Vulkan %s)", i, d->name, d->type, d->driver, d->api_version);
         }
 
+        r = manager_open_engines(m);
+        if (r < 0)
+                return r;
+
         m->event = event_base_new();
         if (!m->event)
                 return log_oom();
@@ -150,6 +188,9 @@ Manager *manager_free(Manager *m) {
                 sd_bus_flush_close_unref(m->bus);
         if (m->event)
                 event_base_free(m->event);
+        for (size_t i = 0; m->engines && i < gpu_instance_n_devices(m->gpu); i++)
+                gpu_device_free(m->engines[i]);
+        free(m->engines);
         gpu_instance_free(m->gpu);
         config_free(m->config);
         free(m->config_path);

@@ -14,6 +14,7 @@
 
 #include "bus-loop.h"
 #include "config.h"
+#include "engine.h"
 #include "polkit.h"
 #include "vkdev.h"
 
@@ -43,6 +44,7 @@ typedef struct Manager {
         sd_id128_t node_id;
 
         GpuInstance *gpu;
+        GpuDevice **engines;            /* per instance device: opened if Devices= selects it, else NULL */
 
         uint64_t start_monotonic;
         uint64_t start_realtime;

@@ -32,6 +32,23 @@ static int property_get_log_level(sd_bus *bus, const char *path, const char *ifa
         return sd_bus_message_append(reply, "s", log_level_to_string(log_get_max_level()));
 }
 
+static int property_get_active_devices(sd_bus *bus, const char *path, const char *iface, const char *prop,
+                                       sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'a', "u");
+        if (r < 0)
+                return r;
+        for (size_t i = 0; m->engines && i < gpu_instance_n_devices(m->gpu); i++)
+                if (m->engines[i]) {
+                        r = sd_bus_message_append(reply, "u", (uint32_t) i);
+                        if (r < 0)
+                                return r;
+                }
+        return sd_bus_message_close_container(reply);
+}
+
 static int method_list_devices(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         Manager *m = userdata;
@@ -152,6 +169,7 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_PROPERTY("LogLevel", "s", property_get_log_level, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("StartTimestamp", "t", NULL, offsetof(Manager, start_realtime),
                         SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("ActiveDevices", "au", property_get_active_devices, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_METHOD_WITH_NAMES("ListDevices", NULL, , "a(ussuusssstubb)", SD_BUS_PARAM(devices),
                                  method_list_devices, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_NAMES("GetStatus", NULL, , "tttta(utt)",

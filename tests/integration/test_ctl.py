@@ -36,7 +36,7 @@ def test_devices_lists_vulkan_devices():
         if not devs:
             raise TestFailure("no Vulkan device found (lavapipe from mesa-vulkan-drivers should be one)")
         keys = {"index", "name", "vendor", "vendor_id", "device_id", "type", "driver", "driver_info",
-                "api_version", "device_local_memory", "subgroup_size", "fp16", "int8"}
+                "api_version", "device_local_memory", "subgroup_size", "fp16", "int8", "active"}
         for i, d in enumerate(devs):
             check(keys <= set(d), f"device lacks keys {keys - set(d)}")
             check_eq(d["index"], i, "device index")
@@ -49,6 +49,27 @@ def test_devices_lists_vulkan_devices():
             check(cpu[0]["subgroup_size"] >= 4, "lavapipe subgroup size")
         table = e.ctl("devices").stdout
         check(devs[0]["name"] in table and "MEMORY" in table, f"human table:\n{table}")
+
+
+def test_devices_selection_from_config():
+    """[Engine] Devices= picks the devices the engine opens; auto means GPUs, else the CPU."""
+    with Env() as e:
+        n = e.node(config="[Engine]\nDevices=auto\n")
+        n.start()
+        devs = e.ctl_json("devices")
+        gpus = [d for d in devs if d["type"] in ("discrete", "integrated", "virtual")]
+        expect = gpus if gpus else devs
+        check_eq([d["index"] for d in devs if d["active"]], [d["index"] for d in expect], "active devices (auto)")
+        n.stop()
+        n2 = e.node("none", config="[Engine]\nDevices=none\n")
+        n2.start()
+        check(not any(d["active"] for d in e.ctl_json("devices")), "Devices=none left a device active")
+        n2.stop()
+        n3 = e.node("missing", config="[Engine]\nDevices=0 41\n")
+        n3.start()
+        check("device 41" in n3.read_log(), "no warning about a device the host lacks")
+        if devs:
+            check(e.ctl_json("devices")[0]["active"], "device 0 not active with Devices=0 41")
 
 
 def test_version():
@@ -103,6 +124,6 @@ def test_help_everywhere_and_usage_errors():
 
 
 if __name__ == "__main__":
-    run(test_status_json_and_human, test_devices_lists_vulkan_devices, test_version,
+    run(test_status_json_and_human, test_devices_lists_vulkan_devices, test_devices_selection_from_config, test_version,
         test_daemon_not_running_one_clear_line, test_daemon_killed_while_waiting,
         test_help_everywhere_and_usage_errors)

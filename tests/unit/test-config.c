@@ -59,6 +59,22 @@ static void test_errors_name_file_and_line(void **state) {
         load_fails("[Daemon]\nNodeName=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n", ":2:");
 }
 
+static void test_devices(void **state) {
+        Config *c = NULL;
+        load_ok("", &c);
+        assert_string_equal(c->devices, "auto");
+        config_free(c);
+        load_ok("[Engine]\nDevices=0 2\n", &c);
+        assert_string_equal(c->devices, "0 2");
+        config_free(c);
+        load_ok("[Engine]\nDevices=none\n", &c);
+        config_free(c);
+        load_fails("[Engine]\nDevices=gpu0\n", "test.conf:2: Devices=gpu0 is not");
+        load_fails("[Engine]\nDevices=auto 1\n", "test.conf:2:");
+        load_fails("[Engine]\nDevices=\n", "test.conf:2:");
+        load_fails("[Engine]\nFast=yes\n", "test.conf:2: unknown key 'Fast' in section [Engine]");
+}
+
 static void test_first_error_wins(void **state) {
         load_fails("[Daemon]\nLogLevel=x\nNodeName=y z\n", "test.conf:2: LogLevel=x");
 }
@@ -81,6 +97,7 @@ int main(void) {
                 cmocka_unit_test(test_defaults),
                 cmocka_unit_test(test_values),
                 cmocka_unit_test(test_errors_name_file_and_line),
+                cmocka_unit_test(test_devices),
                 cmocka_unit_test(test_first_error_wins),
                 cmocka_unit_test(test_missing_file),
         };
