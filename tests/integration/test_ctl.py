@@ -72,6 +72,17 @@ def test_devices_selection_from_config():
             check(e.ctl_json("devices")[0]["active"], "device 0 not active with Devices=0 41")
 
 
+def test_no_vulkan_driver_still_serves():
+    """Without any Vulkan driver the daemon runs, says why in its log, and lists no devices."""
+    with Env() as e:
+        n = e.node()
+        n.start(env_extra={"VK_DRIVER_FILES": "/nonexistent.json", "VK_ICD_FILENAMES": "/nonexistent.json"})
+        check_eq(e.ctl_json("devices"), [], "devices without a driver")
+        check("No devices" in e.ctl("devices").stdout, "human output without devices")
+        check_eq(e.ctl_json("status")["devices"], [], "status devices without a driver")
+        check("Vulkan" in n.read_log(), f"no hint about Vulkan in the log:\n{n.read_log()}")
+
+
 def test_version():
     with Env() as e:
         e.node().start()
@@ -124,6 +135,7 @@ def test_help_everywhere_and_usage_errors():
 
 
 if __name__ == "__main__":
-    run(test_status_json_and_human, test_devices_lists_vulkan_devices, test_devices_selection_from_config, test_version,
+    run(test_status_json_and_human, test_devices_lists_vulkan_devices, test_devices_selection_from_config,
+        test_no_vulkan_driver_still_serves, test_version,
         test_daemon_not_running_one_clear_line, test_daemon_killed_while_waiting,
         test_help_everywhere_and_usage_errors)
