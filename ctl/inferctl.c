@@ -71,6 +71,29 @@ static const Verb verbs[] = {
                                "org.inferd.infer1.set-log-level).",
         },
         {
+                .name = "bench",
+                .args = "ops",
+                .min_args = 1,
+                .max_args = 1,
+                .run = verb_bench,
+                .summary = "Measure the engine's kernels on a device",
+                .description = "Run every engine kernel (matrix x vector and matrix x matrix for each weight\n"
+                               "type, embedding lookup, RMSNorm, RoPE, softmax, SwiGLU, add, mul, argmax,\n"
+                               "attention prefill and decode) at LLM-sized shapes on one Vulkan device, in\n"
+                               "this process, and print GPU time, GB/s, GFLOP/s and the fraction of the\n"
+                               "device's measured copy bandwidth. A benchmark: it prints figures only.",
+                .options = (const struct option[]) {
+                        { "device", required_argument, NULL, ARG_BENCH_DEVICE },
+                        { "filter", required_argument, NULL, ARG_BENCH_FILTER },
+                        { "quick", no_argument, NULL, ARG_BENCH_QUICK },
+                        {}
+                },
+                .options_help = "     --device=N          Device index (default: the first one Devices=auto picks)\n"
+                                "     --filter=TEXT       Only kernels whose KERNEL_TYPE contains TEXT (matvec_Q8_0)\n"
+                                "     --quick             Fewer iterations\n",
+                .parse_option = bench_parse_option,
+        },
+        {
                 .name = "help",
                 .args = "[COMMAND]",
                 .min_args = 0,

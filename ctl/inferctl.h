@@ -60,4 +60,12 @@ int verb_version(Context *ctx, int argc, char *argv[]);
 
 /* admin.c */
 int verb_reload(Context *ctx, int argc, char *argv[]);
+
+enum {
+        ARG_BENCH_DEVICE = VERB_OPTION_BASE,
+        ARG_BENCH_FILTER,
+        ARG_BENCH_QUICK,
+};
+int verb_bench(Context *ctx, int argc, char *argv[]);
+int bench_parse_option(Context *ctx, int opt, const char *arg);
 int verb_log_level(Context *ctx, int argc, char *argv[]);

@@ -75,7 +75,11 @@ int gpu_cmd_new(GpuDevice *d, GpuCmd **ret) {
         res = vkAllocateCommandBuffers(d->dev, &cai, &c->cb);
         if (res != VK_SUCCESS)
                 return gpu_vk_errno(res);
-        VkFenceCreateInfo fci = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
+        /* Signalled, so freeing a GpuCmd that was never submitted does not wait. */
+        VkFenceCreateInfo fci = {
+                .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO,
+                .flags = VK_FENCE_CREATE_SIGNALED_BIT,
+        };
         res = vkCreateFence(d->dev, &fci, NULL, &c->fence);
         if (res != VK_SUCCESS)
                 return gpu_vk_errno(res);

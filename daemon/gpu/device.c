@@ -143,6 +143,31 @@ static void probe_caps(GpuDevice *d) {
         c->max_allocation = m3.maxMemoryAllocationSize ? m3.maxMemoryAllocationSize : (1ULL << 31);
 }
 
+/* Whether the driver lists an MxNxK subgroup shape with f16 A/B and f32 C/D. */
+static bool coopmat_has_f16_shape(GpuInstance *inst, VkPhysicalDevice phys, uint32_t m, uint32_t n, uint32_t k) {
+        PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV get = (PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV)
+                vkGetInstanceProcAddr(gpu_instance_vk(inst), "vkGetPhysicalDeviceCooperativeMatrixPropertiesNV");
+        uint32_t count = 0;
+
+        if (!get || get(phys, &count, NULL) != VK_SUCCESS || count == 0)
+                return false;
+        _cleanup_free_ VkCooperativeMatrixPropertiesNV *props = calloc(count, sizeof *props);
+        if (!props)
+                return false;
+        for (uint32_t i = 0; i < count; i++)
+                props[i].sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV;
+        if (get(phys, &count, props) != VK_SUCCESS)
+                return false;
+        for (uint32_t i = 0; i < count; i++) {
+                const VkCooperativeMatrixPropertiesNV *p = &props[i];
+                if (p->MSize == m && p->NSize == n && p->KSize == k && p->AType == VK_COMPONENT_TYPE_FLOAT16_NV &&
+                    p->BType == VK_COMPONENT_TYPE_FLOAT16_NV && p->CType == VK_COMPONENT_TYPE_FLOAT32_NV &&
+                    p->DType == VK_COMPONENT_TYPE_FLOAT32_NV && p->scope == VK_SCOPE_SUBGROUP_NV)
+                        return true;
+        }
+        return false;
+}
+
 int gpu_device_new(GpuInstance *inst, size_t index, const char *cache_dir, GpuDevice **ret) {
         _cleanup_(gpu_device_freep) GpuDevice *d = NULL;
         const GpuDeviceInfo *info = gpu_instance_device(inst, index);
@@ -191,6 +216,8 @@ int gpu_device_new(GpuInstance *inst, size_t index, const char *cache_dir, GpuDe
 
         d->caps.fp16 = info->fp16;
         probe_caps(d);
+        const char *e = getenv("INFERD_GPU_NO_SUBGROUP");
+        d->no_subgroup = e && *e && !streq(e, "0");
 
         /* Features: query what exists, then enable the ones the kernels use. */
         VkPhysicalDeviceCooperativeMatrixFeaturesNV coop = {
@@ -231,7 +258,10 @@ int gpu_device_new(GpuInstance *inst, size_t index, const char *cache_dir, GpuDe
         d->caps.fp16 = f12.shaderFloat16;
         d->caps.int8 = f12.shaderInt8;
         d->subgroup_size_control = has_sgc && sgc.subgroupSizeControl && sgc.computeFullSubgroups;
-        d->caps.coopmat_nv = has_coop && coop.cooperativeMatrix;
+        /* glslang always compiles GL_NV_cooperative_matrix to the Vulkan
+         * memory model (OpMemoryModel Logical Vulkan), which needs this feature. */
+        d->caps.coopmat_nv = has_coop && coop.cooperativeMatrix && f12.vulkanMemoryModel && f12.shaderFloat16 &&
+                             coopmat_has_f16_shape(inst, d->phys, 16, 8, 16);
 
         VkPhysicalDeviceVulkan12Features e12 = {
                 .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
@@ -240,6 +270,7 @@ int gpu_device_new(GpuInstance *inst, size_t index, const char *cache_dir, GpuDe
                 .storageBuffer8BitAccess = f12.storageBuffer8BitAccess,
                 .uniformAndStorageBuffer8BitAccess = f12.uniformAndStorageBuffer8BitAccess,
                 .hostQueryReset = f12.hostQueryReset,
+                .vulkanMemoryModel = d->caps.coopmat_nv,
         };
         VkPhysicalDeviceVulkan11Features e11 = {
                 .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_FEATURES,
@@ -371,6 +402,10 @@ const GpuDeviceInfo *gpu_device_info(const GpuDevice *d) {
 
 VkDevice gpu_device_vk(const GpuDevice *d) {
         return d->dev;
+}
+
+bool gpu_device_use_subgroup(const GpuDevice *d) {
+        return d->caps.subgroup_arithmetic && !d->no_subgroup;
 }
 
 uint64_t gpu_device_allocated(const GpuDevice *d) {

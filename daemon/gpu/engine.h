@@ -37,7 +37,7 @@ typedef struct GpuCaps {
         bool storage8;                  /* 8-bit storage buffer access */
         bool int8;                      /* shaderInt8 */
         bool shader_int16;              /* shaderInt16 */
-        bool coopmat_nv;                /* VK_NV_cooperative_matrix with f16 16x16x16 */
+        bool coopmat_nv;                /* VK_NV_cooperative_matrix with an f16xf16+f32 16x8x16 subgroup shape */
         uint64_t max_storage_buffer_range;
         uint64_t max_allocation;
         uint32_t max_workgroup_invocations;
@@ -62,6 +62,12 @@ static inline void gpu_device_freep(GpuDevice **d) {
 const GpuCaps *gpu_device_caps(const GpuDevice *d);
 const GpuDeviceInfo *gpu_device_info(const GpuDevice *d);
 VkDevice gpu_device_vk(const GpuDevice *d);
+/*
+ * Whether kernels should take their subgroup-operation variants: the device
+ * has subgroup arithmetic in compute shaders, and INFERD_GPU_NO_SUBGROUP=1 is
+ * not set (the tests use it to run the shared-memory fallbacks too).
+ */
+bool gpu_device_use_subgroup(const GpuDevice *d);
 /* Bytes of device memory this GpuDevice has allocated now. */
 uint64_t gpu_device_allocated(const GpuDevice *d);
 

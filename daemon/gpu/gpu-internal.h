@@ -18,6 +18,7 @@ struct GpuDevice {
         int host_type;                  /* ... for GPU_MEMORY_HOST */
         uint64_t min_storage_offset_alignment;
         bool subgroup_size_control;
+        bool no_subgroup;               /* INFERD_GPU_NO_SUBGROUP=1: use the fallbacks */
         uint64_t allocated;
 
         VkPipelineCache pipeline_cache;

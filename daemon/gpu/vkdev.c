@@ -226,3 +226,7 @@ uint32_t gpu_instance_api_version(const GpuInstance *g, size_t index) {
         vkGetPhysicalDeviceProperties(g->physical[index], &p);
         return p.apiVersion;
 }
+
+VkInstance gpu_instance_vk(const GpuInstance *g) {
+        return g ? g->instance : VK_NULL_HANDLE;
+}

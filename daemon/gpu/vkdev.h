@@ -39,6 +39,7 @@ const GpuDeviceInfo *gpu_instance_device(const GpuInstance *g, size_t index);
 
 /* For the engine (gpu/device.c): the Vulkan handles behind an index. */
 #include <vulkan/vulkan.h>
+VkInstance gpu_instance_vk(const GpuInstance *g);
 VkPhysicalDevice gpu_instance_physical(const GpuInstance *g, size_t index);
 uint32_t gpu_instance_api_version(const GpuInstance *g, size_t index);
 

@@ -1,0 +1,552 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * inferctl bench ops: every engine kernel at LLM-sized shapes on one device,
+ * with GPU time from timestamp queries, achieved GB/s and GFLOP/s, and the
+ * fraction of the device's measured copy bandwidth. It opens the device in
+ * this process (like a standalone benchmark) and prints figures; it does not
+ * pass or fail.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "bench.h"
+#include "engine.h"
+#include "inferctl.h"
+#include "macro.h"
+#include "ops-attention.h"
+#include "ops-basic.h"
+#include "ops-matmul.h"
+#include "ops-weights.h"
+#include "output.h"
+#include "quant.h"
+#include "select.h"
+#include "tensor.h"
+
+static long arg_device = -1;
+static const char *arg_filter;
+static bool arg_quick;
+
+int bench_parse_option(Context *ctx, int opt, const char *arg) {
+        char *end;
+        switch (opt) {
+        case ARG_BENCH_DEVICE:
+                errno = 0;
+                arg_device = strtol(arg, &end, 10);
+                if (errno || *end || arg_device < 0)
+                        return ctl_error_errno(EINVAL, "invalid --device=%s: expected a device index.", arg);
+                return 0;
+        case ARG_BENCH_FILTER:
+                arg_filter = arg;
+                return 0;
+        case ARG_BENCH_QUICK:
+                arg_quick = true;
+                return 0;
+        }
+        return -EINVAL;
+}
+
+typedef struct Result {
+        char kernel[32];
+        char type[8];
+        char shape[48];
+        double ns;
+        double bytes;
+        double flops;
+} Result;
+
+typedef struct Bench {
+        GpuDevice *dev;
+        double copy_bps;
+        Result *results;
+        size_t n;
+        bool json;
+} Bench;
+
+static bool wanted(const char *kernel, const char *type) {
+        char both[64];
+        if (!arg_filter)
+                return true;
+        snprintf(both, sizeof both, "%s_%s", kernel, type);
+        return strstr(both, arg_filter) != NULL;
+}
+
+static int add_result(Bench *b, const char *kernel, const char *type, const char *shape, double ns, double bytes,
+                      double flops) {
+        Result *a = reallocarray(b->results, b->n + 1, sizeof(Result));
+        if (!a)
+                return -ENOMEM;
+        b->results = a;
+        Result *r = &b->results[b->n++];
+        snprintf(r->kernel, sizeof r->kernel, "%s", kernel);
+        snprintf(r->type, sizeof r->type, "%s", type);
+        snprintf(r->shape, sizeof r->shape, "%s", shape);
+        r->ns = ns;
+        r->bytes = bytes;
+        r->flops = flops;
+        if (!b->json) {
+                printf("%-14s %-5s %-24s %10.1f %9.1f %9.1f %6.1f%%\n", kernel, type, shape, ns / 1000.0,
+                       bytes / ns, flops / ns, b->copy_bps > 0 ? 100.0 * (bytes / (ns * 1e-9)) / b->copy_bps : 0.0);
+                fflush(stdout);
+        }
+        return 0;
+}
+
+/* ---- a generic timer for ops that take GpuBindings ---- */
+
+typedef int (*record_t)(GpuCmd *c, GpuDevice *d, void *u);
+
+/* Records iters copies of the op between two timestamps, warms up, measures; GPU ns per op. */
+static int time_op(GpuDevice *d, record_t rec, void *u, double *ret_ns) {
+        _cleanup_(gpu_cmd_freep) GpuCmd *c = NULL;
+        uint32_t iters = 1;
+        double ns = 0;
+        int r;
+
+        r = gpu_cmd_new(d, &c);
+        if (r < 0)
+                return r;
+        for (int round = 0; round < 2; round++) {
+                r = gpu_cmd_begin(c);
+                if (r < 0)
+                        return r;
+                int t0 = gpu_cmd_timestamp(c);
+                for (uint32_t i = 0; i < iters; i++) {
+                        r = rec(c, d, u);
+                        if (r < 0)
+                                return r;
+                        gpu_cmd_barrier(c);
+                }
+                int t1 = gpu_cmd_timestamp(c);
+                if (t0 < 0 || t1 < 0)
+                        return -EOPNOTSUPP;
+                r = gpu_cmd_submit(c);
+                if (r < 0)
+                        return r;
+                r = gpu_cmd_elapsed_ns(c, t0, t1, &ns);
+                if (r < 0)
+                        return r;
+                /* The first round measures one call; size the second to about 0.2 s (quick: 0.05 s). */
+                double target = arg_quick ? 5e7 : 2e8;
+                iters = (uint32_t) MAX(1.0, MIN(200.0, target / MAX(ns, 1.0)));
+        }
+        *ret_ns = ns / iters;
+        return 0;
+}
+
+static int new_filled(GpuDevice *d, uint64_t bytes, uint64_t seed, GpuBuffer **ret) {
+        _cleanup_free_ float *x = malloc(MIN(bytes, 64ULL << 20));
+        GpuBuffer *b = NULL;
+        int r;
+
+        if (!x)
+                return -ENOMEM;
+        uint64_t n = MIN(bytes, 64ULL << 20) / sizeof(float);
+        uint64_t s = seed * 0x9E3779B97F4A7C15ULL + 1;
+        for (uint64_t i = 0; i < n; i++) {
+                s ^= s >> 12, s ^= s << 25, s ^= s >> 27;
+                x[i] = (float) ((double) ((s * 2685821657736338717ULL) >> 11) / 9007199254740992.0 - 0.5);
+        }
+        r = gpu_buffer_new(d, bytes, GPU_MEMORY_DEVICE, &b);
+        if (r < 0)
+                return r;
+        for (uint64_t off = 0; off < bytes; off += n * sizeof(float)) {
+                r = gpu_buffer_write(b, off, x, MIN(n * sizeof(float), bytes - off));
+                if (r < 0) {
+                        gpu_buffer_free(b);
+                        return r;
+                }
+        }
+        *ret = b;
+        return 0;
+}
+
+static GpuBinding bind(GpuBuffer *b) {
+        return (GpuBinding) { .buffer = b };
+}
+
+/* ---- weight kernels ---- */
+
+static const GgmlType weight_types[] = {
+        GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K,
+};
+
+static int bench_matvec(Bench *b) {
+        static const uint32_t shapes[][2] = { { 4096, 4096 }, { 14336, 4096 }, { 4096, 14336 } };
+        int r;
+
+        for (size_t s = 0; s < ELEMENTSOF(shapes); s++)
+                for (size_t t = 0; t < ELEMENTSOF(weight_types); t++) {
+                        GgmlType type = weight_types[t];
+                        uint32_t rows = shapes[s][0], cols = shapes[s][1];
+                        char shape[48];
+                        double ns;
+                        if (!wanted("matvec", ggml_type_name(type)))
+                                continue;
+                        r = gpu_bench_matvec(b->dev, type, rows, cols, arg_quick ? 10 : 50, &ns);
+                        if (r < 0) {
+                                fprintf(stderr, "matvec %s %ux%u: %s\n", ggml_type_name(type), rows, cols, strerror(-r));
+                                continue;
+                        }
+                        snprintf(shape, sizeof shape, "%ux%u", rows, cols);
+                        double bytes = (double) ggml_row_bytes(type, cols) * rows + 4.0 * (rows + cols);
+                        r = add_result(b, "matvec", ggml_type_name(type), shape, ns, bytes, 2.0 * rows * cols);
+                        if (r < 0)
+                                return r;
+                }
+        return 0;
+}
+
+static int bench_matmul(Bench *b) {
+        const uint32_t rows = 4096, cols = 4096, tokens = 512;
+        int r;
+
+        for (size_t t = 0; t < ELEMENTSOF(weight_types); t++) {
+                GgmlType type = weight_types[t];
+                char shape[48];
+                double ns;
+                if (!wanted("matmul", ggml_type_name(type)))
+                        continue;
+                r = gpu_bench_matmul(b->dev, type, rows, cols, tokens, arg_quick ? 1 : 3, &ns);
+                if (r < 0) {
+                        fprintf(stderr, "matmul %s: %s\n", ggml_type_name(type), strerror(-r));
+                        continue;
+                }
+                snprintf(shape, sizeof shape, "%ux%u x%u", rows, cols, tokens);
+                double bytes = (double) ggml_row_bytes(type, cols) * rows + 4.0 * tokens * (rows + cols);
+                r = add_result(b, "matmul", ggml_type_name(type), shape, ns, bytes, 2.0 * rows * cols * tokens);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+typedef struct GetRows {
+        GpuTensor *w;
+        GpuBuffer *ids, *out;
+        uint32_t n_ids;
+} GetRows;
+
+static int rec_get_rows(GpuCmd *c, GpuDevice *d, void *u) {
+        GetRows *g = u;
+        return gpu_op_get_rows(c, d, g->w, bind(g->ids), bind(g->out), g->n_ids);
+}
+
+static int bench_get_rows(Bench *b) {
+        static const GgmlType types[] = { GGML_TYPE_F16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_K };
+        const uint32_t vocab = 32000, dim = 4096, n_ids = 512;
+        int r;
+
+        for (size_t t = 0; t < ELEMENTSOF(types); t++) {
+                GgmlType type = types[t];
+                GetRows g = { .n_ids = n_ids };
+                if (!wanted("get_rows", ggml_type_name(type)))
+                        continue;
+                uint64_t row = ggml_row_bytes(type, dim);
+                _cleanup_free_ uint8_t *data = calloc(vocab, row);
+                _cleanup_free_ uint32_t *ids = calloc(n_ids, sizeof(uint32_t));
+                _cleanup_free_ float *one = malloc(dim * sizeof(float));
+                if (!data || !ids || !one)
+                        return -ENOMEM;
+                for (uint32_t i = 0; i < dim; i++)
+                        one[i] = (float) ((i * 37) % 101) / 101.0f - 0.5f;
+                for (uint32_t v = 0; v < vocab; v++)
+                        (void) ggml_quantize_row(type, one, data + v * row, dim);
+                for (uint32_t i = 0; i < n_ids; i++)
+                        ids[i] = (i * 7919u) % vocab;
+                r = gpu_tensor_upload(b->dev, type, dim, vocab, data, &g.w);
+                if (r >= 0)
+                        r = gpu_buffer_new(b->dev, n_ids * sizeof(uint32_t), GPU_MEMORY_DEVICE, &g.ids);
+                if (r >= 0)
+                        r = gpu_buffer_write(g.ids, 0, ids, n_ids * sizeof(uint32_t));
+                if (r >= 0)
+                        r = gpu_buffer_new(b->dev, (uint64_t) n_ids * dim * 4, GPU_MEMORY_DEVICE, &g.out);
+                double ns = 0;
+                if (r >= 0)
+                        r = time_op(b->dev, rec_get_rows, &g, &ns);
+                if (r >= 0) {
+                        char shape[48];
+                        snprintf(shape, sizeof shape, "%u of %ux%u", n_ids, vocab, dim);
+                        r = add_result(b, "get_rows", ggml_type_name(type), shape, ns,
+                                       (double) n_ids * (row + 4.0 * dim), 0);
+                } else
+                        fprintf(stderr, "get_rows %s: %s\n", ggml_type_name(type), strerror(-r));
+                gpu_tensor_free(g.w);
+                gpu_buffer_free(g.ids);
+                gpu_buffer_free(g.out);
+                if (r == -ENOMEM)
+                        return r;
+        }
+        return 0;
+}
+
+/* ---- activation kernels ---- */
+
+typedef struct Act {
+        GpuBuffer *a, *b, *out, *pos;
+        uint32_t rows, cols;
+        GpuRope rope;
+} Act;
+
+static int rec_rmsnorm(GpuCmd *c, GpuDevice *d, void *u) {
+        Act *a = u;
+        return gpu_op_rmsnorm(c, d, bind(a->a), (GpuBinding) { .buffer = a->b, .range = a->cols * 4ULL },
+                              bind(a->out), a->rows, a->cols, 1e-5f);
+}
+static int rec_softmax(GpuCmd *c, GpuDevice *d, void *u) {
+        Act *a = u;
+        return gpu_op_softmax(c, d, bind(a->a), bind(a->out), a->rows, a->cols, 1.0f);
+}
+static int rec_swiglu(GpuCmd *c, GpuDevice *d, void *u) {
+        Act *a = u;
+        return gpu_op_swiglu(c, d, bind(a->a), bind(a->b), bind(a->out), a->rows, a->cols);
+}
+static int rec_add(GpuCmd *c, GpuDevice *d, void *u) {
+        Act *a = u;
+        return gpu_op_add(c, d, bind(a->a), bind(a->b), bind(a->out), a->rows, a->cols, false);
+}
+static int rec_mul(GpuCmd *c, GpuDevice *d, void *u) {
+        Act *a = u;
+        return gpu_op_mul(c, d, bind(a->a), bind(a->b), bind(a->out), a->rows, a->cols, false);
+}
+static int rec_argmax(GpuCmd *c, GpuDevice *d, void *u) {
+        Act *a = u;
+        return gpu_op_argmax(c, d, bind(a->a), bind(a->out), a->rows, a->cols);
+}
+static int rec_rope(GpuCmd *c, GpuDevice *d, void *u) {
+        Act *a = u;
+        return gpu_op_rope(c, d, bind(a->a), bind(a->pos), bind(a->out), &a->rope);
+}
+
+static int bench_activations(Bench *b) {
+        static const struct {
+                const char *kernel;
+                record_t rec;
+                uint32_t rows, cols;
+                double reads, writes, flops_per_elem;   /* per element, in units of the row data */
+        } ops[] = {
+                { "rmsnorm", rec_rmsnorm, 512, 4096, 1, 1, 4 },
+                { "rope", rec_rope, 512, 4096, 1, 1, 6 },
+                { "softmax", rec_softmax, 512, 32000, 2, 1, 5 },
+                { "swiglu", rec_swiglu, 512, 14336, 2, 1, 6 },
+                { "add", rec_add, 512, 4096, 2, 1, 1 },
+                { "mul", rec_mul, 512, 4096, 2, 1, 1 },
+                { "argmax", rec_argmax, 1, 128256, 1, 0, 1 },
+                { "argmax", rec_argmax, 64, 128256, 1, 0, 1 },
+        };
+        int r;
+
+        for (size_t i = 0; i < ELEMENTSOF(ops); i++) {
+                Act a = { .rows = ops[i].rows, .cols = ops[i].cols };
+                uint64_t n = (uint64_t) a.rows * a.cols;
+                double ns = 0;
+                if (!wanted(ops[i].kernel, "F32"))
+                        continue;
+                r = new_filled(b->dev, n * 4, 1, &a.a);
+                if (r >= 0)
+                        r = new_filled(b->dev, n * 4, 2, &a.b);
+                if (r >= 0)
+                        r = gpu_buffer_new(b->dev, n * 4, GPU_MEMORY_DEVICE, &a.out);
+                if (r >= 0 && ops[i].rec == rec_rope) {
+                        _cleanup_free_ int32_t *pos = calloc(a.rows, sizeof(int32_t));
+                        if (!pos)
+                                r = -ENOMEM;
+                        for (uint32_t t = 0; pos && t < a.rows; t++)
+                                pos[t] = (int32_t) t;
+                        if (r >= 0)
+                                r = gpu_buffer_new(b->dev, a.rows * 4ULL, GPU_MEMORY_DEVICE, &a.pos);
+                        if (r >= 0)
+                                r = gpu_buffer_write(a.pos, 0, pos, a.rows * 4ULL);
+                        a.rope = (GpuRope) { .n_tokens = a.rows, .n_heads = 32, .head_dim = 128, .n_rot = 128,
+                                             .mode = GPU_ROPE_NORMAL, .freq_base = 500000.0f, .freq_scale = 1.0f };
+                }
+                if (r >= 0)
+                        r = time_op(b->dev, ops[i].rec, &a, &ns);
+                if (r >= 0) {
+                        char shape[48];
+                        snprintf(shape, sizeof shape, "%ux%u", a.rows, a.cols);
+                        r = add_result(b, ops[i].kernel, "F32", shape, ns,
+                                       4.0 * n * (ops[i].reads + ops[i].writes) + (ops[i].writes == 0 ? 4.0 * a.rows : 0),
+                                       ops[i].flops_per_elem * n);
+                } else
+                        fprintf(stderr, "%s: %s\n", ops[i].kernel, strerror(-r));
+                gpu_buffer_free(a.a);
+                gpu_buffer_free(a.b);
+                gpu_buffer_free(a.out);
+                gpu_buffer_free(a.pos);
+                if (r == -ENOMEM)
+                        return r;
+        }
+        return 0;
+}
+
+/* ---- attention ---- */
+
+typedef struct Attn {
+        GpuBuffer *q, *k, *v, *out, *scratch;
+        GpuAttentionParams p;
+} Attn;
+
+static int rec_attention(GpuCmd *c, GpuDevice *d, void *u) {
+        Attn *a = u;
+        return gpu_op_attention(c, d, bind(a->q), bind(a->k), bind(a->v), bind(a->out),
+                                a->scratch ? bind(a->scratch) : (GpuBinding) {}, &a->p);
+}
+
+static int bench_attention(Bench *b) {
+        static const struct { const char *kernel; uint32_t n_tokens, pos0; } cases[] = {
+                { "attn_prefill", 512, 0 },
+                { "attn_decode", 1, 8191 },
+        };
+        int r;
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                Attn a = { .p = { .n_tokens = cases[i].n_tokens, .n_head = 32, .n_head_kv = 8, .head_dim = 128,
+                                  .n_ctx = 8192, .pos0 = cases[i].pos0, .scale = 0.08838834764f } };
+                const GpuAttentionParams *p = &a.p;
+                uint64_t qbytes = 4ULL * p->n_tokens * p->n_head * p->head_dim;
+                uint64_t cache = 2ULL * p->n_head_kv * p->n_ctx * p->head_dim;
+                double ns = 0;
+                if (!wanted(cases[i].kernel, "F16"))
+                        continue;
+                r = new_filled(b->dev, qbytes, 3, &a.q);
+                if (r >= 0)
+                        r = new_filled(b->dev, cache, 4, &a.k); /* random bits as f16: finite enough? fill below */
+                if (r >= 0)
+                        r = gpu_buffer_new(b->dev, cache, GPU_MEMORY_DEVICE, &a.v);
+                if (r >= 0)
+                        r = gpu_buffer_new(b->dev, qbytes, GPU_MEMORY_DEVICE, &a.out);
+                if (r >= 0 && p->n_tokens == 1)
+                        r = gpu_buffer_new(b->dev, gpu_attention_scratch_size(p->n_head, p->head_dim, p->n_ctx),
+                                           GPU_MEMORY_DEVICE, &a.scratch);
+                if (r >= 0) {
+                        /* Caches of small f16 values: 0x2c00 is 0.0625, so no overflow or NaN. */
+                        _cleanup_(gpu_cmd_freep) GpuCmd *c = NULL;
+                        r = gpu_cmd_new(b->dev, &c);
+                        if (r >= 0)
+                                r = gpu_cmd_begin(c);
+                        if (r >= 0) {
+                                gpu_cmd_fill(c, a.k, 0, cache, 0x2c002c00u);
+                                gpu_cmd_fill(c, a.v, 0, cache, 0x2c00ac00u);
+                                r = gpu_cmd_submit(c);
+                        }
+                }
+                if (r >= 0)
+                        r = time_op(b->dev, rec_attention, &a, &ns);
+                if (r >= 0) {
+                        char shape[48];
+                        uint64_t n_kv = p->pos0 + p->n_tokens;
+                        double pairs = p->n_tokens == 1 ? (double) n_kv
+                                                         : (double) p->n_tokens * (p->n_tokens + 1) / 2.0 +
+                                                                   (double) p->n_tokens * p->pos0;
+                        snprintf(shape, sizeof shape, "%ut kv%" PRIu64 " h32/8 d128", p->n_tokens, n_kv);
+                        double kv_bytes = 2.0 * 2.0 * p->n_head_kv * n_kv * p->head_dim;
+                        r = add_result(b, cases[i].kernel, "F16", shape, ns, kv_bytes + 2.0 * qbytes,
+                                       4.0 * p->n_head * p->head_dim * pairs);
+                } else
+                        fprintf(stderr, "%s: %s\n", cases[i].kernel, strerror(-r));
+                gpu_buffer_free(a.q);
+                gpu_buffer_free(a.k);
+                gpu_buffer_free(a.v);
+                gpu_buffer_free(a.out);
+                gpu_buffer_free(a.scratch);
+                if (r == -ENOMEM)
+                        return r;
+        }
+        return 0;
+}
+
+static int print_json(const Bench *b, JsonMode mode) {
+        _cleanup_json_ json_t *root = NULL;
+        json_t *arr = json_array();
+        const GpuDeviceInfo *info = gpu_device_info(b->dev);
+
+        if (!arr)
+                return ctl_oom();
+        for (size_t i = 0; i < b->n; i++) {
+                const Result *r = &b->results[i];
+                double s = r->ns * 1e-9;
+                json_t *o = json_pack("{s:s, s:s, s:s, s:f, s:f, s:f, s:f}", "kernel", r->kernel, "type", r->type,
+                                      "shape", r->shape, "time_us", r->ns / 1000.0, "gb_per_s", r->bytes / r->ns,
+                                      "gflop_per_s", r->flops / r->ns,
+                                      "bandwidth_fraction", b->copy_bps > 0 ? (r->bytes / s) / b->copy_bps : 0.0);
+                if (!o || json_array_append_new(arr, o) < 0) {
+                        json_decref(arr);
+                        return ctl_oom();
+                }
+        }
+        root = json_pack("{s:s, s:s, s:f, s:o}", "device", info->name, "driver", info->driver,
+                         "copy_gb_per_s", b->copy_bps / 1e9, "results", arr);
+        if (!root)
+                return ctl_oom();
+        return json_print(root, mode);
+}
+
+static int pick_default_device(GpuInstance *inst) {
+        size_t n = gpu_instance_n_devices(inst);
+        _cleanup_free_ bool *sel = calloc(n ?: 1, sizeof(bool));
+        if (!sel)
+                return -ENOMEM;
+        if (gpu_select_devices(inst, "auto", sel, NULL) < 0)
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++)
+                if (sel[i])
+                        return (int) i;
+        return -ENODEV;
+}
+
+int verb_bench(Context *ctx, int argc, char *argv[]) {
+        _cleanup_(gpu_instance_freep) GpuInstance *inst = NULL;
+        _cleanup_(gpu_device_freep) GpuDevice *dev = NULL;
+        Bench b = { .json = ctx->json != JSON_OFF };
+        int r, index;
+
+        if (!streq(argv[0], "ops")) {
+                (void) ctl_error_errno(EINVAL, "unknown benchmark '%s'; see 'inferctl bench --help'.", argv[0]);
+                return EXIT_USAGE;
+        }
+
+        r = gpu_instance_new(&inst);
+        if (r < 0 || gpu_instance_n_devices(inst) == 0)
+                return ctl_error_errno(ENODEV, "no Vulkan device on this host (install mesa-vulkan-drivers or a GPU driver).");
+        index = arg_device >= 0 ? (int) arg_device : pick_default_device(inst);
+        if (index < 0 || (size_t) index >= gpu_instance_n_devices(inst))
+                return ctl_error_errno(ENODEV, "no device %ld on this host; see 'inferctl devices'.", arg_device);
+        r = gpu_device_new(inst, (size_t) index, NULL, &dev);
+        if (r < 0)
+                return ctl_error_errno(r, "Failed to open device %d: %m", index);
+        b.dev = dev;
+
+        r = gpu_bench_copy_bandwidth(dev, MIN(gpu_device_caps(dev)->max_storage_buffer_range / 2, 256ULL << 20),
+                                     &b.copy_bps);
+        if (r < 0)
+                return ctl_error_errno(r, "Failed to measure the copy bandwidth: %m");
+        if (!b.json) {
+                printf("Device %d: %s (%s), copy bandwidth %.1f GB/s\n\n", index, gpu_device_info(dev)->name,
+                       gpu_device_info(dev)->driver, b.copy_bps / 1e9);
+                printf("%-14s %-5s %-24s %10s %9s %9s %7s\n", "KERNEL", "TYPE", "SHAPE", "TIME(us)", "GB/s", "GFLOP/s",
+                       "OF-BW");
+        }
+
+        r = bench_matvec(&b);
+        if (r >= 0)
+                r = bench_matmul(&b);
+        if (r >= 0)
+                r = bench_get_rows(&b);
+        if (r >= 0)
+                r = bench_activations(&b);
+        if (r >= 0)
+                r = bench_attention(&b);
+        if (r < 0) {
+                free(b.results);
+                return ctl_error_errno(r, "Benchmark failed: %m");
+        }
+        if (b.json)
+                r = print_json(&b, ctx->json);
+        free(b.results);
+        return r;
+}

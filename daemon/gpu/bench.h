@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * GPU-side timings for `inferctl bench ops`: each records its dispatches
+ * between two timestamps in one submission, submits once to warm up and
+ * once to measure, and reports GPU time (not host time). -EOPNOTSUPP when
+ * the device has no timestamps.
+ */
+
+#include <stdint.h>
+
+#include "engine.h"
+#include "ops-weights.h"
+#include "quant.h"
+
+/*
+ * Matrix x vector (batch 1) on an n_rows x n_cols matrix of `type` with
+ * random weights: n_iter dispatches with barriers between them; returns
+ * nanoseconds per call.
+ */
+int gpu_bench_matvec(GpuDevice *d, GgmlType type, uint32_t n_rows, uint32_t n_cols, uint32_t n_iter,
+                     double *ret_ns_per_call);
+
+/* The same with n_vectors and explicit kernel parameters (NULL: the defaults), for tuning. */
+int gpu_bench_matvec_params(GpuDevice *d, GgmlType type, uint32_t n_rows, uint32_t n_cols, uint32_t n_vectors,
+                            uint32_t n_iter, const GpuMatvecParams *params, double *ret_ns_per_call);
+
+/*
+ * Device-memory bandwidth: shaders/copy.comp copying `bytes` (rounded down
+ * to 16, at most caps.max_storage_buffer_range) from one buffer to another;
+ * read plus written bytes per second.
+ */
+int gpu_bench_copy_bandwidth(GpuDevice *d, uint64_t bytes, double *ret_bytes_per_sec);

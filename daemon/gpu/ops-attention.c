@@ -1,0 +1,345 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Recording of the attention kernels (shaders/list-attention.txt): shape
+ * checks, tile and split choice, push constants, grid size; and the host
+ * references the tests compare them with.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "macro.h"
+#include "ops-attention.h"
+#include "quant.h"
+
+/* attn_decode: invocations per workgroup, which is also the keys per sub-block. */
+#define DECODE_WG 64u
+#define COMBINE_WG 64u
+#define KV_STORE_WG 256u
+/* Query heads of one kv head scored together by a decode workgroup (registers grow with it). */
+#define DECODE_MAX_GB 8u
+/*
+ * Decode workgroups to aim for: a few per multiprocessor of a large GPU
+ * (~130 on an H100), so the cache streams at full bandwidth even when there
+ * are few kv heads.
+ */
+#define DECODE_TARGET_GROUPS 512u
+
+/*
+ * Whether a binding is well formed and shows at least `bytes`: without
+ * robustBufferAccess an index past it is undefined behaviour on the device.
+ */
+static bool binding_covers(GpuBinding b, uint64_t bytes) {
+        if (!b.buffer)
+                return false;
+        uint64_t size = gpu_buffer_size(b.buffer);
+        if (b.offset >= size)
+                return false;
+        uint64_t avail = b.range ? MIN(b.range, size - b.offset) : size - b.offset;
+        return avail >= bytes;
+}
+
+static uint32_t div_up(uint32_t a, uint32_t b) {
+        return (a + b - 1) / b;
+}
+
+static int check_shape(const GpuAttentionParams *p) {
+        if (!p || p->n_tokens == 0 || p->n_head == 0 || p->n_head_kv == 0 || p->n_head % p->n_head_kv != 0)
+                return -EINVAL;
+        if (p->head_dim < 8 || p->head_dim > 256 || p->head_dim % 8 != 0)
+                return -EINVAL;
+        if (p->n_ctx == 0 || p->pos0 >= p->n_ctx || p->n_tokens > p->n_ctx - p->pos0)
+                return -EINVAL;
+        /* Word indices into the cache are 32-bit in the kernels. */
+        if ((uint64_t) p->n_head_kv * p->n_ctx * p->head_dim / 2 > UINT32_MAX)
+                return -EINVAL;
+        return 0;
+}
+
+static uint64_t cache_bytes(const GpuAttentionParams *p) {
+        return (uint64_t) p->n_head_kv * p->n_ctx * p->head_dim * 2;
+}
+
+/* Floats touched by n_rows rows of n_cols, row_stride apart. */
+static uint64_t strided_floats(uint32_t n_rows, uint32_t n_cols, uint32_t row_stride) {
+        return (uint64_t) (n_rows - 1) * row_stride + n_cols;
+}
+
+static uint32_t q_stride(const GpuAttentionParams *p) {
+        return p->q_stride ? p->q_stride : p->n_head * p->head_dim;
+}
+
+static int check_qkv_out(GpuBinding q, GpuBinding k_cache, GpuBinding v_cache, GpuBinding out,
+                         const GpuAttentionParams *p) {
+        uint32_t row = p->n_head * p->head_dim;
+        uint32_t qs = q_stride(p);
+
+        /* Kernels read q as float pairs. */
+        if (qs < row || qs % 2 != 0)
+                return -EINVAL;
+        if (!binding_covers(q, strided_floats(p->n_tokens, row, qs) * 4) ||
+            !binding_covers(k_cache, cache_bytes(p)) || !binding_covers(v_cache, cache_bytes(p)) ||
+            !binding_covers(out, (uint64_t) p->n_tokens * row * 4))
+                return -EINVAL;
+        return 0;
+}
+
+int gpu_op_kv_store(GpuCmd *c, GpuDevice *d, GpuBinding k_new, GpuBinding v_new, GpuBinding k_cache,
+                    GpuBinding v_cache, const GpuAttentionParams *p) {
+        GpuPipeline *pl;
+        int r;
+
+        r = check_shape(p);
+        if (r < 0)
+                return r;
+        uint32_t row = p->n_head_kv * p->head_dim;
+        uint32_t stride = p->kv_stride ? p->kv_stride : row;
+        if (stride < row || stride % 2 != 0)
+                return -EINVAL;
+        uint64_t src = strided_floats(p->n_tokens, row, stride) * 4;
+        if (!binding_covers(k_new, src) || !binding_covers(v_new, src) || !binding_covers(k_cache, cache_bytes(p)) ||
+            !binding_covers(v_cache, cache_bytes(p)))
+                return -EINVAL;
+
+        KvStorePush push = {
+                .n_tokens = p->n_tokens,
+                .n_head_kv = p->n_head_kv,
+                .half_dim = p->head_dim / 2,
+                .n_ctx = p->n_ctx,
+                .pos0 = p->pos0,
+                .src_stride = stride,
+        };
+        uint64_t pairs = (uint64_t) p->n_tokens * row / 2;
+        uint32_t gx = (uint32_t) MIN((pairs + KV_STORE_WG - 1) / KV_STORE_WG,
+                                     (uint64_t) gpu_device_caps(d)->max_workgroup_count[0]);
+        GpuSpec spec = { .v = { KV_STORE_WG }, .n = 1 };
+        r = gpu_pipeline_get(d, GPU_SHADER_KV_STORE_F32_F16, &spec, &pl);
+        if (r < 0)
+                return r;
+        GpuBinding b[4] = { k_new, v_new, k_cache, v_cache };
+        return gpu_cmd_dispatch(c, pl, b, 4, &push, sizeof push, gx, 1, 1);
+}
+
+/* ---- prefill ------------------------------------------------------------- */
+
+/* Mirrors the shared arrays of attn_prefill.comp. */
+static uint64_t prefill_shared(uint32_t dim, uint32_t br, uint32_t bc) {
+        uint64_t d4 = dim / 8;
+        return 16 * (br * (2 * d4 + 1) + bc * (d4 + 1) + bc * d4 + br * (bc / 4 + 1));
+}
+
+typedef struct PrefillTile {
+        uint32_t wg, br, bc;
+} PrefillTile;
+
+/*
+ * Rows per tile and keys per block: the largest tile that fits the device's
+ * shared memory; more rows reuse each K/V block more. T invocations share a
+ * row, each owning 8-column chunks of its output: up to 8, and no more than
+ * there are chunks (head_dim / 8), a power of two so it divides the block.
+ */
+static int prefill_tile(GpuDevice *d, uint32_t dim, PrefillTile *ret) {
+        static const uint32_t tiles[][2] = { { 32, 32 }, { 16, 32 }, { 16, 16 }, { 8, 16 }, { 8, 8 } };
+        const GpuCaps *caps = gpu_device_caps(d);
+        uint32_t t = 8;
+
+        while (t > dim / 8)
+                t /= 2;
+        for (size_t i = 0; i < ELEMENTSOF(tiles); i++) {
+                uint32_t br = tiles[i][0], bc = tiles[i][1];
+                if (br * t > caps->max_workgroup_invocations || prefill_shared(dim, br, bc) > caps->max_shared_memory)
+                        continue;
+                *ret = (PrefillTile) { .wg = br * t, .br = br, .bc = bc };
+                return 0;
+        }
+        return -EOPNOTSUPP;
+}
+
+int gpu_op_attention_prefill(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k_cache, GpuBinding v_cache,
+                             GpuBinding out, const GpuAttentionParams *p) {
+        PrefillTile tile;
+        GpuPipeline *pl;
+        int r;
+
+        r = check_shape(p);
+        if (r < 0)
+                return r;
+        r = check_qkv_out(q, k_cache, v_cache, out, p);
+        if (r < 0)
+                return r;
+        r = prefill_tile(d, p->head_dim, &tile);
+        if (r < 0)
+                return r;
+
+        uint32_t group = p->n_head / p->n_head_kv;
+        AttnPrefillPush push = {
+                .n_tokens = p->n_tokens,
+                .n_group = group,
+                .n_head = p->n_head,
+                .n_ctx = p->n_ctx,
+                .pos0 = p->pos0,
+                .q_stride = q_stride(p),
+                .scale = p->scale,
+        };
+        GpuSpec spec = { .v = { tile.wg, 1, 1, p->head_dim, tile.br, tile.bc }, .n = 6 };
+        r = gpu_pipeline_get(d, GPU_SHADER_ATTN_PREFILL_F16, &spec, &pl);
+        if (r < 0)
+                return r;
+        uint64_t rows = (uint64_t) p->n_tokens * group;
+        uint64_t n_tiles = (rows + tile.br - 1) / tile.br;
+        if (n_tiles > UINT32_MAX)
+                return -E2BIG;
+        GpuBinding b[4] = { q, k_cache, v_cache, out };
+        return gpu_cmd_dispatch(c, pl, b, 4, &push, sizeof push, (uint32_t) n_tiles, p->n_head_kv, 1);
+}
+
+/* ---- decode --------------------------------------------------------------- */
+
+/*
+ * Keys per decode workgroup: whole sub-blocks, enough chunks per head for
+ * about DECODE_TARGET_GROUPS workgroups in all and at most
+ * GPU_ATTN_MAX_SPLITS. 8 kv heads at 8k positions: 64 chunks of 128 keys,
+ * each workgroup streaming 64 KiB of K/V at head_dim 128; 2 kv heads: 128
+ * chunks of 64. Longer caches get longer chunks, which also amortise the
+ * partial results each chunk writes.
+ */
+static uint32_t decode_chunk(uint32_t n_kv, uint32_t groups_per_chunk) {
+        uint32_t blocks = div_up(n_kv, DECODE_WG);
+        uint32_t splits = MIN(div_up(DECODE_TARGET_GROUPS, groups_per_chunk), GPU_ATTN_MAX_SPLITS);
+        return DECODE_WG * div_up(blocks, splits);
+}
+
+uint64_t gpu_attention_scratch_size(uint32_t n_head, uint32_t head_dim, uint32_t n_ctx) {
+        uint64_t n_chunks = MIN(GPU_ATTN_MAX_SPLITS, div_up(MAX(n_ctx, 1u), DECODE_WG));
+        return (uint64_t) n_head * n_chunks * (head_dim + 2) * sizeof(float);
+}
+
+/* Mirrors the shared arrays of attn_decode.comp (with attn_reduce.glsl). */
+static uint64_t decode_shared(uint32_t dim, uint32_t gb) {
+        uint64_t dc4 = MIN(dim / 8, 16u);
+        return gb * dim * 4 + DECODE_WG * (dc4 + 1) * 16 + gb * DECODE_WG * 4 + gb * DECODE_WG * 8 +
+               gb * DECODE_WG * 4;
+}
+
+int gpu_op_attention_decode(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k_cache, GpuBinding v_cache,
+                            GpuBinding out, GpuBinding scratch, const GpuAttentionParams *p) {
+        const GpuCaps *caps = gpu_device_caps(d);
+        GpuPipeline *pl_dec, *pl_comb;
+        int r;
+
+        r = check_shape(p);
+        if (r < 0)
+                return r;
+        if (p->n_tokens != 1)
+                return -EINVAL;
+        r = check_qkv_out(q, k_cache, v_cache, out, p);
+        if (r < 0)
+                return r;
+        /* Heads per workgroup: as even blocks as possible, shrunk until the tiles fit. */
+        uint32_t group = p->n_head / p->n_head_kv;
+        uint32_t n_hb = div_up(group, DECODE_MAX_GB);
+        uint32_t gb = div_up(group, n_hb);
+        while (gb > 1 && decode_shared(p->head_dim, gb) > caps->max_shared_memory) {
+                n_hb++;
+                gb = div_up(group, n_hb);
+        }
+        if (decode_shared(p->head_dim, gb) > caps->max_shared_memory || DECODE_WG > caps->max_workgroup_invocations)
+                return -EOPNOTSUPP;
+        n_hb = div_up(group, gb);
+
+        uint32_t n_kv = p->pos0 + 1;
+        uint32_t chunk = decode_chunk(n_kv, p->n_head_kv * n_hb);
+        uint32_t n_chunks = div_up(n_kv, chunk);
+        assert(n_chunks <= GPU_ATTN_MAX_SPLITS);
+        if (!binding_covers(scratch, (uint64_t) p->n_head * n_chunks * (p->head_dim + 2) * sizeof(float)))
+                return -EINVAL;
+
+        AttnDecodePush push = {
+                .n_head = p->n_head,
+                .n_group = group,
+                .n_ctx = p->n_ctx,
+                .n_kv = n_kv,
+                .chunk = chunk,
+                .n_chunks = n_chunks,
+                .q_stride = q_stride(p),
+                .scale = p->scale,
+        };
+        GpuSpec spec = { .v = { DECODE_WG, 1, 1, p->head_dim, gb }, .n = 5 };
+        r = gpu_pipeline_get(d, gpu_device_use_subgroup(d) ? GPU_SHADER_ATTN_DECODE_F16 : GPU_SHADER_ATTN_DECODE_F16_NOSG,
+                             &spec, &pl_dec);
+        if (r < 0)
+                return r;
+        GpuSpec cspec = { .v = { COMBINE_WG, 1, 1, GPU_ATTN_MAX_SPLITS }, .n = 4 };
+        r = gpu_pipeline_get(d, GPU_SHADER_ATTN_COMBINE_F32, &cspec, &pl_comb);
+        if (r < 0)
+                return r;
+
+        GpuBinding b[4] = { q, k_cache, v_cache, scratch };
+        r = gpu_cmd_dispatch(c, pl_dec, b, 4, &push, sizeof push, n_chunks, p->n_head_kv * n_hb, 1);
+        if (r < 0)
+                return r;
+        gpu_cmd_barrier(c);
+        AttnCombinePush cpush = { .n_head = p->n_head, .n_chunks = n_chunks, .head_dim = p->head_dim };
+        GpuBinding cb[2] = { scratch, out };
+        return gpu_cmd_dispatch(c, pl_comb, cb, 2, &cpush, sizeof cpush, p->n_head, 1, 1);
+}
+
+int gpu_op_attention(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k_cache, GpuBinding v_cache,
+                     GpuBinding out, GpuBinding scratch, const GpuAttentionParams *p) {
+        if (p && p->n_tokens == 1)
+                return gpu_op_attention_decode(c, d, q, k_cache, v_cache, out, scratch, p);
+        return gpu_op_attention_prefill(c, d, q, k_cache, v_cache, out, p);
+}
+
+/* ---- host references --------------------------------------------------- */
+
+void gpu_kv_store_ref(const GpuAttentionParams *p, const float *k_new, const float *v_new, uint16_t *k_cache,
+                      uint16_t *v_cache) {
+        uint32_t dim = p->head_dim, row = p->n_head_kv * dim;
+        uint32_t stride = p->kv_stride ? p->kv_stride : row;
+
+        for (uint32_t t = 0; t < p->n_tokens; t++)
+                for (uint32_t g = 0; g < p->n_head_kv; g++)
+                        for (uint32_t i = 0; i < dim; i++) {
+                                size_t src = (size_t) t * stride + (size_t) g * dim + i;
+                                size_t dst = ((size_t) g * p->n_ctx + p->pos0 + t) * dim + i;
+                                k_cache[dst] = float_to_half(k_new[src]);
+                                v_cache[dst] = float_to_half(v_new[src]);
+                        }
+}
+
+void gpu_attention_ref(const GpuAttentionParams *p, const float *q, const uint16_t *k_cache,
+                       const uint16_t *v_cache, float *out) {
+        uint32_t dim = p->head_dim, group = p->n_head / p->n_head_kv, qs = q_stride(p);
+        uint32_t n_kv = p->pos0 + p->n_tokens;
+        double *s = malloc(sizeof(double) * n_kv), *acc = malloc(sizeof(double) * dim);
+
+        assert(s && acc);
+        for (uint32_t t = 0; t < p->n_tokens; t++)
+                for (uint32_t h = 0; h < p->n_head; h++) {
+                        const float *qr = q + (size_t) t * qs + (size_t) h * dim;
+                        size_t base = (size_t) (h / group) * p->n_ctx * dim;
+                        uint32_t n = p->pos0 + t + 1;
+                        double mx = -INFINITY, sum = 0;
+
+                        for (uint32_t k = 0; k < n; k++) {
+                                double dot = 0;
+                                for (uint32_t i = 0; i < dim; i++)
+                                        dot += (double) qr[i] * half_to_float(k_cache[base + (size_t) k * dim + i]);
+                                s[k] = dot * p->scale;
+                                mx = MAX(mx, s[k]);
+                        }
+                        memset(acc, 0, sizeof(double) * dim);
+                        for (uint32_t k = 0; k < n; k++) {
+                                double w = exp(s[k] - mx);
+                                sum += w;
+                                for (uint32_t i = 0; i < dim; i++)
+                                        acc[i] += w * half_to_float(v_cache[base + (size_t) k * dim + i]);
+                        }
+                        float *o = out + ((size_t) t * p->n_head + h) * dim;
+                        for (uint32_t i = 0; i < dim; i++)
+                                o[i] = (float) (acc[i] / sum);
+                }
+        free(s);
+        free(acc);
+}

@@ -1,0 +1,209 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Host side of the weight-reading kernels (shaders/mul_mv.comp,
+ * shaders/get_rows.comp): shape checks, default tuning, one dispatch per
+ * tensor chunk.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "macro.h"
+#include "ops-weights.h"
+
+typedef struct TypeShaders {
+        GpuShaderId mv, mv_nosg, get_rows;
+        uint32_t unit_cols;     /* columns per 16-byte load of a row */
+} TypeShaders;
+
+static int type_shaders(GgmlType t, TypeShaders *ret) {
+        switch (t) {
+        case GGML_TYPE_F32:
+                *ret = (TypeShaders) { GPU_SHADER_MUL_MV_F32, GPU_SHADER_MUL_MV_F32_NOSG, GPU_SHADER_GET_ROWS_F32, 4 };
+                return 0;
+        case GGML_TYPE_F16:
+                *ret = (TypeShaders) { GPU_SHADER_MUL_MV_F16, GPU_SHADER_MUL_MV_F16_NOSG, GPU_SHADER_GET_ROWS_F16, 8 };
+                return 0;
+        case GGML_TYPE_Q8_0:
+                *ret = (TypeShaders) { GPU_SHADER_MUL_MV_Q8_0, GPU_SHADER_MUL_MV_Q8_0_NOSG, GPU_SHADER_GET_ROWS_Q8_0,
+                                       16 };
+                return 0;
+        case GGML_TYPE_Q4_0:
+                *ret = (TypeShaders) { GPU_SHADER_MUL_MV_Q4_0, GPU_SHADER_MUL_MV_Q4_0_NOSG, GPU_SHADER_GET_ROWS_Q4_0,
+                                       32 };
+                return 0;
+        case GGML_TYPE_Q4_K:
+                *ret = (TypeShaders) { GPU_SHADER_MUL_MV_Q4_K, GPU_SHADER_MUL_MV_Q4_K_NOSG, GPU_SHADER_GET_ROWS_Q4_K,
+                                       32 };
+                return 0;
+        case GGML_TYPE_Q5_K:
+                *ret = (TypeShaders) { GPU_SHADER_MUL_MV_Q5_K, GPU_SHADER_MUL_MV_Q5_K_NOSG, GPU_SHADER_GET_ROWS_Q5_K,
+                                       32 };
+                return 0;
+        case GGML_TYPE_Q6_K:
+                *ret = (TypeShaders) { GPU_SHADER_MUL_MV_Q6_K, GPU_SHADER_MUL_MV_Q6_K_NOSG, GPU_SHADER_GET_ROWS_Q6_K,
+                                       32 };
+                return 0;
+        default:
+                return -EINVAL;
+        }
+}
+
+static uint64_t binding_bytes(const GpuBinding *b) {
+        uint64_t size = b->buffer ? gpu_buffer_size(b->buffer) : 0;
+        if (b->offset >= size)
+                return 0;
+        return b->range ? MIN(b->range, size - b->offset) : size - b->offset;
+}
+
+static uint32_t pow2_floor(uint32_t v) {
+        uint32_t p = 1;
+        while (p <= v / 2)
+                p *= 2;
+        return p;
+}
+
+void gpu_matvec_default_params(const GpuDevice *d, GgmlType type, uint32_t n_cols, uint32_t n_vectors,
+                               GpuMatvecParams *ret) {
+        const GpuCaps *caps = gpu_device_caps(d);
+        const char *dev_type = gpu_device_info(d)->type;
+        TypeShaders ts = { .unit_cols = 4 };
+        (void) type_shaders(type, &ts);
+
+        /* Rows not 16-byte aligned take the element-by-element path: a unit is one column. */
+        uint32_t units = n_cols % ts.unit_cols == 0 ? n_cols / ts.unit_cols : n_cols;
+        /* At least two units per invocation, so each has two loads per row in flight; at least one
+         * whole subgroup; at most 128, which keeps enough workgroups per multiprocessor. */
+        uint32_t lo = MAX(32u, caps->subgroup_size), hi = MAX(128u, lo);
+        uint32_t bs = pow2_floor(MAX(units / 2, 1u));
+        bs = MIN(MAX(bs, lo), hi);
+        bs = MIN(bs, pow2_floor(MAX(caps->max_workgroup_invocations, 8u)));
+        ret->block_size = pow2_floor(bs);
+        ret->num_rows = n_vectors <= 2 ? 4 : 2;
+        ret->dequant = dev_type && strcmp(dev_type, "cpu") == 0 ? GPU_MATVEC_DEQUANT_F32 : GPU_MATVEC_DEQUANT_F16;
+}
+
+int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, GpuBinding y,
+                         uint32_t n_vectors, const GpuMatvecParams *params) {
+        const GpuCaps *caps = gpu_device_caps(d);
+        GpuMatvecParams mp;
+        TypeShaders ts;
+        GpuPipeline *p;
+        int r;
+
+        if (!w || n_vectors == 0 || n_vectors > GPU_MATVEC_MAX_VECTORS)
+                return -EINVAL;
+        r = type_shaders(w->type, &ts);
+        if (r < 0)
+                return r;
+        if (binding_bytes(&x) < (uint64_t) n_vectors * w->n_cols * sizeof(float) ||
+            binding_bytes(&y) < (uint64_t) n_vectors * w->n_rows * sizeof(float))
+                return -EINVAL;
+
+        gpu_matvec_default_params(d, w->type, w->n_cols, n_vectors, &mp);
+        if (params && params->block_size)
+                mp.block_size = params->block_size;
+        if (params && params->num_rows)
+                mp.num_rows = params->num_rows;
+        if (params && params->dequant)
+                mp.dequant = params->dequant;
+        if (mp.block_size < 8 || (mp.block_size & (mp.block_size - 1)) != 0 ||
+            mp.block_size > caps->max_workgroup_invocations || mp.num_rows == 0 || mp.num_rows > 16 ||
+            mp.dequant > GPU_MATVEC_DEQUANT_F16)
+                return -EINVAL;
+        /* The reduction's shared array: rows x vectors x block floats. */
+        while ((uint64_t) mp.num_rows * n_vectors * mp.block_size * sizeof(float) > caps->max_shared_memory &&
+               mp.num_rows > 1)
+                mp.num_rows /= 2;
+
+        GpuSpec spec = {
+                .v = { mp.block_size, 1, 1, mp.num_rows, n_vectors, mp.dequant == GPU_MATVEC_DEQUANT_F16 },
+                .n = 6,
+        };
+        r = gpu_pipeline_get(d, gpu_device_use_subgroup(d) ? ts.mv : ts.mv_nosg, &spec, &p);
+        if (r < 0)
+                return r;
+
+        for (uint32_t i = 0; i < w->n_chunks; i++) {
+                const GpuTensorChunk *ch = &w->chunks[i];
+                uint32_t groups = (ch->n_rows + mp.num_rows - 1) / mp.num_rows;
+                uint32_t gx = MIN(groups, caps->max_workgroup_count[0]);
+                uint32_t gy = (groups + gx - 1) / gx;
+                if (gy > caps->max_workgroup_count[1])
+                        return -E2BIG;
+                MulMvPush push = {
+                        .ncols = w->n_cols,
+                        .nrows = ch->n_rows,
+                        .x_stride = w->n_cols,
+                        .y_stride = w->n_rows,
+                        .y_offset = ch->row0,
+                };
+                GpuBinding b[4] = {
+                        { ch->buffer, 0, 0 },
+                        { ch->buffer, ch->d_offset, 0 },
+                        x,
+                        y,
+                };
+                r = gpu_cmd_dispatch(c, p, b, ELEMENTSOF(b), &push, sizeof push, gx, gy, 1);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int gpu_op_matvec(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, GpuBinding y, uint32_t n_vectors) {
+        return gpu_op_matvec_params(c, d, w, x, y, n_vectors, NULL);
+}
+
+#define GET_ROWS_BLOCK 64u
+
+int gpu_op_get_rows(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding ids, GpuBinding out, uint32_t n_ids) {
+        const GpuCaps *caps = gpu_device_caps(d);
+        TypeShaders ts;
+        GpuPipeline *p;
+        int r;
+
+        if (!w)
+                return -EINVAL;
+        r = type_shaders(w->type, &ts);
+        if (r < 0)
+                return r;
+        if (n_ids == 0)
+                return 0;
+        if (binding_bytes(&ids) < (uint64_t) n_ids * sizeof(uint32_t) ||
+            binding_bytes(&out) < (uint64_t) n_ids * w->n_cols * sizeof(float))
+                return -EINVAL;
+
+        GpuSpec spec = { .v = { GET_ROWS_BLOCK }, .n = 1 };
+        r = gpu_pipeline_get(d, ts.get_rows, &spec, &p);
+        if (r < 0)
+                return r;
+
+        /* x: column groups (the shader loops past them); y, z: ids. */
+        uint32_t gx = MIN((w->n_cols + 4 * GET_ROWS_BLOCK - 1) / (4 * GET_ROWS_BLOCK), 64u);
+        uint32_t gy = MIN(n_ids, caps->max_workgroup_count[1]);
+        uint32_t gz = (n_ids + gy - 1) / gy;
+        if (gz > caps->max_workgroup_count[2])
+                return -E2BIG;
+        for (uint32_t i = 0; i < w->n_chunks; i++) {
+                const GpuTensorChunk *ch = &w->chunks[i];
+                GetRowsPush push = {
+                        .ncols = w->n_cols,
+                        .row0 = ch->row0,
+                        .nrows = ch->n_rows,
+                        .total_rows = w->n_rows,
+                        .n_ids = n_ids,
+                        .out_stride = w->n_cols,
+                        .zero_oob = i == 0,
+                };
+                GpuBinding b[4] = {
+                        { ch->buffer, 0, 0 },
+                        { ch->buffer, ch->d_offset, 0 },
+                        ids,
+                        out,
+                };
+                r = gpu_cmd_dispatch(c, p, b, ELEMENTSOF(b), &push, sizeof push, gx, gy, gz);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}

@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * Kernels that read weight tensors (GpuTensor, tensor.h) at batch 1 or
+ * nearly: matrix x vector for decode, and the embedding row lookup.
+ *
+ * Each gpu_op_*() records one dispatch per chunk of the tensor into `c`
+ * (nothing is submitted, no barrier recorded: callers put gpu_cmd_barrier()
+ * between dependent ops) and returns 0 or -errno: -EINVAL for bad shapes or
+ * bindings too small for them, -E2BIG when the grid exceeds the device's
+ * limits, or what gpu_pipeline_get() / gpu_cmd_dispatch() return.
+ * Activations are F32, row-major, rows contiguous.
+ */
+
+#include <assert.h>
+#include <stdint.h>
+
+#include "engine.h"
+#include "quant.h"
+#include "tensor.h"
+
+#define GPU_MATVEC_MAX_VECTORS 8
+
+/*
+ * y[v][r] = sum_k W[r][k] x[v][k] for v < n_vectors (1..8): x binds F32
+ * [n_vectors][w->n_cols], y binds F32 [n_vectors][w->n_rows]. Every weight
+ * row is read once for all vectors; F32 accumulation. All seven types.
+ */
+int gpu_op_matvec(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, GpuBinding y, uint32_t n_vectors);
+
+typedef enum GpuMatvecDequant {
+        GPU_MATVEC_DEQUANT_DEFAULT,
+        GPU_MATVEC_DEQUANT_F32,         /* quant bits into an f32 mantissa: 2 integer ops per element */
+        GPU_MATVEC_DEQUANT_F16,         /* into f16 mantissas, then widened: 1 integer op + 1 conversion */
+} GpuMatvecDequant;
+
+/*
+ * The kernel's tuning knobs (specialization constants of mul_mv.comp).
+ * block_size: invocations per workgroup, a power of two >= 8 (constant 0);
+ * num_rows: rows per workgroup (constant 3), each invocation reusing its x
+ * loads for all of them; dequant: how quants become floats (constant 5;
+ * no effect on F32/F16 weights). 0 in a field: the default for this device
+ * and shape (gpu_matvec_default_params()).
+ */
+typedef struct GpuMatvecParams {
+        uint32_t block_size;
+        uint32_t num_rows;
+        GpuMatvecDequant dequant;
+} GpuMatvecParams;
+
+/*
+ * Defaults: block_size = the power of two nearest below units/2 (a unit is
+ * one 16-byte load of a row: 4 F32, 8 F16, 16 Q8_0 or 32 Q4_0/K-quant
+ * columns), clamped to [max(32, subgroup size), 128]; num_rows = 4 for 1-2
+ * vectors, 2 above (register pressure grows with rows x vectors);
+ * dequant = F16 on GPUs (integer instructions are the scarcer issue slots on
+ * NVIDIA and AMD at 4-bit, where the kernel needs ~4 instructions per
+ * element to stay memory-bound), F32 on CPU devices (lavapipe: ~15% faster
+ * there, where conversions cost as much as integer ops).
+ */
+void gpu_matvec_default_params(const GpuDevice *d, GgmlType type, uint32_t n_cols, uint32_t n_vectors,
+                               GpuMatvecParams *ret);
+
+int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, GpuBinding y,
+                         uint32_t n_vectors, const GpuMatvecParams *params);
+
+/*
+ * out[i][k] = dequant(W[ids[i]][k]): ids binds uint32 [n_ids], out binds F32
+ * [n_ids][w->n_cols]. Ids past the tensor's rows give zero rows.
+ */
+int gpu_op_get_rows(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding ids, GpuBinding out, uint32_t n_ids);
+
+/* ---- push-constant blocks, mirrored from the shaders ------------------- */
+
+typedef struct MulMvPush {              /* mul_mv.comp */
+        uint32_t ncols;
+        uint32_t nrows;                 /* of the chunk */
+        uint32_t x_stride;
+        uint32_t y_stride;
+        uint32_t y_offset;              /* the chunk's row0 */
+} MulMvPush;
+static_assert(sizeof(MulMvPush) == 20, "MulMvPush mirrors Push in mul_mv.comp");
+
+typedef struct GetRowsPush {            /* get_rows.comp */
+        uint32_t ncols;
+        uint32_t row0;
+        uint32_t nrows;
+        uint32_t total_rows;
+        uint32_t n_ids;
+        uint32_t out_stride;
+        uint32_t zero_oob;
+} GetRowsPush;
+static_assert(sizeof(GetRowsPush) == 28, "GetRowsPush mirrors Push in get_rows.comp");

@@ -1,0 +1,45 @@
+#version 450
+// Embedding lookup: out[i][k] = dequant(W[ids[i]][k]) over one chunk of a
+// GpuTensor (daemon/gpu/ops-weights.c). Ids outside the chunk are left to
+// the other chunks' dispatches; ids past the whole tensor get zeros from the
+// first chunk's. Each invocation writes four columns per step.
+
+#extension GL_EXT_control_flow_attributes : require
+
+layout(constant_id = 0) const uint BLOCK_SIZE = 64;
+layout(local_size_x_id = 0) in;
+
+#include "weights.glsl"
+
+layout(binding = 2, std430) readonly buffer Ids { uint ids[]; };
+layout(binding = 3, std430) writeonly buffer Out { float o[]; };
+
+// Mirrored by GetRowsPush in daemon/gpu/ops-weights.c.
+layout(push_constant) uniform Push {
+    uint ncols;         // K
+    uint row0;          // the chunk's first row
+    uint nrows;         // rows of this chunk
+    uint total_rows;    // rows of the tensor
+    uint n_ids;
+    uint out_stride;    // floats between rows of out
+    uint zero_oob;      // 1 on the first chunk: write zeros for ids >= total_rows
+} p;
+
+void main() {
+    const uint i = gl_WorkGroupID.z * gl_NumWorkGroups.y + gl_WorkGroupID.y;
+    if (i >= p.n_ids)
+        return;
+    const uint id = ids[i];
+    const bool mine = id >= p.row0 && id - p.row0 < p.nrows;
+    const bool zero = p.zero_oob != 0u && id >= p.total_rows;
+    if (!mine && !zero)
+        return;
+    const uint K = p.ncols;
+    const uint base = i * p.out_stride;
+    for (uint k = 4u * gl_GlobalInvocationID.x; k < K; k += 4u * BLOCK_SIZE * gl_NumWorkGroups.x) {
+        vec4 v = zero ? vec4(0) : wt_get4(id - p.row0, k, K);
+        [[unroll]] for (uint j = 0; j < 4u; j++)
+            if (k + j < K)
+                o[base + k + j] = v[j];
+    }
+}

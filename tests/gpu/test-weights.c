@@ -1,0 +1,446 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Weight tensors on a real device: upload (whole and split by rows), matrix
+ * x vector for every weight type against dequantise-then-multiply in C with
+ * double accumulation, the embedding row lookup, and bad input.
+ *
+ * Tolerances (normalised mean squared error against the reference): the
+ * kernel reads exactly the quantised values the reference dequantises, so
+ * only F32 accumulation order differs, plus, for the quantised types, the
+ * per-span folding of scale and offset (sum((a q + c) x) = a 2^B S1 +
+ * (c - a 2^B) Sx), which cancels a few bits:
+ *   F32, F16 (exact dequantisation)              1e-10
+ *   Q8_0, Q4_0, Q4_K, Q5_K, Q6_K                 1e-8
+ * get_rows dequantises exactly as the reference (up to a fused
+ * multiply-add in the K-quants): 1e-12.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "gpu-test.h"
+#include "ops-weights.h"
+#include "quant.h"
+#include "tensor.h"
+
+static GpuTestCtx T;
+
+static const GgmlType all_types[] = {
+        GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K,
+};
+
+static double matvec_bound(GgmlType t) {
+        return t == GGML_TYPE_F32 || t == GGML_TYPE_F16 ? 1e-10 : 1e-8;
+}
+
+static uint32_t block_cols(GgmlType t) {
+        uint32_t e = ggml_type_block_elems(t);
+        return e == 1 ? 32 : e;
+}
+
+/* Random weights in the file layout, and their dequantised values. */
+typedef struct Weights {
+        GgmlType type;
+        uint32_t n_rows, n_cols;
+        uint8_t *data;
+        float *deq;
+} Weights;
+
+static void weights_make(Weights *w, GgmlType type, uint32_t n_rows, uint32_t n_cols, uint64_t seed) {
+        uint64_t rb = ggml_row_bytes(type, n_cols);
+        float *row = malloc(sizeof(float) * n_cols);
+
+        assert_true(rb > 0);
+        *w = (Weights) { type, n_rows, n_cols, malloc(rb * n_rows), malloc(sizeof(float) * n_rows * n_cols) };
+        assert_non_null(w->data);
+        assert_non_null(w->deq);
+        for (uint32_t r = 0; r < n_rows; r++) {
+                test_fill_random(row, n_cols, seed * 1000003 + r);
+                /* Rows of different magnitudes, as real layers have. */
+                for (uint32_t k = 0; k < n_cols; k++)
+                        row[k] *= 0.05f + (float) (r % 7);
+                assert_int_equal(ggml_quantize_row(type, row, w->data + rb * r, n_cols), 0);
+                assert_int_equal(ggml_dequantize_row(type, w->data + rb * r, w->deq + (size_t) r * n_cols, n_cols),
+                                 0);
+        }
+        free(row);
+}
+
+static void weights_free(Weights *w) {
+        free(w->data);
+        free(w->deq);
+}
+
+static void matvec_ref(const Weights *w, const float *x, uint32_t n_vectors, float *y) {
+        for (uint32_t v = 0; v < n_vectors; v++)
+                for (uint32_t r = 0; r < w->n_rows; r++) {
+                        const float *wr = w->deq + (size_t) r * w->n_cols, *xv = x + (size_t) v * w->n_cols;
+                        double s = 0;
+                        for (uint32_t k = 0; k < w->n_cols; k++)
+                                s += (double) wr[k] * (double) xv[k];
+                        y[(size_t) v * w->n_rows + r] = (float) s;
+                }
+}
+
+/*
+ * Uploads, runs y = W x for n_vectors vectors (x and y bound at a 256-byte
+ * offset when `offset`), and checks against the reference.
+ */
+static void check_matvec(GgmlType type, uint32_t n_rows, uint32_t n_cols, uint32_t n_vectors, uint32_t max_rows,
+                         bool offset, uint64_t seed) {
+        const uint64_t off = offset ? 256 : 0;
+        size_t nx = (size_t) n_vectors * n_cols, ny = (size_t) n_vectors * n_rows;
+        float *x = malloc(nx * sizeof(float)), *y = malloc(ny * sizeof(float)), *ref = malloc(ny * sizeof(float));
+        GpuBuffer *bx = NULL, *by = NULL;
+        GpuTensor *t = NULL;
+        GpuCmd *c = NULL;
+        Weights w;
+
+        weights_make(&w, type, n_rows, n_cols, seed);
+        test_fill_random(x, nx, seed + 17);
+        matvec_ref(&w, x, n_vectors, ref);
+
+        assert_int_equal(gpu_tensor_upload_split(T.dev, type, n_cols, n_rows, w.data, max_rows, &t), 0);
+        assert_int_equal(t->n_rows, n_rows);
+        assert_int_equal(t->n_cols, n_cols);
+        if (max_rows)
+                assert_int_equal(t->n_chunks, (n_rows + max_rows - 1) / max_rows);
+        assert_int_equal(gpu_buffer_new(T.dev, off + nx * sizeof(float), GPU_MEMORY_DEVICE, &bx), 0);
+        assert_int_equal(gpu_buffer_new(T.dev, off + ny * sizeof(float) + 64, GPU_MEMORY_DEVICE, &by), 0);
+        assert_int_equal(gpu_buffer_write(bx, off, x, nx * sizeof(float)), 0);
+        /* A canary after y: the kernel must not write past its rows. */
+        float canary[16];
+        for (int i = 0; i < 16; i++)
+                canary[i] = 12345.0f;
+        assert_int_equal(gpu_buffer_write(by, off + ny * sizeof(float), canary, sizeof canary), 0);
+
+        assert_int_equal(gpu_cmd_new(T.dev, &c), 0);
+        assert_int_equal(gpu_cmd_begin(c), 0);
+        assert_int_equal(gpu_op_matvec(c, T.dev, t, (GpuBinding) { bx, off, nx * sizeof(float) },
+                                       (GpuBinding) { by, off, ny * sizeof(float) }, n_vectors),
+                         0);
+        assert_int_equal(gpu_cmd_submit(c), 0);
+        assert_int_equal(gpu_buffer_read(by, off, y, ny * sizeof(float)), 0);
+        float after[16];
+        assert_int_equal(gpu_buffer_read(by, off + ny * sizeof(float), after, sizeof after), 0);
+        assert_memory_equal(after, canary, sizeof canary);
+
+        double e = test_nmse(y, ref, ny);
+        fprintf(stderr, "# matvec %-4s %5u x %-5u nv %u chunks %u: nmse %.3g (bound %.0e)\n", ggml_type_name(type),
+                n_rows, n_cols, n_vectors, t->n_chunks, e, matvec_bound(type));
+        assert_true(e < matvec_bound(type));
+
+        gpu_cmd_free(c);
+        gpu_buffer_free(bx);
+        gpu_buffer_free(by);
+        gpu_tensor_free(t);
+        weights_free(&w);
+        free(x);
+        free(y);
+        free(ref);
+}
+
+static void test_matvec_small(void **state) {
+        for (size_t i = 0; i < ELEMENTSOF(all_types); i++)
+                check_matvec(all_types[i], 67, 256, 1, 0, false, 1);
+}
+
+static void test_matvec_medium(void **state) {
+        for (size_t i = 0; i < ELEMENTSOF(all_types); i++)
+                check_matvec(all_types[i], 300, 4096, 3, 0, false, 2);
+}
+
+static void test_matvec_many_rows(void **state) {
+        /* More rows than any workgroup multiple, the shortest rows, 8 vectors (1 for some types:
+         * every 8-vector pipeline costs lavapipe seconds to compile). */
+        for (size_t i = 0; i < ELEMENTSOF(all_types); i++)
+                check_matvec(all_types[i], 4099, block_cols(all_types[i]), i % 2 ? 1 : 8, 0, false, 3);
+}
+
+static void test_matvec_long_rows(void **state) {
+        /* Long rows: many units per invocation, the two-unit loop and its tail. */
+        for (size_t i = 0; i < ELEMENTSOF(all_types); i++)
+                check_matvec(all_types[i], 13, 8192 + block_cols(all_types[i]), 2, 0, false, 4);
+}
+
+static void test_matvec_vectors(void **state) {
+        for (uint32_t nv = 1; nv <= GPU_MATVEC_MAX_VECTORS; nv++)
+                check_matvec(all_types[nv % ELEMENTSOF(all_types)], 37, 512, nv, 0, true, 10 + nv);
+}
+
+static void test_matvec_unaligned_float(void **state) {
+        /* F32/F16 rows that are not 16-byte aligned take the element-by-element path. */
+        check_matvec(GGML_TYPE_F32, 67, 37, 2, 0, false, 5);
+        check_matvec(GGML_TYPE_F16, 67, 37, 3, 0, false, 6);
+        check_matvec(GGML_TYPE_F16, 29, 36, 1, 0, true, 7);
+        check_matvec(GGML_TYPE_F32, 5, 1, 1, 0, false, 8);
+}
+
+static void test_matvec_split(void **state) {
+        for (size_t i = 0; i < ELEMENTSOF(all_types); i++)
+                check_matvec(all_types[i], 300, 512, 2, 64, true, 9);
+        check_matvec(GGML_TYPE_Q6_K, 77, 256, 1, 1, false, 10);
+}
+
+static void test_matvec_auto_split(void **state) {
+        /* Larger than one storage buffer on devices like lavapipe (128 MiB): chunked by the caps. */
+        const GpuCaps *caps = gpu_device_caps(T.dev);
+        const uint32_t n_cols = 1024;
+        uint64_t limit = MIN(caps->max_storage_buffer_range, caps->max_allocation);
+        if (limit > (256ULL << 20)) {
+                skip();
+                return;
+        }
+        uint32_t n_rows = (uint32_t) (limit / (n_cols * sizeof(float))) + 1000;
+        size_t n = (size_t) n_rows * n_cols;
+        float *wdata = malloc(n * sizeof(float)), *x = malloc(n_cols * sizeof(float));
+        float *y = malloc(n_rows * sizeof(float)), *ref = malloc(n_rows * sizeof(float));
+        GpuBuffer *bx = NULL, *by = NULL;
+        GpuTensor *t = NULL;
+        GpuCmd *c = NULL;
+
+        test_fill_random(wdata, n, 21);
+        test_fill_random(x, n_cols, 22);
+        for (uint32_t r = 0; r < n_rows; r++) {
+                double s = 0;
+                for (uint32_t k = 0; k < n_cols; k++)
+                        s += (double) wdata[(size_t) r * n_cols + k] * x[k];
+                ref[r] = (float) s;
+        }
+        assert_int_equal(gpu_tensor_upload(T.dev, GGML_TYPE_F32, n_cols, n_rows, wdata, &t), 0);
+        assert_true(t->n_chunks >= 2);
+        for (uint32_t i = 0; i < t->n_chunks; i++)
+                assert_true(gpu_buffer_size(t->chunks[i].buffer) <= limit);
+        assert_int_equal(gpu_buffer_new(T.dev, n_cols * sizeof(float), GPU_MEMORY_DEVICE, &bx), 0);
+        assert_int_equal(gpu_buffer_new(T.dev, n_rows * sizeof(float), GPU_MEMORY_DEVICE, &by), 0);
+        assert_int_equal(gpu_buffer_write(bx, 0, x, n_cols * sizeof(float)), 0);
+        assert_int_equal(gpu_cmd_new(T.dev, &c), 0);
+        assert_int_equal(gpu_cmd_begin(c), 0);
+        assert_int_equal(gpu_op_matvec(c, T.dev, t, (GpuBinding) { bx, 0, 0 }, (GpuBinding) { by, 0, 0 }, 1), 0);
+        assert_int_equal(gpu_cmd_submit(c), 0);
+        assert_int_equal(gpu_buffer_read(by, 0, y, n_rows * sizeof(float)), 0);
+        double e = test_nmse(y, ref, n_rows);
+        fprintf(stderr, "# matvec F32 %u x %u in %u chunks: nmse %.3g\n", n_rows, n_cols, t->n_chunks, e);
+        assert_true(e < 1e-10);
+        gpu_cmd_free(c);
+        gpu_buffer_free(bx);
+        gpu_buffer_free(by);
+        gpu_tensor_free(t);
+        free(wdata);
+        free(x);
+        free(y);
+        free(ref);
+}
+
+static void check_get_rows(GgmlType type, uint32_t n_rows, uint32_t n_cols, uint32_t max_rows, uint64_t seed) {
+        const uint32_t n_ids = 23;
+        uint32_t ids[23];
+        size_t n_out = (size_t) n_ids * n_cols;
+        float *out = malloc(n_out * sizeof(float)), *ref = calloc(n_out, sizeof(float));
+        GpuBuffer *bi = NULL, *bo = NULL;
+        GpuTensor *t = NULL;
+        GpuCmd *c = NULL;
+        Weights w;
+
+        weights_make(&w, type, n_rows, n_cols, seed);
+        for (uint32_t i = 0; i < n_ids; i++) {
+                /* Spread over the chunks, with repeats, the last row, and two ids past the end. */
+                ids[i] = i == 5 ? n_rows - 1 : i == 9 ? n_rows : i == 14 ? UINT32_MAX : (i * 37 + 3) % n_rows;
+                if (ids[i] < n_rows)
+                        memcpy(ref + (size_t) i * n_cols, w.deq + (size_t) ids[i] * n_cols, n_cols * sizeof(float));
+        }
+        assert_int_equal(gpu_tensor_upload_split(T.dev, type, n_cols, n_rows, w.data, max_rows, &t), 0);
+        assert_int_equal(gpu_buffer_new(T.dev, sizeof ids, GPU_MEMORY_DEVICE, &bi), 0);
+        assert_int_equal(gpu_buffer_new(T.dev, n_out * sizeof(float), GPU_MEMORY_DEVICE, &bo), 0);
+        assert_int_equal(gpu_buffer_write(bi, 0, ids, sizeof ids), 0);
+        /* Garbage first: rows for ids past the end must come back as zeros. */
+        for (size_t i = 0; i < n_out; i++)
+                out[i] = 777.0f;
+        assert_int_equal(gpu_buffer_write(bo, 0, out, n_out * sizeof(float)), 0);
+        assert_int_equal(gpu_cmd_new(T.dev, &c), 0);
+        assert_int_equal(gpu_cmd_begin(c), 0);
+        assert_int_equal(gpu_op_get_rows(c, T.dev, t, (GpuBinding) { bi, 0, 0 }, (GpuBinding) { bo, 0, 0 }, n_ids), 0);
+        assert_int_equal(gpu_cmd_submit(c), 0);
+        assert_int_equal(gpu_buffer_read(bo, 0, out, n_out * sizeof(float)), 0);
+        double e = test_nmse(out, ref, n_out);
+        fprintf(stderr, "# get_rows %-4s %u x %u chunks %u: nmse %.3g\n", ggml_type_name(type), n_rows, n_cols,
+                t->n_chunks, e);
+        assert_true(e < 1e-12);
+        for (uint32_t k = 0; k < n_cols; k++) {
+                assert_true(out[9 * n_cols + k] == 0.0f);
+                assert_true(out[14 * n_cols + k] == 0.0f);
+        }
+        gpu_cmd_free(c);
+        gpu_buffer_free(bi);
+        gpu_buffer_free(bo);
+        gpu_tensor_free(t);
+        weights_free(&w);
+        free(out);
+        free(ref);
+}
+
+static void test_get_rows(void **state) {
+        for (size_t i = 0; i < ELEMENTSOF(all_types); i++) {
+                check_get_rows(all_types[i], 67, 512, 0, 30);
+                check_get_rows(all_types[i], 67, 256, 10, 31);     /* split */
+        }
+        check_get_rows(GGML_TYPE_F32, 41, 37, 0, 32);
+        check_get_rows(GGML_TYPE_F16, 41, 37, 6, 33);
+        check_get_rows(GGML_TYPE_F16, 41, 1030, 0, 34);
+}
+
+static void test_layout(void **state) {
+        /* The contract of tensor.h: region offsets and sizes per chunk. */
+        Weights w;
+        GpuTensor *t = NULL;
+        uint64_t qs, d;
+
+        weights_make(&w, GGML_TYPE_Q8_0, 100, 96, 40);
+        assert_int_equal(gpu_tensor_upload_split(T.dev, GGML_TYPE_Q8_0, 96, 100, w.data, 30, &t), 0);
+        assert_int_equal(t->n_chunks, 4);
+        assert_int_equal(gpu_tensor_row_layout(GGML_TYPE_Q8_0, 96, &qs, &d), 0);
+        assert_int_equal(qs, 96);
+        assert_int_equal(d, 6);
+        for (uint32_t i = 0; i < 4; i++) {
+                const GpuTensorChunk *ch = &t->chunks[i];
+                uint8_t buf[30 * 96];
+                uint16_t dd[30 * 3];
+                assert_int_equal(ch->row0, i * 30);
+                assert_int_equal(ch->n_rows, i < 3 ? 30 : 10);
+                assert_int_equal(ch->qs_offset, 0);
+                assert_int_equal(ch->d_offset % 256, 0);
+                assert_true(ch->d_offset >= ch->n_rows * 96ULL);
+                assert_int_equal(gpu_buffer_read(ch->buffer, 0, buf, ch->n_rows * 96ULL), 0);
+                assert_int_equal(gpu_buffer_read(ch->buffer, ch->d_offset, dd, ch->n_rows * 6ULL), 0);
+                const BlockQ8_0 *b = (const BlockQ8_0 *) w.data + (size_t) ch->row0 * 3;
+                for (uint32_t j = 0; j < ch->n_rows * 3; j++) {
+                        assert_memory_equal(buf + 32 * j, b[j].qs, 32);
+                        assert_int_equal(dd[j], b[j].d);
+                }
+        }
+        gpu_tensor_free(t);
+        weights_free(&w);
+
+        assert_int_equal(gpu_tensor_row_layout(GGML_TYPE_Q4_K, 512, &qs, &d), 0);
+        assert_int_equal(qs, 288);
+        assert_int_equal(d, 0);
+        assert_int_equal(gpu_tensor_row_layout(GGML_TYPE_Q6_K, 512, &qs, &d), 0);
+        assert_int_equal(qs, 416);
+        assert_int_equal(d, 4);
+}
+
+static void test_bad_input(void **state) {
+        uint8_t data[4096] = {};
+        GpuTensor *t = NULL;
+        GpuBuffer *b = NULL;
+        GpuCmd *c = NULL;
+
+        /* K not a multiple of the block size. */
+        assert_int_equal(gpu_tensor_upload(T.dev, GGML_TYPE_Q8_0, 48, 2, data, &t), -EINVAL);
+        assert_int_equal(gpu_tensor_upload(T.dev, GGML_TYPE_Q4_0, 16, 2, data, &t), -EINVAL);
+        assert_int_equal(gpu_tensor_upload(T.dev, GGML_TYPE_Q4_K, 288, 2, data, &t), -EINVAL);
+        assert_int_equal(gpu_tensor_upload(T.dev, GGML_TYPE_Q6_K, 128, 2, data, &t), -EINVAL);
+        assert_int_equal(gpu_tensor_upload(T.dev, GGML_TYPE_F32, 0, 2, data, &t), -EINVAL);
+        /* Types the engine does not run. */
+        assert_int_equal(gpu_tensor_upload(T.dev, GGML_TYPE_Q4_1, 32, 2, data, &t), -EINVAL);
+        assert_int_equal(gpu_tensor_upload(T.dev, GGML_TYPE_Q8_K, 256, 2, data, &t), -EINVAL);
+        assert_int_equal(gpu_tensor_upload(T.dev, GGML_TYPE_BF16, 32, 2, data, &t), -EINVAL);
+        assert_int_equal(gpu_tensor_upload(T.dev, (GgmlType) 99, 32, 2, data, &t), -EINVAL);
+        assert_null(t);
+
+        assert_int_equal(gpu_tensor_upload(T.dev, GGML_TYPE_Q8_0, 64, 4, data, &t), 0);
+        assert_int_equal(gpu_buffer_new(T.dev, 4096, GPU_MEMORY_DEVICE, &b), 0);
+        assert_int_equal(gpu_cmd_new(T.dev, &c), 0);
+        assert_int_equal(gpu_cmd_begin(c), 0);
+        GpuBinding whole = { b, 0, 0 };
+        assert_int_equal(gpu_op_matvec(c, T.dev, t, whole, whole, 0), -EINVAL);
+        assert_int_equal(gpu_op_matvec(c, T.dev, t, whole, whole, GPU_MATVEC_MAX_VECTORS + 1), -EINVAL);
+        /* Bindings too small for the shapes. */
+        assert_int_equal(gpu_op_matvec(c, T.dev, t, (GpuBinding) { b, 0, 64 * 4 - 4 }, whole, 1), -EINVAL);
+        assert_int_equal(gpu_op_matvec(c, T.dev, t, whole, (GpuBinding) { b, 0, 12 }, 1), -EINVAL);
+        assert_int_equal(gpu_op_get_rows(c, T.dev, t, (GpuBinding) { b, 0, 8 }, whole, 3), -EINVAL);
+        assert_int_equal(gpu_op_get_rows(c, T.dev, t, whole, (GpuBinding) { b, 0, 64 * 4 * 3 - 4 }, 3), -EINVAL);
+        GpuMatvecParams bad = { .block_size = 48 };
+        assert_int_equal(gpu_op_matvec_params(c, T.dev, t, whole, whole, 1, &bad), -EINVAL);
+        bad = (GpuMatvecParams) { .dequant = 3 };
+        assert_int_equal(gpu_op_matvec_params(c, T.dev, t, whole, whole, 1, &bad), -EINVAL);
+        /* Nothing bad was recorded. */
+        assert_int_equal(gpu_op_matvec(c, T.dev, t, whole, whole, 1), 0);
+        assert_int_equal(gpu_cmd_submit(c), 0);
+        gpu_cmd_free(c);
+        gpu_buffer_free(b);
+        gpu_tensor_free(t);
+}
+
+static void test_params(void **state) {
+        /* Non-default tuning knobs give the same results. */
+        static const GpuMatvecParams variants[] = {
+                { 32, 1, GPU_MATVEC_DEQUANT_F32 },
+                { 64, 3, GPU_MATVEC_DEQUANT_F32 },
+                { 256, 8, GPU_MATVEC_DEQUANT_F16 },
+                { 8, 2, GPU_MATVEC_DEQUANT_F16 },
+        };
+        const uint32_t n_rows = 45, n_cols = 1024, nv = 2;
+        float x[2 * 1024], y[2 * 45], ref[2 * 45];
+        GpuBuffer *bx = NULL, *by = NULL;
+        GpuCmd *c = NULL;
+
+        test_fill_random(x, nv * n_cols, 50);
+        assert_int_equal(gpu_buffer_new(T.dev, sizeof x, GPU_MEMORY_DEVICE, &bx), 0);
+        assert_int_equal(gpu_buffer_new(T.dev, sizeof y, GPU_MEMORY_DEVICE, &by), 0);
+        assert_int_equal(gpu_buffer_write(bx, 0, x, sizeof x), 0);
+        assert_int_equal(gpu_cmd_new(T.dev, &c), 0);
+        for (size_t i = 0; i < ELEMENTSOF(all_types); i++) {
+                GpuTensor *t = NULL;
+                Weights w;
+                weights_make(&w, all_types[i], n_rows, n_cols, 51);
+                matvec_ref(&w, x, nv, ref);
+                assert_int_equal(gpu_tensor_upload(T.dev, all_types[i], n_cols, n_rows, w.data, &t), 0);
+                /* Two variants per type, one per dequantisation, rotating (each is a pipeline to compile). */
+                for (size_t j = 0; j < 2; j++) {
+                        size_t v = (i + 2 * j) % ELEMENTSOF(variants);
+                        if (variants[v].block_size > gpu_device_caps(T.dev)->max_workgroup_invocations)
+                                continue;
+                        assert_int_equal(gpu_cmd_begin(c), 0);
+                        assert_int_equal(gpu_op_matvec_params(c, T.dev, t, (GpuBinding) { bx, 0, 0 },
+                                                              (GpuBinding) { by, 0, 0 }, nv, &variants[v]),
+                                         0);
+                        assert_int_equal(gpu_cmd_submit(c), 0);
+                        assert_int_equal(gpu_buffer_read(by, 0, y, sizeof y), 0);
+                        double e = test_nmse(y, ref, nv * n_rows);
+                        if (!(e < matvec_bound(all_types[i])))
+                                fprintf(stderr, "# %s block %u rows %u dequant %d: nmse %.3g\n",
+                                        ggml_type_name(all_types[i]), variants[v].block_size, variants[v].num_rows,
+                                        (int) variants[v].dequant, e);
+                        assert_true(e < matvec_bound(all_types[i]));
+                }
+                gpu_tensor_free(t);
+                weights_free(&w);
+        }
+        gpu_cmd_free(c);
+        gpu_buffer_free(bx);
+        gpu_buffer_free(by);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_layout),
+                cmocka_unit_test(test_bad_input),
+                cmocka_unit_test(test_matvec_small),
+                cmocka_unit_test(test_matvec_medium),
+                cmocka_unit_test(test_matvec_many_rows),
+                cmocka_unit_test(test_matvec_long_rows),
+                cmocka_unit_test(test_matvec_vectors),
+                cmocka_unit_test(test_matvec_unaligned_float),
+                cmocka_unit_test(test_matvec_split),
+                cmocka_unit_test(test_matvec_auto_split),
+                cmocka_unit_test(test_params),
+                cmocka_unit_test(test_get_rows),
+        };
+        gpu_test_open(&T);
+        fprintf(stderr, "# subgroup reductions: %s\n", gpu_device_use_subgroup(T.dev) ? "yes" : "no");
+        int r = cmocka_run_group_tests(tests, NULL, NULL);
+        gpu_test_close(&T);
+        return r;
+}
