@@ -2,7 +2,8 @@
 // Embedding lookup: out[i][k] = dequant(W[ids[i]][k]) over one chunk of a
 // GpuTensor (daemon/gpu/ops-weights.c). Ids outside the chunk are left to
 // the other chunks' dispatches; ids past the whole tensor get zeros from the
-// first chunk's. Each invocation writes four columns per step.
+// first chunk's. One workgroup per id (few, long-lived workgroups: cheap on
+// CPU devices too); each invocation writes four columns per step.
 
 #extension GL_EXT_control_flow_attributes : require
 
@@ -13,6 +14,7 @@ layout(local_size_x_id = 0) in;
 
 layout(binding = 2, std430) readonly buffer Ids { uint ids[]; };
 layout(binding = 3, std430) writeonly buffer Out { float o[]; };
+layout(binding = 3, std430) writeonly buffer Out4 { vec4 o4[]; };
 
 // Mirrored by GetRowsPush in daemon/gpu/ops-weights.c.
 layout(push_constant) uniform Push {
@@ -36,10 +38,15 @@ void main() {
         return;
     const uint K = p.ncols;
     const uint base = i * p.out_stride;
+    const bool aligned = (K & 3u) == 0u && (p.out_stride & 3u) == 0u;
     for (uint k = 4u * gl_GlobalInvocationID.x; k < K; k += 4u * BLOCK_SIZE * gl_NumWorkGroups.x) {
         vec4 v = zero ? vec4(0) : wt_get4(id - p.row0, k, K);
-        [[unroll]] for (uint j = 0; j < 4u; j++)
-            if (k + j < K)
-                o[base + k + j] = v[j];
+        if (aligned) {
+            o4[(base + k) >> 2] = v;
+        } else {
+            [[unroll]] for (uint j = 0; j < 4u; j++)
+                if (k + j < K)
+                    o[base + k + j] = v[j];
+        }
     }
 }

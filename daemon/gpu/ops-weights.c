@@ -79,7 +79,14 @@ void gpu_matvec_default_params(const GpuDevice *d, GgmlType type, uint32_t n_col
         bs = MIN(bs, pow2_floor(MAX(caps->max_workgroup_invocations, 8u)));
         ret->block_size = pow2_floor(bs);
         ret->num_rows = n_vectors <= 2 ? 4 : 2;
-        ret->dequant = dev_type && strcmp(dev_type, "cpu") == 0 ? GPU_MATVEC_DEQUANT_F32 : GPU_MATVEC_DEQUANT_F16;
+        ret->dequant = GPU_MATVEC_DEQUANT_F16;
+        if (dev_type && strcmp(dev_type, "cpu") == 0) {
+                /* lavapipe runs a workgroup as a loop over SIMD-wide subgroups: one subgroup per
+                 * workgroup (no shared-memory step) and integer-only dequantisation measure 20-40%
+                 * faster there. */
+                ret->block_size = MAX(8u, pow2_floor(MAX(caps->subgroup_size, 1u)));
+                ret->dequant = GPU_MATVEC_DEQUANT_F32;
+        }
 }
 
 int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, GpuBinding y,
@@ -154,7 +161,7 @@ int gpu_op_matvec(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, Gpu
         return gpu_op_matvec_params(c, d, w, x, y, n_vectors, NULL);
 }
 
-#define GET_ROWS_BLOCK 64u
+#define GET_ROWS_BLOCK 128u
 
 int gpu_op_get_rows(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding ids, GpuBinding out, uint32_t n_ids) {
         const GpuCaps *caps = gpu_device_caps(d);
@@ -178,8 +185,8 @@ int gpu_op_get_rows(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding ids,
         if (r < 0)
                 return r;
 
-        /* x: column groups (the shader loops past them); y, z: ids. */
-        uint32_t gx = MIN((w->n_cols + 4 * GET_ROWS_BLOCK - 1) / (4 * GET_ROWS_BLOCK), 64u);
+        /* One workgroup per id, looping over the columns; y and z: ids. */
+        uint32_t gx = 1;
         uint32_t gy = MIN(n_ids, caps->max_workgroup_count[1]);
         uint32_t gz = (n_ids + gy - 1) / gy;
         if (gz > caps->max_workgroup_count[2])

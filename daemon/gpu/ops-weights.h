@@ -56,8 +56,8 @@ typedef struct GpuMatvecParams {
  * vectors, 2 above (register pressure grows with rows x vectors);
  * dequant = F16 on GPUs (integer instructions are the scarcer issue slots on
  * NVIDIA and AMD at 4-bit, where the kernel needs ~4 instructions per
- * element to stay memory-bound), F32 on CPU devices (lavapipe: ~15% faster
- * there, where conversions cost as much as integer ops).
+ * element to stay memory-bound). CPU devices (lavapipe) get one subgroup
+ * per workgroup (at least 8 invocations) and F32 dequantisation instead.
  */
 void gpu_matvec_default_params(const GpuDevice *d, GgmlType type, uint32_t n_cols, uint32_t n_vectors,
                                GpuMatvecParams *ret);
