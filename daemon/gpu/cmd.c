@@ -48,6 +48,13 @@ static int new_desc_pool(GpuCmd *c) {
         return 0;
 }
 
+uint64_t gpu_binding_bytes(GpuBinding b) {
+        if (!b.buffer || b.offset >= b.buffer->size)
+                return 0;
+        uint64_t avail = b.buffer->size - b.offset;
+        return b.range ? MIN(b.range, avail) : avail;
+}
+
 int gpu_cmd_new(GpuDevice *d, GpuCmd **ret) {
         _cleanup_(gpu_cmd_freep) GpuCmd *c = NULL;
         VkResult res;

@@ -141,6 +141,16 @@ typedef struct GpuBinding {
         uint64_t range;         /* 0: to the end of the buffer */
 } GpuBinding;
 
+/*
+ * Bytes a binding makes visible (0 when it has no buffer or starts past its
+ * end). Ops check what a dispatch will touch against it: without
+ * robustBufferAccess an index past a binding is undefined behaviour.
+ */
+uint64_t gpu_binding_bytes(GpuBinding b);
+static inline bool gpu_binding_covers(GpuBinding b, uint64_t bytes) {
+        return b.buffer && gpu_binding_bytes(b) >= bytes && gpu_binding_bytes(b) > 0;
+}
+
 int gpu_cmd_new(GpuDevice *d, GpuCmd **ret);
 GpuCmd *gpu_cmd_free(GpuCmd *c);
 static inline void gpu_cmd_freep(GpuCmd **c) {

@@ -25,20 +25,6 @@
  */
 #define DECODE_TARGET_GROUPS 512u
 
-/*
- * Whether a binding is well formed and shows at least `bytes`: without
- * robustBufferAccess an index past it is undefined behaviour on the device.
- */
-static bool binding_covers(GpuBinding b, uint64_t bytes) {
-        if (!b.buffer)
-                return false;
-        uint64_t size = gpu_buffer_size(b.buffer);
-        if (b.offset >= size)
-                return false;
-        uint64_t avail = b.range ? MIN(b.range, size - b.offset) : size - b.offset;
-        return avail >= bytes;
-}
-
 static uint32_t div_up(uint32_t a, uint32_t b) {
         return (a + b - 1) / b;
 }
@@ -77,9 +63,9 @@ static int check_qkv_out(GpuBinding q, GpuBinding k_cache, GpuBinding v_cache, G
         /* Kernels read q as float pairs. */
         if (qs < row || qs % 2 != 0)
                 return -EINVAL;
-        if (!binding_covers(q, strided_floats(p->n_tokens, row, qs) * 4) ||
-            !binding_covers(k_cache, cache_bytes(p)) || !binding_covers(v_cache, cache_bytes(p)) ||
-            !binding_covers(out, (uint64_t) p->n_tokens * row * 4))
+        if (!gpu_binding_covers(q, strided_floats(p->n_tokens, row, qs) * 4) ||
+            !gpu_binding_covers(k_cache, cache_bytes(p)) || !gpu_binding_covers(v_cache, cache_bytes(p)) ||
+            !gpu_binding_covers(out, (uint64_t) p->n_tokens * row * 4))
                 return -EINVAL;
         return 0;
 }
@@ -97,8 +83,8 @@ int gpu_op_kv_store(GpuCmd *c, GpuDevice *d, GpuBinding k_new, GpuBinding v_new,
         if (stride < row || stride % 2 != 0)
                 return -EINVAL;
         uint64_t src = strided_floats(p->n_tokens, row, stride) * 4;
-        if (!binding_covers(k_new, src) || !binding_covers(v_new, src) || !binding_covers(k_cache, cache_bytes(p)) ||
-            !binding_covers(v_cache, cache_bytes(p)))
+        if (!gpu_binding_covers(k_new, src) || !gpu_binding_covers(v_new, src) || !gpu_binding_covers(k_cache, cache_bytes(p)) ||
+            !gpu_binding_covers(v_cache, cache_bytes(p)))
                 return -EINVAL;
 
         KvStorePush push = {
@@ -251,7 +237,7 @@ int gpu_op_attention_decode(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k_
         uint32_t chunk = decode_chunk(n_kv, p->n_head_kv * n_hb);
         uint32_t n_chunks = div_up(n_kv, chunk);
         assert(n_chunks <= GPU_ATTN_MAX_SPLITS);
-        if (!binding_covers(scratch, (uint64_t) p->n_head * n_chunks * (p->head_dim + 2) * sizeof(float)))
+        if (!gpu_binding_covers(scratch, (uint64_t) p->n_head * n_chunks * (p->head_dim + 2) * sizeof(float)))
                 return -EINVAL;
 
         AttnDecodePush push = {

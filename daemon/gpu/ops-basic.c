@@ -13,19 +13,9 @@
 /* Elementwise kernels: invocations per workgroup. */
 #define ELT_BLOCK 256
 
-/*
- * Bytes a binding makes visible, or -EINVAL when it is malformed. Checked
- * against what a dispatch will touch: without robustBufferAccess an
- * out-of-range index is undefined behaviour on the device.
- */
-static int binding_covers(GpuBinding b, uint64_t bytes) {
-        if (!b.buffer)
-                return -EINVAL;
-        uint64_t size = gpu_buffer_size(b.buffer);
-        if (b.offset >= size)
-                return -EINVAL;
-        uint64_t avail = b.range ? MIN(b.range, size - b.offset) : size - b.offset;
-        return avail >= bytes ? 0 : -EINVAL;
+/* 0 when b shows at least bytes, else -EINVAL. */
+static int covers(GpuBinding b, uint64_t bytes) {
+        return gpu_binding_covers(b, bytes) ? 0 : -EINVAL;
 }
 
 /* Floats touched by n_rows rows of n_cols, row_stride apart. */
@@ -75,11 +65,11 @@ int gpu_op_rmsnorm(GpuCmd *c, GpuDevice *d, GpuBinding x, GpuBinding weight, Gpu
                 return -EINVAL;
         if (n_rows == 0)
                 return 0;
-        r = binding_covers(x, n * 4);
+        r = covers(x, n * 4);
         if (r >= 0 && w)
-                r = binding_covers(weight, (uint64_t) n_cols * 4);
+                r = covers(weight, (uint64_t) n_cols * 4);
         if (r >= 0)
-                r = binding_covers(out, n * 4);
+                r = covers(out, n * 4);
         if (r < 0)
                 return r;
 
@@ -107,11 +97,11 @@ int gpu_op_rope(GpuCmd *c, GpuDevice *d, GpuBinding x, GpuBinding pos, GpuBindin
                 return -EINVAL;
         if (p->n_tokens == 0 || p->n_heads == 0)
                 return 0;
-        r = binding_covers(x, strided_floats(p->n_tokens, (uint32_t) row, xs) * 4);
+        r = covers(x, strided_floats(p->n_tokens, (uint32_t) row, xs) * 4);
         if (r >= 0)
-                r = binding_covers(pos, (uint64_t) p->n_tokens * 4);
+                r = covers(pos, (uint64_t) p->n_tokens * 4);
         if (r >= 0)
-                r = binding_covers(out, strided_floats(p->n_tokens, (uint32_t) row, os) * 4);
+                r = covers(out, strided_floats(p->n_tokens, (uint32_t) row, os) * 4);
         if (r < 0)
                 return r;
 
@@ -145,9 +135,9 @@ int gpu_op_softmax(GpuCmd *c, GpuDevice *d, GpuBinding x, GpuBinding out, uint32
                 return -EINVAL;
         if (n_rows == 0)
                 return 0;
-        r = binding_covers(x, n * 4);
+        r = covers(x, n * 4);
         if (r >= 0)
-                r = binding_covers(out, n * 4);
+                r = covers(out, n * 4);
         if (r < 0)
                 return r;
 
@@ -163,11 +153,11 @@ static int eltwise(GpuCmd *c, GpuDevice *d, GpuShaderId id, GpuBinding a, GpuBin
 
         if (n_rows == 0 || n_cols == 0)
                 return 0;
-        r = binding_covers(a, strided_floats(n_rows, n_cols, a_stride) * 4);
+        r = covers(a, strided_floats(n_rows, n_cols, a_stride) * 4);
         if (r >= 0)
-                r = binding_covers(b, strided_floats(n_rows, n_cols, b_stride) * 4);
+                r = covers(b, strided_floats(n_rows, n_cols, b_stride) * 4);
         if (r >= 0)
-                r = binding_covers(out, strided_floats(n_rows, n_cols, o_stride) * 4);
+                r = covers(out, strided_floats(n_rows, n_cols, o_stride) * 4);
         if (r < 0)
                 return r;
 
@@ -214,9 +204,9 @@ int gpu_op_scale(GpuCmd *c, GpuDevice *d, GpuBinding x, GpuBinding out, uint32_t
 
         if (n == 0)
                 return 0;
-        r = binding_covers(x, (uint64_t) n * 4);
+        r = covers(x, (uint64_t) n * 4);
         if (r >= 0)
-                r = binding_covers(out, (uint64_t) n * 4);
+                r = covers(out, (uint64_t) n * 4);
         if (r < 0)
                 return r;
 
@@ -234,9 +224,9 @@ int gpu_op_argmax(GpuCmd *c, GpuDevice *d, GpuBinding x, GpuBinding out, uint32_
                 return -EINVAL;
         if (n_rows == 0)
                 return 0;
-        r = binding_covers(x, n * 4);
+        r = covers(x, n * 4);
         if (r >= 0)
-                r = binding_covers(out, (uint64_t) n_rows * 4);
+                r = covers(out, (uint64_t) n_rows * 4);
         if (r < 0)
                 return r;
 

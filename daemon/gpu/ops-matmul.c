@@ -216,13 +216,6 @@ static bool has_d_region(GgmlType type) {
         return type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_0 || type == GGML_TYPE_Q6_K;
 }
 
-static uint64_t binding_bytes(const GpuBinding *b) {
-        uint64_t size = gpu_buffer_size(b->buffer);
-        if (b->offset >= size)
-                return 0;
-        return b->range ? MIN(b->range, size - b->offset) : size - b->offset;
-}
-
 int gpu_op_matmul(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, GpuBinding y, uint32_t n_tokens) {
         MmPlan plan;
         GpuPipeline *p;
@@ -232,8 +225,8 @@ int gpu_op_matmul(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, Gpu
                 return -EINVAL;
         if (n_tokens == 0)
                 return ggml_type_supported(w->type) ? 0 : -EINVAL;
-        if (binding_bytes(&x) < (uint64_t) n_tokens * w->n_cols * sizeof(float) ||
-            binding_bytes(&y) < (uint64_t) n_tokens * w->n_rows * sizeof(float))
+        if (gpu_binding_bytes(x) < (uint64_t) n_tokens * w->n_cols * sizeof(float) ||
+            gpu_binding_bytes(y) < (uint64_t) n_tokens * w->n_rows * sizeof(float))
                 return -EINVAL;
         bool coopmat = gpu_matmul_coopmat(d);
         r = mm_plan(d, w->type, w->n_rows, n_tokens, coopmat, &plan);
