@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "build-config.h"
+#include <event2/thread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -163,6 +164,9 @@ int manager_new(const ManagerOptions *o, Manager **ret) {
         if (r < 0)
                 return r;
 
+        /* Workers activate events from their threads: the base needs locks from the start. */
+        if (evthread_use_pthreads() < 0)
+                return log_error_errno(EIO, "Failed to set up libevent for threads.");
         m->event = event_base_new();
         if (!m->event)
                 return log_oom();
