@@ -4,7 +4,9 @@
  * with GPU time from timestamp queries, achieved GB/s and GFLOP/s, and the
  * fraction of the device's measured copy bandwidth. It opens the device in
  * this process (like a standalone benchmark) and prints figures; it does not
- * pass or fail.
+ * pass or fail. *
+ * inferctl bench MODEL: inferd measures a loaded model (BenchModel) and this
+ * prints the figures as llama-bench does.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -13,8 +15,10 @@
 #include <string.h>
 
 #include <jansson.h>
+#include <systemd/sd-bus.h>
 
 #include "bench.h"
+#include "bus.h"
 #include "engine.h"
 #include "inferctl.h"
 #include "macro.h"
@@ -31,21 +35,54 @@ static long arg_device = -1;
 static const char *arg_filter;
 static bool arg_quick;
 
+/* bench MODEL; -1: the daemon's default. */
+static int64_t arg_n_prompt = -1;
+static int64_t arg_n_gen = -1;
+static int64_t arg_repetitions = -1;
+
+/* The first option given for each benchmark, to refuse it with the other. */
+static const char *arg_ops_option, *arg_model_option;
+
+static int parse_count(const char *s, const char *what, uint32_t min, int64_t *ret) {
+        unsigned long long v;
+        char *end;
+
+        errno = 0;
+        v = strtoull(s, &end, 10);
+        if (errno || end == s || *end || !(*s >= '0' && *s <= '9') || v < min || v > UINT32_MAX)
+                return ctl_error_errno(EINVAL, "invalid value '%s' for %s: expected a whole number from %" PRIu32
+                                       " to %" PRIu32 ".", s, what, min, UINT32_MAX);
+        *ret = (int64_t) v;
+        return 0;
+}
+
 int bench_parse_option(Context *ctx, int opt, const char *arg) {
         char *end;
         switch (opt) {
         case ARG_BENCH_DEVICE:
+                arg_ops_option = arg_ops_option ?: "--device";
                 errno = 0;
                 arg_device = strtol(arg, &end, 10);
                 if (errno || *end || arg_device < 0)
                         return ctl_error_errno(EINVAL, "invalid --device=%s: expected a device index.", arg);
                 return 0;
         case ARG_BENCH_FILTER:
+                arg_ops_option = arg_ops_option ?: "--filter";
                 arg_filter = arg;
                 return 0;
         case ARG_BENCH_QUICK:
+                arg_ops_option = arg_ops_option ?: "--quick";
                 arg_quick = true;
                 return 0;
+        case 'p':
+                arg_model_option = arg_model_option ?: "-p";
+                return parse_count(arg, "-p/--n-prompt", 0, &arg_n_prompt);
+        case 'n':
+                arg_model_option = arg_model_option ?: "-n";
+                return parse_count(arg, "-n/--n-gen", 0, &arg_n_gen);
+        case 'r':
+                arg_model_option = arg_model_option ?: "-r";
+                return parse_count(arg, "-r/--repetitions", 1, &arg_repetitions);
         }
         return -EINVAL;
 }
@@ -502,14 +539,255 @@ static int pick_default_device(GpuInstance *inst) {
         return -ENODEV;
 }
 
+/* ---- bench MODEL: the daemon measures, we print ---- */
+
+/* As long as loading: measuring a big model on a slow device takes minutes. */
+#define BENCH_MODEL_TIMEOUT_USEC (10ULL * 60ULL * 1000000ULL)
+
+/* BenchModel's a{sv} as a JSON object. Values of other than basic types are left out. */
+static int results_to_json(sd_bus_message *reply, json_t **ret) {
+        _cleanup_json_ json_t *o = json_object();
+        int r;
+
+        if (!o)
+                return -ENOMEM;
+        r = sd_bus_message_enter_container(reply, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(reply, 'e', "sv")) > 0) {
+                union { double d; uint64_t t; int64_t x; uint32_t u; int32_t i; uint16_t q; int16_t n; uint8_t y;
+                        int b; const char *s; } val;
+                const char *key, *contents;
+                json_t *v = NULL;
+
+                r = sd_bus_message_read(reply, "s", &key);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_peek_type(reply, NULL, &contents);
+                if (r < 0)
+                        return r;
+                if (strlen(contents) == 1 && strchr("dtxuiqnybs", contents[0])) {
+                        r = sd_bus_message_enter_container(reply, 'v', contents);
+                        if (r >= 0)
+                                r = sd_bus_message_read_basic(reply, contents[0], &val);
+                        if (r >= 0)
+                                r = sd_bus_message_exit_container(reply);
+                        if (r < 0)
+                                return r;
+                        switch (contents[0]) {
+                        case 'd': v = json_real(val.d); break;
+                        case 't': v = json_integer((json_int_t) val.t); break;
+                        case 'x': v = json_integer(val.x); break;
+                        case 'u': v = json_integer(val.u); break;
+                        case 'i': v = json_integer(val.i); break;
+                        case 'q': v = json_integer(val.q); break;
+                        case 'n': v = json_integer(val.n); break;
+                        case 'y': v = json_integer(val.y); break;
+                        case 'b': v = json_boolean(val.b); break;
+                        case 's': v = json_string(val.s); break;
+                        }
+                        if (!v || json_object_set_new(o, key, v) < 0)
+                                return -ENOMEM;
+                } else {
+                        r = sd_bus_message_skip(reply, "v");
+                        if (r < 0)
+                                return r;
+                }
+                r = sd_bus_message_exit_container(reply);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(reply);
+        if (r < 0)
+                return r;
+
+        *ret = TAKE_PTR(o);
+        return 0;
+}
+
+/* What bench MODEL shows of the model; strings point into the GetAll reply. */
+typedef struct BenchModelInfo {
+        const char *architecture;
+        uint64_t parameters;
+        const char *quantization;
+        uint64_t file_size;
+} BenchModelInfo;
+
+static const CtlProperty bench_model_info_map[] = {
+        { "Architecture", "s", offsetof(BenchModelInfo, architecture) },
+        { "Parameters", "t", offsetof(BenchModelInfo, parameters) },
+        { "Quantization", "s", offsetof(BenchModelInfo, quantization) },
+        { "FileSize", "t", offsetof(BenchModelInfo, file_size) },
+        {}
+};
+
+/* llama-bench's units: "1.13 MiB", "6.74 B". */
+static char *format_size_2(char *buf, size_t len, uint64_t bytes) {
+        if (bytes >= (1ULL << 30))
+                snprintf(buf, len, "%.2f GiB", (double) bytes / (1ULL << 30));
+        else if (bytes >= (1ULL << 20))
+                snprintf(buf, len, "%.2f MiB", (double) bytes / (1ULL << 20));
+        else
+                snprintf(buf, len, "%.2f KiB", (double) bytes / (1ULL << 10));
+        return buf;
+}
+
+static char *format_params_2(char *buf, size_t len, uint64_t n) {
+        if (n >= 1000000000ULL)
+                snprintf(buf, len, "%.2f B", (double) n / 1e9);
+        else if (n >= 1000000ULL)
+                snprintf(buf, len, "%.2f M", (double) n / 1e6);
+        else if (n >= 1000ULL)
+                snprintf(buf, len, "%.2f K", (double) n / 1e3);
+        else
+                snprintf(buf, len, "%" PRIu64, n);
+        return buf;
+}
+
+static double json_number(const json_t *o, const char *key, double def) {
+        json_t *v = json_object_get(o, key);
+        return json_is_number(v) ? json_number_value(v) : def;
+}
+
+static int print_model_table(const char *name, const BenchModelInfo *info, const json_t *res) {
+        static const char *const headers[] = { "model", "size", "params", "backend", "test", "t/s" };
+        _cleanup_(table_freep) Table *t = NULL;
+        char model[256], size[32], params[32], params_short[FORMAT_PARAMS_MAX], backend[256];
+        const char *device = json_string_value(json_object_get(res, "device"));
+        static const struct { const char *prefix, *count, *tps, *sd; int64_t def; } tests[] = {
+                { "pp", "n_prompt", "pp_tokens_per_sec", "pp_stddev", 512 },
+                { "tg", "n_gen", "tg_tokens_per_sec", "tg_stddev", 128 },
+        };
+        int r;
+
+        t = table_new(ELEMENTSOF(headers), headers);
+        if (!t)
+                return ctl_oom();
+        (void) table_set_align_right(t, 1, true);
+        (void) table_set_align_right(t, 2, true);
+        (void) table_set_align_right(t, 4, true);
+        (void) table_set_align_right(t, 5, true);
+
+        snprintf(model, sizeof model, "%s %s %s", info->architecture ?: name,
+                 format_params(params_short, sizeof params_short, info->parameters), strna(info->quantization));
+        format_size_2(size, sizeof size,
+                      (uint64_t) json_number(res, "model_bytes", (double) info->file_size));
+        format_params_2(params, sizeof params, info->parameters);
+        snprintf(backend, sizeof backend, device ? "Vulkan (%s)" : "Vulkan", device);
+
+        for (size_t i = 0; i < ELEMENTSOF(tests); i++) {
+                int64_t arg = i == 0 ? arg_n_prompt : arg_n_gen;
+                double count = json_number(res, tests[i].count, (double) (arg >= 0 ? arg : tests[i].def));
+                char test[32], tps[64];
+
+                if (count <= 0 || !json_is_number(json_object_get(res, tests[i].tps)))
+                        continue;
+                snprintf(test, sizeof test, "%s%.0f", tests[i].prefix, count);
+                snprintf(tps, sizeof tps, "%.2f ± %.2f", json_number(res, tests[i].tps, 0),
+                         json_number(res, tests[i].sd, 0));
+                r = table_add_row(t, (const char *const[]) { model, size, params, backend, test, tps });
+                if (r < 0)
+                        return ctl_oom();
+        }
+
+        r = table_print_markdown(t, stdout);
+        if (r < 0)
+                return ctl_error_errno(r, "Failed to print the table: %m");
+        return 0;
+}
+
+static int bench_model(const Context *ctx, const char *name) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL, *props = NULL;
+        _cleanup_json_ json_t *res = NULL;
+        _cleanup_free_ char *path = NULL;
+        BenchModelInfo info = {};
+        Context c = *ctx;
+        int r;
+
+        if (arg_ops_option) {
+                (void) ctl_error_errno(EINVAL, "option '%s' is for 'inferctl bench ops', not 'bench MODEL'.",
+                                       arg_ops_option);
+                return EXIT_USAGE;
+        }
+        if (arg_n_prompt == 0 && arg_n_gen == 0) {
+                (void) ctl_error_errno(EINVAL, "nothing to measure: -p and -n are both 0.");
+                return EXIT_USAGE;
+        }
+        if (!utf8_is_valid(name)) {
+                (void) ctl_error_errno(EINVAL, "MODEL is not valid UTF-8.");
+                return EXIT_USAGE;
+        }
+
+        /* $INFERD_TIMEOUT_SEC, when set, is the limit; else one long enough for big models. */
+        if (!c.timeout_set)
+                c.timeout_usec = BENCH_MODEL_TIMEOUT_USEC;
+        r = ctl_bus_open(&c, false, &bus);
+        if (r < 0)
+                return r;
+
+        r = ctl_bus_new_call(bus, INFERD_OBJECT_PATH, INFERD_MANAGER_IFACE, "BenchModel", &m);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(m, "s", name);
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r >= 0 && arg_n_prompt >= 0)
+                r = sd_bus_message_append(m, "{sv}", "n_prompt", "u", (uint32_t) arg_n_prompt);
+        if (r >= 0 && arg_n_gen >= 0)
+                r = sd_bus_message_append(m, "{sv}", "n_gen", "u", (uint32_t) arg_n_gen);
+        if (r >= 0 && arg_repetitions >= 0)
+                r = sd_bus_message_append(m, "{sv}", "repetitions", "u", (uint32_t) arg_repetitions);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r < 0)
+                return ctl_error_errno(r, "Failed to append the arguments of BenchModel: %m");
+
+        r = ctl_bus_send(bus, &c, m, &reply);
+        if (r < 0)
+                return r;
+        r = results_to_json(reply, &res);
+        if (r == -ENOMEM)
+                return ctl_oom();
+        if (r < 0)
+                return ctl_bus_log_parse_error(r, "BenchModel");
+
+        /* The model's object, for what the table shows of it. */
+        r = sd_bus_path_encode(INFERD_MODEL_PATH_PREFIX, name, &path);
+        if (r < 0)
+                return ctl_oom();
+        r = ctl_bus_get_object_properties(bus, &c, path, INFERD_MODEL_IFACE, bench_model_info_map, &info, &props);
+        if (r < 0)
+                return r;
+
+        if (ctx->json != JSON_OFF) {
+                _cleanup_json_ json_t *v = json_pack("{s:s, s:s?, s:I, s:s?, s:I, s:s}",
+                                                     "model", name,
+                                                     "architecture", info.architecture,
+                                                     "parameters", (json_int_t) info.parameters,
+                                                     "quantization", info.quantization,
+                                                     "file_size", (json_int_t) info.file_size,
+                                                     "backend", "Vulkan");
+                if (!v || json_object_update(v, res) < 0)
+                        return ctl_oom();
+                return json_print(v, ctx->json);
+        }
+        return print_model_table(name, &info, res);
+}
+
 int verb_bench(Context *ctx, int argc, char *argv[]) {
         _cleanup_(gpu_instance_freep) GpuInstance *inst = NULL;
         _cleanup_(gpu_device_freep) GpuDevice *dev = NULL;
         Bench b = { .json = ctx->json != JSON_OFF };
         int r, index;
 
-        if (!streq(argv[0], "ops")) {
-                (void) ctl_error_errno(EINVAL, "unknown benchmark '%s'; see 'inferctl bench --help'.", argv[0]);
+        if (!streq(argv[0], "ops"))
+                return bench_model(ctx, argv[0]);
+        if (arg_model_option) {
+                (void) ctl_error_errno(EINVAL, "option '%s' is for 'inferctl bench MODEL', not 'bench ops'.",
+                                       arg_model_option);
                 return EXIT_USAGE;
         }
 

@@ -11,7 +11,7 @@
 #include "names.h"
 #include "time-util.h"
 
-static const char *bus_name(const Context *ctx) {
+const char *ctl_bus_name(const Context *ctx) {
         return ctx->bus_kind == CTL_BUS_SESSION ? "session" : "system";
 }
 
@@ -34,7 +34,7 @@ static int log_connect_error(const Context *ctx, int r) {
                 return ctl_error_errno(r, "inferd is not running on the session bus (there is no session bus: "
                                        "$DBUS_SESSION_BUS_ADDRESS and $XDG_RUNTIME_DIR are unset)");
         return ctl_error_errno(r, "inferd is not running on the %s bus (cannot connect to the bus: %m; "
-                               "start it with: %s)", bus_name(ctx), start_hint(ctx));
+                               "start it with: %s)", ctl_bus_name(ctx), start_hint(ctx));
 }
 
 /* The one place where a failed call becomes the line the user reads. */
@@ -45,13 +45,13 @@ static int log_call_error(const Context *ctx, const char *method, int r, const s
         if (sd_bus_error_has_name(e, SD_BUS_ERROR_SERVICE_UNKNOWN) ||
             sd_bus_error_has_name(e, SD_BUS_ERROR_NAME_HAS_NO_OWNER))
                 return ctl_error_errno(r, "inferd is not running on the %s bus (start it with: %s)",
-                                       bus_name(ctx), start_hint(ctx));
+                                       ctl_bus_name(ctx), start_hint(ctx));
 
         /* Bus activation through systemd (inferd.service) was tried and failed. */
         if (error_has_prefix(e, "org.freedesktop.DBus.Error.Spawn.") ||
             error_has_prefix(e, "org.freedesktop.systemd1."))
                 return ctl_error_errno(r, "inferd is not running on the %s bus and could not be started (%s)",
-                                       bus_name(ctx), e->message ?: e->name);
+                                       ctl_bus_name(ctx), e->message ?: e->name);
 
         /*
          * NoReply is both sd-bus's own timeout and the bus telling us the
@@ -70,7 +70,7 @@ static int log_call_error(const Context *ctx, const char *method, int r, const s
         if (sd_bus_error_has_name(e, SD_BUS_ERROR_DISCONNECTED) ||
             (!sd_bus_error_is_set(e) && connection_lost(r)))
                 return ctl_error_errno(r, "inferd stopped before answering (lost the connection to the %s bus)",
-                                       bus_name(ctx));
+                                       ctl_bus_name(ctx));
 
         /* Errors from the daemon (org.inferd.infer1.Error.*) carry a sentence meant for the user. */
         if (sd_bus_error_is_set(e))
@@ -105,27 +105,27 @@ int ctl_bus_open(const Context *ctx, bool interactive, sd_bus **ret) {
          */
         r = sd_bus_get_unique_name(bus, &unique);
         if (r < 0)
-                return ctl_error_errno(r, "the %s bus refused the connection (%m)", bus_name(ctx));
+                return ctl_error_errno(r, "the %s bus refused the connection (%m)", ctl_bus_name(ctx));
 
         *ret = TAKE_PTR(bus);
         return 0;
 }
 
-static int call_va(sd_bus *bus, const Context *ctx, const char *iface, const char *method,
-                   sd_bus_message **ret_reply, const char *types, va_list ap) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        uint64_t start;
+int ctl_bus_new_call(sd_bus *bus, const char *path, const char *iface, const char *method, sd_bus_message **ret) {
         int r;
 
-        r = sd_bus_message_new_method_call(bus, &m, INFERD_BUS_NAME, INFERD_OBJECT_PATH, iface, method);
+        r = sd_bus_message_new_method_call(bus, ret, INFERD_BUS_NAME, path, iface, method);
         if (r < 0)
                 return ctl_error_errno(r, "Failed to create a call to %s: %m", method);
-        if (types) {
-                r = sd_bus_message_appendv(m, types, ap);
-                if (r < 0)
-                        return ctl_error_errno(r, "Failed to append the arguments of %s: %m", method);
-        }
+        return 0;
+}
+
+int ctl_bus_send(sd_bus *bus, const Context *ctx, sd_bus_message *m, sd_bus_message **ret_reply) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        const char *method = sd_bus_message_get_member(m);
+        uint64_t start;
+        int r;
 
         start = now_usec(CLOCK_MONOTONIC);
         r = sd_bus_call(bus, m, 0, &error, &reply);
@@ -137,24 +137,40 @@ static int call_va(sd_bus *bus, const Context *ctx, const char *iface, const cha
         return 0;
 }
 
+static int call_va(sd_bus *bus, const Context *ctx, const char *path, const char *iface, const char *method,
+                   sd_bus_message **ret_reply, const char *types, va_list ap) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        int r;
+
+        r = ctl_bus_new_call(bus, path, iface, method, &m);
+        if (r < 0)
+                return r;
+        if (types) {
+                r = sd_bus_message_appendv(m, types, ap);
+                if (r < 0)
+                        return ctl_error_errno(r, "Failed to append the arguments of %s: %m", method);
+        }
+        return ctl_bus_send(bus, ctx, m, ret_reply);
+}
+
 int ctl_bus_call(sd_bus *bus, const Context *ctx, const char *method, sd_bus_message **ret_reply,
                  const char *types, ...) {
         va_list ap;
         int r;
 
         va_start(ap, types);
-        r = call_va(bus, ctx, INFERD_MANAGER_IFACE, method, ret_reply, types, ap);
+        r = call_va(bus, ctx, INFERD_OBJECT_PATH, INFERD_MANAGER_IFACE, method, ret_reply, types, ap);
         va_end(ap);
         return r;
 }
 
-static int call_properties(sd_bus *bus, const Context *ctx, const char *method, sd_bus_message **ret_reply,
-                           const char *types, ...) {
+static int call_properties(sd_bus *bus, const Context *ctx, const char *path, const char *method,
+                           sd_bus_message **ret_reply, const char *types, ...) {
         va_list ap;
         int r;
 
         va_start(ap, types);
-        r = call_va(bus, ctx, "org.freedesktop.DBus.Properties", method, ret_reply, types, ap);
+        r = call_va(bus, ctx, path, "org.freedesktop.DBus.Properties", method, ret_reply, types, ap);
         va_end(ap);
         return r;
 }
@@ -168,10 +184,16 @@ static const CtlProperty *property_find(const CtlProperty *map, const char *name
 
 int ctl_bus_get_properties(sd_bus *bus, const Context *ctx, const CtlProperty *map, void *userdata,
                            sd_bus_message **ret_reply) {
+        return ctl_bus_get_object_properties(bus, ctx, INFERD_OBJECT_PATH, INFERD_MANAGER_IFACE, map, userdata,
+                                             ret_reply);
+}
+
+int ctl_bus_get_object_properties(sd_bus *bus, const Context *ctx, const char *path, const char *iface,
+                                  const CtlProperty *map, void *userdata, sd_bus_message **ret_reply) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         int r;
 
-        r = call_properties(bus, ctx, "GetAll", &reply, "s", INFERD_MANAGER_IFACE);
+        r = call_properties(bus, ctx, path, "GetAll", &reply, "s", iface);
         if (r < 0)
                 return r;
 
@@ -217,7 +239,7 @@ int ctl_bus_get_property_string(sd_bus *bus, const Context *ctx, const char *nam
         char *copy;
         int r;
 
-        r = call_properties(bus, ctx, "Get", &reply, "ss", INFERD_MANAGER_IFACE, name);
+        r = call_properties(bus, ctx, INFERD_OBJECT_PATH, "Get", &reply, "ss", INFERD_MANAGER_IFACE, name);
         if (r < 0)
                 return r;
         r = sd_bus_message_read(reply, "v", "s", &s);

@@ -17,6 +17,21 @@
 #include <systemd/sd-bus.h>
 
 #include "inferctl.h"
+#include "names.h"
+
+/* The objects below the Manager (dbus/org.inferd.infer1.{Model,Job}.xml). */
+#ifndef INFERD_MODEL_IFACE
+#define INFERD_MODEL_IFACE      "org.inferd.infer1.Model"
+#endif
+#ifndef INFERD_JOB_IFACE
+#define INFERD_JOB_IFACE        "org.inferd.infer1.Job"
+#endif
+#ifndef INFERD_MODEL_PATH_PREFIX
+#define INFERD_MODEL_PATH_PREFIX "/org/inferd/infer1/model"
+#endif
+
+/* "system" or "session", for messages. */
+const char *ctl_bus_name(const Context *ctx);
 
 /*
  * Connects to the bus ctx names and waits until the bus has accepted us.
@@ -33,6 +48,14 @@ int ctl_bus_open(const Context *ctx, bool interactive, sd_bus **ret);
 int ctl_bus_call(sd_bus *bus, const Context *ctx, const char *method, sd_bus_message **ret_reply,
                  const char *types, ...);
 
+/*
+ * The same for calls whose arguments are built piece by piece (an a{sv} of
+ * options): a new call to method of iface on path at inferd, then sending it.
+ * ctl_bus_send() consumes nothing; the reply goes to *ret_reply, if not NULL.
+ */
+int ctl_bus_new_call(sd_bus *bus, const char *path, const char *iface, const char *method, sd_bus_message **ret);
+int ctl_bus_send(sd_bus *bus, const Context *ctx, sd_bus_message *m, sd_bus_message **ret_reply);
+
 /* Where GetAll puts a property: a basic D-Bus type, and the field's offset. */
 typedef struct CtlProperty {
         const char *name;
@@ -48,6 +71,10 @@ typedef struct CtlProperty {
  */
 int ctl_bus_get_properties(sd_bus *bus, const Context *ctx, const CtlProperty *map, void *userdata,
                            sd_bus_message **ret_reply);
+
+/* The same for another object of inferd's: a model's (INFERD_MODEL_IFACE), a job's. */
+int ctl_bus_get_object_properties(sd_bus *bus, const Context *ctx, const char *path, const char *iface,
+                                  const CtlProperty *map, void *userdata, sd_bus_message **ret_reply);
 
 /* One string property of the Manager. */
 int ctl_bus_get_property_string(sd_bus *bus, const Context *ctx, const char *name, char **ret);

@@ -51,6 +51,110 @@ static const Verb verbs[] = {
                                "The first is printed even when inferd cannot be reached.",
         },
         {
+                .name = "models",
+                .run = verb_models,
+                .summary = "List the models inferd has loaded",
+                .description = "List the models loaded on this node: their name, architecture, number of\n"
+                               "parameters, quantization, file size, the device they run on and the\n"
+                               "memory they take there, their context length, and whether they are\n"
+                               "still loading or ready.",
+        },
+        {
+                .name = "load",
+                .args = "PATH",
+                .min_args = 1,
+                .max_args = 1,
+                .run = verb_load,
+                .summary = "Load a GGUF model file",
+                .description = "Load the GGUF file at PATH onto a device and keep it there, under NAME\n"
+                               "(default: the file's name without .gguf). PATH is made absolute here, as\n"
+                               "inferd reads it from another directory. Waits until the model is ready,\n"
+                               "up to 10 minutes (or $INFERD_TIMEOUT_SEC). Needs authorization (polkit\n"
+                               "action org.inferd.infer1.load-model).",
+                .options = (const struct option[]) {
+                        { "name", required_argument, NULL, ARG_LOAD_NAME },
+                        { "device", required_argument, NULL, ARG_LOAD_DEVICE },
+                        { "context", required_argument, NULL, ARG_LOAD_CONTEXT },
+                        {}
+                },
+                .options_help = "     --name=NAME         Name of the model (default: the file's base name)\n"
+                                "     --device=N          Device index (default: the one with the most free memory)\n"
+                                "     --context=N         Largest context a job may use, in tokens\n"
+                                "                         (default: the model's, capped by the configuration)\n",
+                .parse_option = load_parse_option,
+        },
+        {
+                .name = "unload",
+                .args = "NAME",
+                .min_args = 1,
+                .max_args = 1,
+                .run = verb_unload,
+                .summary = "Unload a model",
+                .description = "Unload the model NAME and free its memory. Needs authorization (polkit\n"
+                               "action org.inferd.infer1.unload-model).",
+        },
+        {
+                .name = "run",
+                .args = "MODEL PROMPT",
+                .min_args = 2,
+                .max_args = 2,
+                .run = verb_run,
+                .summary = "Generate text from a prompt",
+                .description = "Generate text that continues PROMPT with the loaded model MODEL, and print\n"
+                               "it as it comes. Ctrl-C stops the generation. With --json, print one object\n"
+                               "at the end: the text, the token ids, the token counts, why it stopped and\n"
+                               "the timings.",
+                .options = (const struct option[]) {
+                        SAMPLING_OPTIONS,
+                        {}
+                },
+                .options_help = SAMPLING_OPTIONS_HELP,
+                .parse_option = run_parse_option,
+        },
+        {
+                .name = "chat",
+                .args = "MODEL",
+                .min_args = 1,
+                .max_args = 1,
+                .run = verb_chat,
+                .summary = "Chat with a model",
+                .description = "Read lines from standard input, one user message each, and print the\n"
+                               "model's replies as they come. The whole conversation goes to the model\n"
+                               "each turn, in its chat template. Empty lines are skipped; \"/exit\" or the\n"
+                               "end of the input ends the chat. Ctrl-C stops a reply. With --json, print\n"
+                               "one object per reply, as 'inferctl run --json' does.",
+                .options = (const struct option[]) {
+                        SAMPLING_OPTIONS,
+                        { "system", required_argument, NULL, ARG_SYSTEM },
+                        { "template", required_argument, NULL, ARG_TEMPLATE },
+                        {}
+                },
+                .options_help = SAMPLING_OPTIONS_HELP
+                                "     --system=TEXT       A system message to start the conversation with\n"
+                                "     --template=NAME     Chat template: llama2, llama3, chatml, mistral or zephyr\n"
+                                "                         (default: the one the model names)\n",
+                .parse_option = run_parse_option,
+        },
+        {
+                .name = "tokenize",
+                .args = "MODEL TEXT",
+                .min_args = 2,
+                .max_args = 2,
+                .run = verb_tokenize,
+                .summary = "Show the tokens of a text",
+                .description = "Split TEXT into the tokens of MODEL's vocabulary and print one line per\n"
+                               "token: its id, a tab, and its text, with control characters escaped as\n"
+                               "in C.",
+                .options = (const struct option[]) {
+                        { "special", no_argument, NULL, ARG_SPECIAL },
+                        { "add-special", no_argument, NULL, ARG_ADD_SPECIAL },
+                        {}
+                },
+                .options_help = "     --special           Read special tokens in TEXT (\"<s>\") as such\n"
+                                "     --add-special       Add the tokens the model adds to a prompt (BOS)\n",
+                .parse_option = tokenize_parse_option,
+        },
+        {
                 .name = "reload",
                 .run = verb_reload,
                 .summary = "Reload inferd's configuration",
@@ -72,25 +176,38 @@ static const Verb verbs[] = {
         },
         {
                 .name = "bench",
-                .args = "ops",
+                .args = "ops|MODEL",
                 .min_args = 1,
                 .max_args = 1,
                 .run = verb_bench,
-                .summary = "Measure the engine's kernels on a device",
-                .description = "Run every engine kernel (matrix x vector and matrix x matrix for each weight\n"
-                               "type, embedding lookup, RMSNorm, RoPE, softmax, SwiGLU, add, mul, argmax,\n"
-                               "attention prefill and decode) at LLM-sized shapes on one Vulkan device, in\n"
-                               "this process, and print GPU time, GB/s, GFLOP/s and the fraction of the\n"
-                               "device's measured copy bandwidth. A benchmark: it prints figures only.",
+                .summary = "Measure the engine's kernels, or a model",
+                .description = "'bench ops' runs every engine kernel (matrix x vector and matrix x matrix for\n"
+                               "each weight type, embedding lookup, RMSNorm, RoPE, softmax, SwiGLU, add, mul,\n"
+                               "argmax, attention prefill and decode) at LLM-sized shapes on one Vulkan\n"
+                               "device, in this process, and prints GPU time, GB/s, GFLOP/s and the fraction\n"
+                               "of the device's measured copy bandwidth.\n"
+                               "\n"
+                               "'bench MODEL' has inferd measure the loaded model MODEL as llama-bench does:\n"
+                               "prompt processing (ppN) and generation (tgN) in tokens per second, the mean\n"
+                               "and standard deviation over the repetitions.\n"
+                               "\n"
+                               "A benchmark: it prints figures only.",
                 .options = (const struct option[]) {
                         { "device", required_argument, NULL, ARG_BENCH_DEVICE },
                         { "filter", required_argument, NULL, ARG_BENCH_FILTER },
                         { "quick", no_argument, NULL, ARG_BENCH_QUICK },
+                        { "n-prompt", required_argument, NULL, 'p' },
+                        { "n-gen", required_argument, NULL, 'n' },
+                        { "repetitions", required_argument, NULL, 'r' },
                         {}
                 },
-                .options_help = "     --device=N          Device index (default: the first one Devices=auto picks)\n"
-                                "     --filter=TEXT       Only kernels whose KERNEL_TYPE contains TEXT (matvec_Q8_0)\n"
-                                "     --quick             Fewer iterations\n",
+                .short_options = "p:n:r:",
+                .options_help = "     --device=N          Device index (ops; default: the first one Devices=auto picks)\n"
+                                "     --filter=TEXT       Only kernels whose KERNEL_TYPE contains TEXT (ops)\n"
+                                "     --quick             Fewer iterations (ops)\n"
+                                "  -p --n-prompt=N        Prompt tokens to process (MODEL; default 512, 0: skip)\n"
+                                "  -n --n-gen=N           Tokens to generate (MODEL; default 128, 0: skip)\n"
+                                "  -r --repetitions=N     Runs of each test (MODEL; default 3)\n",
                 .parse_option = bench_parse_option,
         },
         {
@@ -215,8 +332,16 @@ static int parse_environment(Context *ctx) {
                         return ctl_error_errno(EINVAL, "invalid $INFERD_TIMEOUT_SEC=%s: expected a positive "
                                                "number of seconds, or a time span like '2min'.", e);
                 ctx->timeout_usec = usec;
+                ctx->timeout_set = true;
         }
         return 0;
+}
+
+/* A verb's own option: a long one past ours, or a letter it lists in short_options. */
+static bool is_verb_option(const Verb *v, int c) {
+        if (c >= VERB_OPTION_BASE)
+                return true;
+        return c > ' ' && c < 0x7f && c != ':' && v->short_options && strchr(v->short_options, c);
 }
 
 /*
@@ -228,6 +353,7 @@ static int parse_environment(Context *ctx) {
 static int parse_options(Context *ctx, const Verb *verb, int argc, char *argv[], int *ret_optind) {
         struct option options[ELEMENTSOF(global_options) + 32];
         const char *hint = verb ? verb->name : NULL;
+        char optstring[32];
         size_t n = 0;
         int c, r;
 
@@ -235,15 +361,21 @@ static int parse_options(Context *ctx, const Verb *verb, int argc, char *argv[],
                 options[n++] = *o;
         for (const struct option *o = verb ? verb->options : NULL; o && o->name; o++) {
                 assert(n < ELEMENTSOF(options) - 1);
-                assert(o->val >= VERB_OPTION_BASE && verb->parse_option);
+                assert(verb->parse_option && is_verb_option(verb, o->val));
                 options[n++] = *o;
         }
         options[n] = (struct option) {};
 
+        /* A verb's short options come after ours; "h" stays --help, ':' must not be one. */
+        assert(!verb || !verb->short_options || !strpbrk(verb->short_options, "h-+W"));
+        r = snprintf(optstring, sizeof optstring, "%s:h%s", verb ? "" : "+",
+                     verb && verb->short_options ? verb->short_options : "");
+        assert(r > 0 && (size_t) r < sizeof optstring);
+
         /* Our own messages, with a hint; optind = 0 makes getopt start afresh for the second pass. */
         opterr = 0;
         optind = 0;
-        while ((c = getopt_long(argc, argv, verb ? ":h" : "+:h", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, optstring, options, NULL)) >= 0)
                 switch (c) {
                 case 'h':
                         if (verb)
@@ -295,7 +427,7 @@ static int parse_options(Context *ctx, const Verb *verb, int argc, char *argv[],
                                                argv[optind - 1], hint ? " " : "", hint ?: "");
 
                 default:
-                        assert(verb && verb->parse_option && c >= VERB_OPTION_BASE);
+                        assert(verb && verb->parse_option && is_verb_option(verb, c));
                         r = verb->parse_option(ctx, c, optarg);
                         if (r < 0)
                                 return r;

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 #include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +25,57 @@ int ctl_error_internal(int error, const char *format, ...) {
         va_end(ap);
         fputc('\n', stderr);
         return -error;
+}
+
+bool utf8_is_valid(const char *s) {
+        const unsigned char *p = (const unsigned char *) s;
+
+        while (*p) {
+                uint32_t c;
+                size_t n;
+
+                if (*p < 0x80) {
+                        p++;
+                        continue;
+                }
+                if ((*p & 0xe0) == 0xc0)
+                        n = 1, c = *p & 0x1f;
+                else if ((*p & 0xf0) == 0xe0)
+                        n = 2, c = *p & 0x0f;
+                else if ((*p & 0xf8) == 0xf0)
+                        n = 3, c = *p & 0x07;
+                else
+                        return false;
+                for (size_t i = 1; i <= n; i++) {
+                        if ((p[i] & 0xc0) != 0x80)
+                                return false;   /* also stops at the terminating NUL */
+                        c = (c << 6) | (p[i] & 0x3f);
+                }
+                if ((n == 1 && c < 0x80) || (n == 2 && c < 0x800) || (n == 3 && c < 0x10000) ||
+                    c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+                        return false;
+                p += n + 1;
+        }
+        return true;
+}
+
+/* "260K", "1.2B", "70B": parameter counts as model cards write them. */
+char *format_params(char *buf, size_t len, uint64_t n) {
+        static const struct { uint64_t unit; char suffix; } units[] = {
+                { 1000000000000ULL, 'T' }, { 1000000000ULL, 'B' }, { 1000000ULL, 'M' }, { 1000ULL, 'K' },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(units); i++)
+                if (n >= units[i].unit) {
+                        double v = (double) n / (double) units[i].unit;
+                        /* "999.7K" would round to "1000K": one unit up reads better. */
+                        if (i > 0 && v >= 999.5)
+                                v /= 1000.0, i--;
+                        snprintf(buf, len, v < 9.95 ? "%.1f%c" : "%.0f%c", v, units[i].suffix);
+                        return buf;
+                }
+        snprintf(buf, len, "%" PRIu64, n);
+        return buf;
 }
 
 int json_print(json_t *v, JsonMode mode) {
@@ -133,6 +186,44 @@ int table_print(const Table *t, FILE *f) {
                         fprintf(f, "%*s", (int) pad, "");
                 if (last)
                         fputc('\n', f);
+        }
+
+        return ferror(f) ? -EIO : 0;
+}
+
+/* llama-bench's output: "| a | b |", then "| --- | --: |" (right-aligned columns end in ':'). */
+int table_print_markdown(const Table *t, FILE *f) {
+        _cleanup_free_ size_t *width = calloc(t->n_columns, sizeof(size_t));
+        if (!width)
+                return -ENOMEM;
+
+        /* Markdown wants at least three dashes. */
+        for (size_t i = 0; i < t->n_cells; i++)
+                width[i % t->n_columns] = MAX(width[i % t->n_columns], MAX(utf8_width(t->cells[i]), 3));
+
+        for (size_t i = 0; i < t->n_cells; i++) {
+                size_t col = i % t->n_columns;
+                size_t pad = width[col] - utf8_width(t->cells[i]);
+
+                fputs(col == 0 ? "| " : " | ", f);
+                if (t->align_right[col])
+                        fprintf(f, "%*s%s", (int) pad, "", t->cells[i]);
+                else
+                        fprintf(f, "%s%*s", t->cells[i], (int) pad, "");
+                if (col == t->n_columns - 1)
+                        fputs(" |\n", f);
+
+                /* The rule under the header. */
+                if (i == t->n_columns - 1)
+                        for (size_t c = 0; c < t->n_columns; c++) {
+                                fputs(c == 0 ? "| " : " | ", f);
+                                for (size_t k = 0; k + (t->align_right[c] ? 1 : 0) < width[c]; k++)
+                                        fputc('-', f);
+                                if (t->align_right[c])
+                                        fputc(':', f);
+                                if (c == t->n_columns - 1)
+                                        fputs(" |\n", f);
+                        }
         }
 
         return ferror(f) ? -EIO : 0;

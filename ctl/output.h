@@ -9,6 +9,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "macro.h"
@@ -29,6 +30,13 @@ int ctl_error_internal(int error, const char *format, ...) _printf_(2, 3);
 
 /* json_decrefp() comes with jansson >= 2.9 (json_auto_t). */
 #define _cleanup_json_ _cleanup_(json_decrefp)
+
+/* D-Bus strings must be UTF-8: true if s is (no overlong forms, no surrogates). */
+bool utf8_is_valid(const char *s);
+
+/* "260K", "1.2B", "70B": parameter counts as model cards write them. */
+char *format_params(char *buf, size_t len, uint64_t n);
+#define FORMAT_PARAMS_MAX 32
 
 /* Dumps v and a newline to stdout; prints why on failure. */
 int json_print(json_t *v, JsonMode mode);
@@ -58,3 +66,6 @@ int table_add_row(Table *t, const char *const *cells);
 size_t table_n_rows(const Table *t);
 
 int table_print(const Table *t, FILE *f);
+
+/* The same as a Markdown table, as llama-bench prints its results. */
+int table_print_markdown(const Table *t, FILE *f);

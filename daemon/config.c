@@ -5,6 +5,7 @@
 #include "config.h"
 #include "log.h"
 #include "macro.h"
+#include "format.h"
 #include "select.h"
 
 /* inih hands us one key at a time; the first error wins and stops the parse. */
@@ -30,6 +31,22 @@ static int fail(ParseState *st, const char *fmt, const char *a, const char *b) {
         if (!st->error && asprintf(&st->error, fmt, a, b) < 0)
                 st->error = NULL;
         return 0;
+}
+
+static int parse_u32(ParseState *st, const char *key, const char *value, uint32_t min, uint32_t max,
+                     uint32_t *ret) {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(value, &end, 10);
+        if (errno || end == value || *end || value[0] == '-' || v < min || v > max) {
+                char range[64];
+                snprintf(range, sizeof range, " (expected %u to %u)", min, max);
+                char kv[300];
+                snprintf(kv, sizeof kv, "%s=%s", key, value);
+                return fail(st, "%s is not a valid number%s", kv, range);
+        }
+        *ret = (uint32_t) v;
+        return 1;
 }
 
 static int handler(void *userdata, const char *section, const char *key, const char *value) {
@@ -68,6 +85,23 @@ static int handler(void *userdata, const char *section, const char *key, const c
                         c->devices = s;
                         return 1;
                 }
+                if (streq(key, "MaxContext"))
+                        return parse_u32(st, key, value, 16, 1u << 24, &c->max_context);
+                return fail(st, "unknown key '%s' in section [%s]", key, section);
+        }
+
+        if (streq(section, "Limits")) {
+                if (streq(key, "MaxJobs"))
+                        return parse_u32(st, key, value, 1, 1000000, &c->max_jobs);
+                if (streq(key, "MaxTokens"))
+                        return parse_u32(st, key, value, 1, 1u << 24, &c->max_tokens);
+                if (streq(key, "MaxPromptBytes")) {
+                        uint64_t v;
+                        if (parse_size(value, &v) < 0 || v < 16 || v > (1ULL << 30))
+                                return fail(st, "MaxPromptBytes=%s is not a size between 16 and 1G%s", value, "");
+                        c->max_prompt_bytes = v;
+                        return 1;
+                }
                 return fail(st, "unknown key '%s' in section [%s]", key, section);
         }
 
@@ -95,6 +129,10 @@ int config_new_default(Config **ret) {
         if (!c->node_name)
                 return -ENOMEM;
         c->log_level = LOG_INFO;
+        c->max_context = 8192;
+        c->max_jobs = 64;
+        c->max_tokens = 4096;
+        c->max_prompt_bytes = 1 << 20;
         c->devices = strdup("auto");
         if (!c->devices)
                 return -ENOMEM;

@@ -8,11 +8,16 @@
  */
 
 #include <stdbool.h>
+#include <stdint.h>
 
 typedef struct Config {
         char *node_name;        /* [Daemon] NodeName=, default: the host name */
         int log_level;          /* [Daemon] LogLevel=, default: info */
         char *devices;          /* [Engine] Devices=, default: "auto" (see gpu/select.h) */
+        uint32_t max_context;   /* [Engine] MaxContext=, default 8192: cap on a job's context */
+        uint32_t max_jobs;      /* [Limits] MaxJobs=, default 64: queued or running on this node */
+        uint32_t max_tokens;    /* [Limits] MaxTokens=, default 4096: max_tokens of one job */
+        uint64_t max_prompt_bytes; /* [Limits] MaxPromptBytes=, default 1M */
 } Config;
 
 Config *config_free(Config *c);

@@ -13,6 +13,7 @@
 #include "names.h"
 #include "nodeid.h"
 #include "select.h"
+#include "serve.h"
 #include "sysinfo.h"
 
 static void notify_status(const char *fmt, ...) _printf_(1, 2);
@@ -186,6 +187,7 @@ Manager *manager_free(Manager *m) {
                 event_free(m->sig_hup);
         if (m->watchdog)
                 event_free(m->watchdog);
+        serve_done(m);
         bus_loop_free(m->bus_loop);
         polkit_registry_free(m->polkit);
         if (m->bus)
@@ -261,6 +263,9 @@ int manager_run(Manager *m) {
         r = manager_setup_signals(m);
         if (r < 0)
                 return r;
+        r = serve_init(m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to start the device workers: %m");
         r = manager_connect_bus(m);
         if (r < 0)
                 return r;

@@ -45,6 +45,10 @@ typedef struct Manager {
 
         GpuInstance *gpu;
         GpuDevice **engines;            /* per instance device: opened if Devices= selects it, else NULL */
+        struct Worker **workers;        /* per engine device: runs its models (serve/) */
+        struct Served *served;          /* loaded and loading models */
+        struct Job *jobs;               /* queued, running and recently ended jobs */
+        uint32_t last_job_id;
 
         uint64_t start_monotonic;
         uint64_t start_realtime;

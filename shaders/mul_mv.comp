@@ -2,21 +2,31 @@
 // Matrix x vector: y[v][row0 + r] = sum_k W[r][k] x[v][k] for NV vectors
 // (batch-1 decode and small batches), over one chunk of a GpuTensor
 // (daemon/gpu/ops-weights.c). Memory-bound, so the design is about bytes:
-//   - a workgroup takes NUM_ROWS rows; each invocation walks "units" of the
-//     row, u = tid, tid + BLOCK_SIZE, ...: one 16-byte load of quants per
-//     row per unit, consecutive invocations on consecutive 16-byte words
-//     (coalesced), every weight byte read once for all NV vectors;
+//   - a workgroup takes a group of NUM_ROWS rows at a time and walks the
+//     groups gl_NumWorkGroups apart (the host caps the grid, so the bytes in
+//     flight on the whole device stay near what saturates memory: when every
+//     load of the matrix is issued at once, data arrives in no useful order
+//     and the arithmetic piles up after the last byte instead of overlapping
+//     with the transfer);
+//   - each invocation walks "units" of the rows, u = tid, tid + BLOCK_SIZE,
+//     ...: one 16-byte load (4 bytes with WORD_UNITS) of quants per row per
+//     unit, consecutive invocations on consecutive words (coalesced), every
+//     weight byte read once for all NV vectors;
+//   - NUM_UNITS units per loop iteration, all their loads issued before any
+//     arithmetic: NUM_UNITS x NUM_ROWS loads in flight per invocation;
 //   - x is read once per unit (vec4 loads, L1-resident) and reused for the
-//     NUM_ROWS rows;
+//     NUM_ROWS rows (NUM_ROWS also divides the L1 traffic for x, which for
+//     4-bit weights is 8 bytes of x per byte of weights);
 //   - quants become floats with exponent bit tricks (wt_unorm4 in f32, or
 //     wt_unorm4h through f16: DEQ_HALF), no int->float conversions, and the
-//     block's scale and offset are folded in once per 16-element span:
+//     block's scale and offset are folded in once per span of a unit:
 //     sum((a q + c) x) = a 2^B S1 + (c - a 2^B) Sx;
-//   - two units per loop iteration, so each invocation has 2 x NUM_ROWS loads
-//     in flight;
-//   - subgroupAdd reduction (USE_SUBGROUP=1) or a shared-memory tree.
+//   - subgroupAdd reduction (USE_SUBGROUP=1) or a shared-memory tree, once
+//     per row group.
 // Spec constants: 0 BLOCK_SIZE (a power of two), 3 NUM_ROWS, 4 NV,
-// 5 DEQ_HALF. One WTYPE_* define selects the weight type.
+// 5 DEQ_HALF, 6 NUM_UNITS, 7 WORD_UNITS (Q8_0/Q4_0: 4-byte units, so a
+// subgroup's x loads touch 8 cache lines instead of 16-32). One WTYPE_*
+// define selects the weight type.
 
 #extension GL_EXT_control_flow_attributes : require
 #if USE_SUBGROUP
@@ -29,6 +39,8 @@ layout(local_size_x_id = 0) in;
 layout(constant_id = 3) const uint NUM_ROWS = 2;
 layout(constant_id = 4) const uint NV = 1;
 layout(constant_id = 5) const uint DEQ_HALF = 1;  // quants to floats via f16 (wt_unorm4h) or f32 (wt_unorm4)
+layout(constant_id = 6) const uint NUM_UNITS = 2;
+layout(constant_id = 7) const uint WORD_UNITS = 0;
 
 #include "weights.glsl"
 
@@ -49,10 +61,14 @@ float acc[NUM_ROWS][NV];
 uint rr[NUM_ROWS];      // rows (clamped: a partial last group recomputes the last row, never stores it)
 uint xb[NV];            // x4 index of each vector
 
+vec4 unorm4(uint w, const int BITS, const int LSB) {
+    return DEQ_HALF != 0u ? wt_unorm4h(w, BITS, LSB) : wt_unorm4(w, BITS, LSB);
+}
+
 #if !(WTYPE_F32 || WTYPE_F16)
 float s1[NUM_ROWS][NV];
 float sx[NV];
-uvec4 wq[NUM_ROWS];     // the unit's 16 bytes of quants, per row
+uvec4 wq[NUM_ROWS];     // the unit's quant words, per row
 
 void span_begin() {
     [[unroll]] for (uint v = 0; v < NV; v++) {
@@ -62,19 +78,23 @@ void span_begin() {
     }
 }
 
-// S1 += unorm(quants) . x and Sx += x over four words; xi: x4 index of the first.
-void span_dot(uint xi, const int BITS, const int LSB) {
-    [[unroll]] for (uint j = 0; j < 4u; j++) {
-        vec4 f[NUM_ROWS];
+// S1 += unorm(word j of wq) . x and Sx += x; xi: x4 index of the four elements.
+void span_word(uint j, uint xi, const int BITS, const int LSB) {
+    vec4 f[NUM_ROWS];
+    [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
+        f[r] = unorm4(wq[r][j], BITS, LSB);
+    [[unroll]] for (uint v = 0; v < NV; v++) {
+        vec4 xv = x4[xb[v] + xi];
+        sx[v] += (xv.x + xv.y) + (xv.z + xv.w);
         [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
-            f[r] = DEQ_HALF != 0u ? wt_unorm4h(wq[r][j], BITS, LSB) : wt_unorm4(wq[r][j], BITS, LSB);
-        [[unroll]] for (uint v = 0; v < NV; v++) {
-            vec4 xv = x4[xb[v] + xi + j];
-            sx[v] += (xv.x + xv.y) + (xv.z + xv.w);
-            [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
-                s1[r][v] += dot(f[r], xv);
-        }
+            s1[r][v] += dot(f[r], xv);
     }
+}
+
+// The same over the four words of wq; xi: x4 index of the first.
+void span_dot(uint xi, const int BITS, const int LSB) {
+    [[unroll]] for (uint j = 0; j < 4u; j++)
+        span_word(j, xi + j, BITS, LSB);
 }
 
 // acc += A S1 + B Sx per row (A, B: the span's folded scale and offset).
@@ -83,32 +103,43 @@ void span_end(float A[NUM_ROWS], float B[NUM_ROWS]) {
         [[unroll]] for (uint v = 0; v < NV; v++)
             acc[r][v] += A[r] * s1[r][v] + B[r] * sx[v];
 }
+
+// Small non-negative integers (< 2^23) to float without a conversion instruction.
+vec4 u2f(uvec4 i) {
+    return uintBitsToFloat(i | 0x4B000000u) - 8388608.0;
+}
 #endif
+
+// Per type: Unit (one row's loaded data for one unit), UNIT_COLS,
+// unit_load(row, u) (global loads only) and unit_math(u, d) (everything else).
 
 #if WTYPE_F32
 // Unit u: columns 4u .. 4u+3.
-void unit(uint u) {
-    const uint U = p.ncols >> 2;
-    vec4 w[NUM_ROWS];
-    [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
-        w[r] = uintBitsToFloat(wt_u4[rr[r] * U + u]);
+struct Unit { uvec4 q; };
+const uint UNIT_COLS = 4;
+Unit unit_load(uint row, uint u) {
+    return Unit(wt_u4[row * (p.ncols >> 2) + u]);
+}
+void unit_math(uint u, Unit d[NUM_ROWS]) {
     [[unroll]] for (uint v = 0; v < NV; v++) {
         vec4 xv = x4[xb[v] + u];
         [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
-            acc[r][v] += dot(w[r], xv);
+            acc[r][v] += dot(uintBitsToFloat(d[r].q), xv);
     }
 }
-const uint UNIT_COLS = 4;
 
 #elif WTYPE_F16
 // Unit u: columns 8u .. 8u+7.
-void unit(uint u) {
-    const uint U = p.ncols >> 3;
+struct Unit { uvec4 q; };
+const uint UNIT_COLS = 8;
+Unit unit_load(uint row, uint u) {
+    return Unit(wt_u4[row * (p.ncols >> 3) + u]);
+}
+void unit_math(uint u, Unit d[NUM_ROWS]) {
     vec4 wa[NUM_ROWS], wb[NUM_ROWS];
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++) {
-        uvec4 q = wt_u4[rr[r] * U + u];
-        wa[r] = vec4(unpackHalf2x16(q.x), unpackHalf2x16(q.y));
-        wb[r] = vec4(unpackHalf2x16(q.z), unpackHalf2x16(q.w));
+        wa[r] = vec4(unpackHalf2x16(d[r].q.x), unpackHalf2x16(d[r].q.y));
+        wb[r] = vec4(unpackHalf2x16(d[r].q.z), unpackHalf2x16(d[r].q.w));
     }
     [[unroll]] for (uint v = 0; v < NV; v++) {
         vec4 xa = x4[xb[v] + 2u * u], xc = x4[xb[v] + 2u * u + 1u];
@@ -116,44 +147,74 @@ void unit(uint u) {
             acc[r][v] += dot(wa[r], xa) + dot(wb[r], xc);
     }
 }
-const uint UNIT_COLS = 8;
 
 #elif WTYPE_Q8_0
-// Unit u: columns 16u .. 16u+15, half of block u/2. Bytes are biased to
-// unsigned (b + 128) so the 8-bit trick applies: sum(b x) = 256 S1 - 384 Sx.
-void unit(uint u) {
-    const uint U = p.ncols >> 4;
+// Unit u: columns 16u .. 16u+15, half of block u/2 (WORD_UNITS: columns
+// 4u .. 4u+3 of block u/8). Bytes are biased to unsigned (b + 128) so the
+// 8-bit trick applies: sum(b x) = 256 S1 - 384 Sx.
+struct Unit { uvec4 q; float d; };
+const uint UNIT_COLS = WORD_UNITS != 0u ? 4u : 16u;
+Unit unit_load(uint row, uint u) {
+    Unit t;
+    if (WORD_UNITS != 0u) {
+        t.q = uvec4(wt_u[row * (p.ncols >> 2) + u], 0u, 0u, 0u);
+        t.d = wt_d(row * (p.ncols >> 5) + (u >> 3));
+    } else {
+        t.q = wt_u4[row * (p.ncols >> 4) + u];
+        t.d = wt_d(row * (p.ncols >> 5) + (u >> 1));
+    }
+    return t;
+}
+void unit_math(uint u, Unit d[NUM_ROWS]) {
     float A[NUM_ROWS], B[NUM_ROWS];
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++) {
-        wq[r] = wt_u4[rr[r] * U + u] ^ uvec4(0x80808080u);
-        float d = wt_d(rr[r] * (U >> 1) + (u >> 1));
-        A[r] = 256.0 * d;
-        B[r] = -384.0 * d;
+        wq[r] = d[r].q ^ uvec4(0x80808080u);
+        A[r] = 256.0 * d[r].d;
+        B[r] = -384.0 * d[r].d;
     }
     span_begin();
-    span_dot(4u * u, 8, 0);
+    if (WORD_UNITS != 0u)
+        span_word(0, u, 8, 0);
+    else
+        span_dot(4u * u, 8, 0);
     span_end(A, B);
 }
-const uint UNIT_COLS = 16;
 
 #elif WTYPE_Q4_0
-// Unit u: block u (columns 32u ..): low nibbles are columns 0..15, high 16..31;
-// sum((q - 8) x) = 16 S1 - 24 Sx over the whole block.
-void unit(uint u) {
-    const uint U = p.ncols >> 5;
+// Unit u: block u (columns 32u ..): low nibbles are columns 0..15, high
+// 16..31 (WORD_UNITS: word j = u % 4 of block b = u / 4, columns 32b + 4j ..
+// and 32b + 16 + 4j ..); sum((q - 8) x) = 16 S1 - 24 Sx over the block.
+struct Unit { uvec4 q; float d; };
+const uint UNIT_COLS = WORD_UNITS != 0u ? 8u : 32u;
+Unit unit_load(uint row, uint u) {
+    Unit t;
+    if (WORD_UNITS != 0u) {
+        t.q = uvec4(wt_u[row * (p.ncols >> 3) + u], 0u, 0u, 0u);
+        t.d = wt_d(row * (p.ncols >> 5) + (u >> 2));
+    } else {
+        t.q = wt_u4[row * (p.ncols >> 5) + u];
+        t.d = wt_d(row * (p.ncols >> 5) + u);
+    }
+    return t;
+}
+void unit_math(uint u, Unit d[NUM_ROWS]) {
     float A[NUM_ROWS], B[NUM_ROWS];
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++) {
-        wq[r] = wt_u4[rr[r] * U + u];
-        float d = wt_d(rr[r] * U + u);
-        A[r] = 16.0 * d;
-        B[r] = -24.0 * d;
+        wq[r] = d[r].q;
+        A[r] = 16.0 * d[r].d;
+        B[r] = -24.0 * d[r].d;
     }
     span_begin();
-    span_dot(8u * u, 4, 0);
-    span_dot(8u * u + 4u, 4, 4);
+    if (WORD_UNITS != 0u) {
+        const uint xi = 8u * (u >> 2) + (u & 3u);
+        span_word(0, xi, 4, 0);
+        span_word(0, xi + 4u, 4, 4);
+    } else {
+        span_dot(8u * u, 4, 0);
+        span_dot(8u * u + 4u, 4, 4);
+    }
     span_end(A, B);
 }
-const uint UNIT_COLS = 32;
 
 #elif WTYPE_Q4_K || WTYPE_Q5_K
 // Unit u: part pp = u % 8 of block u / 8: quant bytes 16 pp .. 16 pp + 15,
@@ -163,59 +224,60 @@ const uint UNIT_COLS = 32;
 #if WTYPE_Q4_K
 const uint BLOCK_U4 = 9;
 const int QBITS = 4;
+struct Unit { uvec4 hdr; uvec4 q; };
 #else
 const uint BLOCK_U4 = 11;
 const int QBITS = 5;
+struct Unit { uvec4 hdr; uvec4 q; uvec4 qh; };
 #endif
-void unit(uint u) {
-    const uint nb = p.ncols >> 8;
+const uint UNIT_COLS = 32;
+Unit unit_load(uint row, uint u) {
+    const uint base = (row * (p.ncols >> 8) + (u >> 3)) * BLOCK_U4, pp = u & 7u;
+    Unit t;
+    t.hdr = wt_u4[base];
+#if WTYPE_Q4_K
+    t.q = wt_u4[base + 1u + pp];
+#else
+    t.qh = wt_u4[base + 1u + (pp & 1u)];
+    t.q = wt_u4[base + 3u + pp];
+#endif
+    return t;
+}
+void unit_math(uint u, Unit d[NUM_ROWS]) {
     const uint bk = u >> 3, pp = u & 7u, c = pp >> 1, h = pp & 1u;
     const float F = float(1u << QBITS);
     float A0[NUM_ROWS], B0[NUM_ROWS], A1[NUM_ROWS], B1[NUM_ROWS];
-    uvec4 q[NUM_ROWS];
-#if WTYPE_Q5_K
-    uvec4 qh[NUM_ROWS];
-#endif
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++) {
-        uint base = (rr[r] * nb + bk) * BLOCK_U4;
-        uvec4 hdr = wt_u4[base];
-#if WTYPE_Q4_K
-        q[r] = wt_u4[base + 1u + pp];
-#else
-        qh[r] = wt_u4[base + 1u + h];
-        q[r] = wt_u4[base + 3u + pp];
-#endif
-        vec2 dm = unpackHalf2x16(hdr.x);
-        uvec4 sm = wt_scale_min_k4(hdr, c);
-        float a0 = dm.x * float(sm.x), a1 = dm.x * float(sm.y);
+        vec2 dm = unpackHalf2x16(d[r].hdr.x);
+        vec4 sm = u2f(wt_scale_min_k4(d[r].hdr, c));
+        float a0 = dm.x * sm.x, a1 = dm.x * sm.y;
         A0[r] = F * a0;
-        B0[r] = -dm.y * float(sm.z) - F * a0;
+        B0[r] = -dm.y * sm.z - F * a0;
         A1[r] = F * a1;
-        B1[r] = -dm.y * float(sm.w) - F * a1;
+        B1[r] = -dm.y * sm.w - F * a1;
     }
     const uint xi = 64u * bk + 16u * c + 4u * h;
     span_begin();
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
 #if WTYPE_Q4_K
-        wq[r] = q[r];
+        wq[r] = d[r].q;
     span_dot(xi, 4, 0);
 #else
-        wq[r] = (q[r] & 0x0F0F0F0Fu) | (((qh[r] >> (2u * c)) & 0x01010101u) << 4);
+        wq[r] = (d[r].q & 0x0F0F0F0Fu) | (((d[r].qh >> (2u * c)) & 0x01010101u) << 4);
     span_dot(xi, 5, 0);
 #endif
     span_end(A0, B0);
     span_begin();
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
 #if WTYPE_Q4_K
-        wq[r] = q[r];
+        wq[r] = d[r].q;
     span_dot(xi + 8u, 4, 4);
 #else
-        wq[r] = ((q[r] >> 4) & 0x0F0F0F0Fu) | (((qh[r] >> (2u * c + 1u)) & 0x01010101u) << 4);
+        wq[r] = ((d[r].q >> 4) & 0x0F0F0F0Fu) | (((d[r].qh >> (2u * c + 1u)) & 0x01010101u) << 4);
     span_dot(xi + 8u, 5, 0);
 #endif
     span_end(A1, B1);
 }
-const uint UNIT_COLS = 32;
 
 #elif WTYPE_Q6_K
 // Unit u: part pp = u % 8 of block u / 8: ql bytes 16 pp .. 16 pp + 15, i.e.
@@ -223,21 +285,25 @@ const uint UNIT_COLS = 32;
 // and 128n + 64 + 16P + i (high nibbles); their two high bits are in qh
 // bytes 32n + 16(P & 1) + i at bits 2(P >> 1) and 2(P >> 1) + 4; scales
 // sc[8n + P] and sc[8n + P + 4]. value = d sc (q - 32): A = 64 a, B = -96 a.
-void unit(uint u) {
-    const uint nb = p.ncols >> 8;
+struct Unit { uvec4 ql; uvec4 qh; uvec2 sc; float d; };
+const uint UNIT_COLS = 32;
+Unit unit_load(uint row, uint u) {
+    const uint blk = row * (p.ncols >> 8) + (u >> 3), pp = u & 7u, n = pp >> 2, P = pp & 3u;
+    const uint base = blk * 13u;
+    Unit t;
+    t.ql = wt_u4[base + pp];
+    t.qh = wt_u4[base + 8u + 2u * n + (P & 1u)];
+    t.sc = wt_u2[2u * (base + 12u) + n];
+    t.d = wt_d(blk);
+    return t;
+}
+void unit_math(uint u, Unit d[NUM_ROWS]) {
     const uint bk = u >> 3, pp = u & 7u, n = pp >> 2, P = pp & 3u;
     const uint s = 2u * (P >> 1);
     float A0[NUM_ROWS], B0[NUM_ROWS], A1[NUM_ROWS], B1[NUM_ROWS];
-    uvec4 ql[NUM_ROWS], qh[NUM_ROWS];
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++) {
-        uint blk = rr[r] * nb + bk;
-        uint base = blk * 13u;
-        ql[r] = wt_u4[base + pp];
-        qh[r] = wt_u4[base + 8u + 2u * n + (P & 1u)];
-        uvec4 sc = wt_u4[base + 12u];
-        float d = wt_d(blk);
-        float a0 = d * float(wt_sbyte(sc[2u * n], P));
-        float a1 = d * float(wt_sbyte(sc[2u * n + 1u], P));
+        float a0 = d[r].d * float(wt_sbyte(d[r].sc.x, P));
+        float a1 = d[r].d * float(wt_sbyte(d[r].sc.y, P));
         A0[r] = 64.0 * a0;
         B0[r] = -96.0 * a0;
         A1[r] = 64.0 * a1;
@@ -246,23 +312,18 @@ void unit(uint u) {
     const uint xi = 64u * bk + 32u * n + 4u * P;
     span_begin();
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
-        wq[r] = (ql[r] & 0x0F0F0F0Fu) | (((qh[r] >> s) & 0x03030303u) << 4);
+        wq[r] = (d[r].ql & 0x0F0F0F0Fu) | (((d[r].qh >> s) & 0x03030303u) << 4);
     span_dot(xi, 6, 0);
     span_end(A0, B0);
     span_begin();
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
-        wq[r] = ((ql[r] >> 4) & 0x0F0F0F0Fu) | (((qh[r] >> (s + 4u)) & 0x03030303u) << 4);
+        wq[r] = ((d[r].ql >> 4) & 0x0F0F0F0Fu) | (((d[r].qh >> (s + 4u)) & 0x03030303u) << 4);
     span_dot(xi + 16u, 6, 0);
     span_end(A1, B1);
 }
-const uint UNIT_COLS = 32;
 #endif
 
-#if USE_SUBGROUP
-shared float red[NUM_ROWS * NV * BLOCK_SIZE];   // per subgroup partials (only gl_NumSubgroups used)
-#else
-shared float red[NUM_ROWS * NV * BLOCK_SIZE];
-#endif
+shared float red[NUM_ROWS * NV * BLOCK_SIZE];   // subgroups: one partial per subgroup; else a tree
 
 void store(uint row0, uint i, float s) {
     uint r = i / NV, v = i % NV;
@@ -270,45 +331,8 @@ void store(uint row0, uint i, float s) {
         y[v * p.y_stride + p.y_offset + row0 + r] = s;
 }
 
-void main() {
-    const uint group = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
-    const uint row0 = group * NUM_ROWS;
-    const uint tid = gl_LocalInvocationID.x;
-    const uint K = p.ncols;
-
-    if (row0 >= p.nrows)
-        return;         // the whole workgroup: the 2D grid's overhang
-
-    [[unroll]] for (uint r = 0; r < NUM_ROWS; r++) {
-        rr[r] = min(row0 + r, p.nrows - 1u);
-        [[unroll]] for (uint v = 0; v < NV; v++)
-            acc[r][v] = 0.0;
-    }
-    [[unroll]] for (uint v = 0; v < NV; v++)
-        xb[v] = (v * p.x_stride) >> 2;
-
-#if WTYPE_F32 || WTYPE_F16
-    if ((K % UNIT_COLS) != 0u || (p.x_stride & 3u) != 0u) {
-        // Rows not 16-byte aligned: element by element (odd shapes only).
-        for (uint k = tid; k < K; k += BLOCK_SIZE)
-            [[unroll]] for (uint v = 0; v < NV; v++) {
-                float xv = x1[v * p.x_stride + k];
-                [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
-                    acc[r][v] += wt_get1(rr[r], k, K) * xv;
-            }
-    } else
-#endif
-    {
-        const uint U = K / UNIT_COLS;
-        uint u = tid;
-        for (; u + BLOCK_SIZE < U; u += 2u * BLOCK_SIZE) {
-            unit(u);
-            unit(u + BLOCK_SIZE);
-        }
-        if (u < U)
-            unit(u);
-    }
-
+// Sums acc over the workgroup and stores the group's rows. Uniform control flow.
+void reduce_store(uint row0, uint tid) {
 #if USE_SUBGROUP
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
         [[unroll]] for (uint v = 0; v < NV; v++)
@@ -331,6 +355,7 @@ void main() {
             s += red[i * BLOCK_SIZE + g];
         store(row0, i, s);
     }
+    barrier();      // red is rewritten by the next row group
 #else
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
         [[unroll]] for (uint v = 0; v < NV; v++)
@@ -344,5 +369,53 @@ void main() {
     }
     for (uint i = tid; i < NUM_ROWS * NV; i += BLOCK_SIZE)
         store(row0, i, red[i * BLOCK_SIZE]);
+    barrier();
 #endif
+}
+
+void main() {
+    const uint n_groups = gl_NumWorkGroups.x * gl_NumWorkGroups.y;
+    const uint tid = gl_LocalInvocationID.x;
+    const uint K = p.ncols;
+    const uint n_rg = (p.nrows + NUM_ROWS - 1u) / NUM_ROWS;
+
+    [[unroll]] for (uint v = 0; v < NV; v++)
+        xb[v] = (v * p.x_stride) >> 2;
+
+    for (uint rg = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x; rg < n_rg; rg += n_groups) {
+        const uint row0 = rg * NUM_ROWS;
+        [[unroll]] for (uint r = 0; r < NUM_ROWS; r++) {
+            rr[r] = min(row0 + r, p.nrows - 1u);
+            [[unroll]] for (uint v = 0; v < NV; v++)
+                acc[r][v] = 0.0;
+        }
+
+#if WTYPE_F32 || WTYPE_F16
+        if ((K % UNIT_COLS) != 0u || (p.x_stride & 3u) != 0u) {
+            // Rows not 16-byte aligned: element by element (odd shapes only).
+            for (uint k = tid; k < K; k += BLOCK_SIZE)
+                [[unroll]] for (uint v = 0; v < NV; v++) {
+                    float xv = x1[v * p.x_stride + k];
+                    [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
+                        acc[r][v] += wt_get1(rr[r], k, K) * xv;
+                }
+        } else
+#endif
+        {
+            const uint U = K / UNIT_COLS;
+            for (uint u0 = tid; u0 < U; u0 += NUM_UNITS * BLOCK_SIZE) {
+                // Every load of the iteration first (clamped, so unconditional), then the arithmetic.
+                Unit d[NUM_UNITS][NUM_ROWS];
+                [[unroll]] for (uint i = 0; i < NUM_UNITS; i++) {
+                    const uint u = min(u0 + i * BLOCK_SIZE, U - 1u);
+                    [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
+                        d[i][r] = unit_load(rr[r], u);
+                }
+                [[unroll]] for (uint i = 0; i < NUM_UNITS; i++)
+                    if (u0 + i * BLOCK_SIZE < U)
+                        unit_math(u0 + i * BLOCK_SIZE, d[i]);
+            }
+        }
+        reduce_store(row0, tid);
+    }
 }

@@ -8,6 +8,7 @@
 #include "manager.h"
 #include "names.h"
 #include "polkit.h"
+#include "serve-dbus.h"
 #include "sysinfo.h"
 
 static int property_get_version(sd_bus *bus, const char *path, const char *iface, const char *prop,
@@ -176,6 +177,22 @@ static const sd_bus_vtable manager_vtable[] = {
                                  SD_BUS_PARAM(host_memory_total) SD_BUS_PARAM(host_memory_available)
                                  SD_BUS_PARAM(daemon_rss) SD_BUS_PARAM(uptime_usec) SD_BUS_PARAM(devices),
                                  method_get_status, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("LoadModel", "ssa{sv}", SD_BUS_PARAM(path) SD_BUS_PARAM(name) SD_BUS_PARAM(options),
+                                 "o", SD_BUS_PARAM(model), method_load_model, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("UnloadModel", "s", SD_BUS_PARAM(name), NULL, , method_unload_model,
+                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("ListModels", NULL, , "a(ssststutus)", SD_BUS_PARAM(models), method_list_models,
+                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("Generate", "ssa{sv}", SD_BUS_PARAM(model) SD_BUS_PARAM(prompt) SD_BUS_PARAM(options),
+                                 "o", SD_BUS_PARAM(job), method_generate, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("Chat", "sa(ss)a{sv}",
+                                 SD_BUS_PARAM(model) SD_BUS_PARAM(messages) SD_BUS_PARAM(options), "o",
+                                 SD_BUS_PARAM(job), method_chat, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("Tokenize", "ssa{sv}", SD_BUS_PARAM(model) SD_BUS_PARAM(text) SD_BUS_PARAM(options),
+                                 "aias", SD_BUS_PARAM(tokens) SD_BUS_PARAM(pieces), method_tokenize,
+                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("BenchModel", "sa{sv}", SD_BUS_PARAM(model) SD_BUS_PARAM(options), "a{sv}",
+                                 SD_BUS_PARAM(results), method_bench_model, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD("Reload", NULL, NULL, method_reload, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_NAMES("SetLogLevel", "s", SD_BUS_PARAM(level), NULL, , method_set_log_level,
                                  SD_BUS_VTABLE_UNPRIVILEGED),
@@ -202,5 +219,5 @@ int manager_bus_register(Manager *m) {
         r = sd_bus_add_object_vtable(m->bus, NULL, INFERD_OBJECT_PATH, INFERD_MANAGER_IFACE, manager_vtable, m);
         if (r < 0)
                 return r;
-        return 0;
+        return serve_bus_register(m);
 }

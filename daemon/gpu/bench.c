@@ -27,7 +27,7 @@ static void bench_fill(float *x, size_t n, uint64_t seed) {
                 x[i] = (float) ((double) (bench_rand(&s) >> 11) / 9007199254740992.0 * 2.0 - 1.0);
 }
 
-static int bench_weights(GpuDevice *d, GgmlType type, uint32_t n_rows, uint32_t n_cols, GpuTensor **ret) {
+int gpu_bench_weights(GpuDevice *d, GgmlType type, uint32_t n_rows, uint32_t n_cols, GpuTensor **ret) {
         _cleanup_free_ uint8_t *data = NULL;
         _cleanup_free_ float *row = NULL;
         uint64_t rb = ggml_row_bytes(type, n_cols);
@@ -90,22 +90,18 @@ static int bench_measure(GpuCmd *c, int t0, int t1, uint32_t n_iter, double *ret
         return 0;
 }
 
-int gpu_bench_matvec_params(GpuDevice *d, GgmlType type, uint32_t n_rows, uint32_t n_cols, uint32_t n_vectors,
-                            uint32_t n_iter, const GpuMatvecParams *params, double *ret_ns_per_call) {
-        _cleanup_(gpu_tensor_freep) GpuTensor *w = NULL;
+int gpu_bench_matvec_tensor(GpuDevice *d, const GpuTensor *w, uint32_t n_vectors, uint32_t n_iter,
+                            const GpuMatvecParams *params, double *ret_ns_per_call) {
         _cleanup_(gpu_buffer_freep) GpuBuffer *x = NULL, *y = NULL;
         _cleanup_(gpu_cmd_freep) GpuCmd *c = NULL;
         int r;
 
-        if (n_iter == 0 || n_rows == 0 || n_vectors == 0 || n_vectors > GPU_MATVEC_MAX_VECTORS)
+        if (!w || n_iter == 0 || n_vectors == 0 || n_vectors > GPU_MATVEC_MAX_VECTORS)
                 return -EINVAL;
-        r = bench_weights(d, type, n_rows, n_cols, &w);
+        r = buffer_random(d, (size_t) w->n_cols * n_vectors, 7, &x);
         if (r < 0)
                 return r;
-        r = buffer_random(d, (size_t) n_cols * n_vectors, 7, &x);
-        if (r < 0)
-                return r;
-        r = gpu_buffer_new(d, (uint64_t) n_rows * n_vectors * sizeof(float), GPU_MEMORY_DEVICE, &y);
+        r = gpu_buffer_new(d, (uint64_t) w->n_rows * n_vectors * sizeof(float), GPU_MEMORY_DEVICE, &y);
         if (r < 0)
                 return r;
         r = gpu_cmd_new(d, &c);
@@ -124,6 +120,19 @@ int gpu_bench_matvec_params(GpuDevice *d, GgmlType type, uint32_t n_rows, uint32
         }
         int t1 = gpu_cmd_timestamp(c);
         return bench_measure(c, t0, t1, n_iter, ret_ns_per_call);
+}
+
+int gpu_bench_matvec_params(GpuDevice *d, GgmlType type, uint32_t n_rows, uint32_t n_cols, uint32_t n_vectors,
+                            uint32_t n_iter, const GpuMatvecParams *params, double *ret_ns_per_call) {
+        _cleanup_(gpu_tensor_freep) GpuTensor *w = NULL;
+        int r;
+
+        if (n_iter == 0 || n_rows == 0 || n_vectors == 0 || n_vectors > GPU_MATVEC_MAX_VECTORS)
+                return -EINVAL;
+        r = gpu_bench_weights(d, type, n_rows, n_cols, &w);
+        if (r < 0)
+                return r;
+        return gpu_bench_matvec_tensor(d, w, n_vectors, n_iter, params, ret_ns_per_call);
 }
 
 int gpu_bench_matvec(GpuDevice *d, GgmlType type, uint32_t n_rows, uint32_t n_cols, uint32_t n_iter,

@@ -27,6 +27,15 @@ int gpu_bench_matvec_params(GpuDevice *d, GgmlType type, uint32_t n_rows, uint32
                             uint32_t n_iter, const GpuMatvecParams *params, double *ret_ns_per_call);
 
 /*
+ * The pieces of gpu_bench_matvec_params(), for sweeps that time many
+ * parameters on one upload: the benchmark's deterministic random weights,
+ * and the timing of y = W x on given weights.
+ */
+int gpu_bench_weights(GpuDevice *d, GgmlType type, uint32_t n_rows, uint32_t n_cols, GpuTensor **ret);
+int gpu_bench_matvec_tensor(GpuDevice *d, const GpuTensor *w, uint32_t n_vectors, uint32_t n_iter,
+                            const GpuMatvecParams *params, double *ret_ns_per_call);
+
+/*
  * Device-memory bandwidth: shaders/copy.comp copying `bytes` (rounded down
  * to 16, at most caps.max_storage_buffer_range) from one buffer to another;
  * read plus written bytes per second.

@@ -62,6 +62,13 @@ static uint32_t pow2_floor(uint32_t v) {
         return p;
 }
 
+/* Columns per unit: one 16-byte load of a row, or 4 bytes for Q8_0/Q4_0 word units. */
+static uint32_t unit_cols(GgmlType t, uint32_t wide_cols, GpuMatvecUnits units) {
+        if (units != GPU_MATVEC_UNITS_WORD)
+                return wide_cols;
+        return t == GGML_TYPE_Q8_0 ? 4 : t == GGML_TYPE_Q4_0 ? 8 : wide_cols;
+}
+
 void gpu_matvec_default_params(const GpuDevice *d, GgmlType type, uint32_t n_cols, uint32_t n_vectors,
                                GpuMatvecParams *ret) {
         const GpuCaps *caps = gpu_device_caps(d);
@@ -69,23 +76,30 @@ void gpu_matvec_default_params(const GpuDevice *d, GgmlType type, uint32_t n_col
         TypeShaders ts = { .unit_cols = 4 };
         (void) type_shaders(type, &ts);
 
+        ret->units = GPU_MATVEC_UNITS_WIDE;
+        ret->num_units = 2;
+        ret->dequant = GPU_MATVEC_DEQUANT_F16;
+        ret->num_rows = n_vectors <= 2 ? 4 : 2;
+        ret->max_groups = 1024;
+
         /* Rows not 16-byte aligned take the element-by-element path: a unit is one column. */
-        uint32_t units = n_cols % ts.unit_cols == 0 ? n_cols / ts.unit_cols : n_cols;
-        /* At least two units per invocation, so each has two loads per row in flight; at least one
-         * whole subgroup; at most 128, which keeps enough workgroups per multiprocessor. */
+        uint32_t cols = unit_cols(type, ts.unit_cols, ret->units);
+        uint32_t units = n_cols % cols == 0 ? n_cols / cols : n_cols;
+        /* At least num_units units per invocation, so each has that many loads per row in flight;
+         * at least one whole subgroup; at most 128, which keeps enough workgroups per
+         * multiprocessor. */
         uint32_t lo = MAX(32u, caps->subgroup_size), hi = MAX(128u, lo);
-        uint32_t bs = pow2_floor(MAX(units / 2, 1u));
+        uint32_t bs = pow2_floor(MAX(units / ret->num_units, 1u));
         bs = MIN(MAX(bs, lo), hi);
         bs = MIN(bs, pow2_floor(MAX(caps->max_workgroup_invocations, 8u)));
         ret->block_size = pow2_floor(bs);
-        ret->num_rows = n_vectors <= 2 ? 4 : 2;
-        ret->dequant = GPU_MATVEC_DEQUANT_F16;
         if (dev_type && strcmp(dev_type, "cpu") == 0) {
                 /* lavapipe runs a workgroup as a loop over SIMD-wide subgroups: one subgroup per
                  * workgroup (no shared-memory step) and integer-only dequantisation measure 20-40%
-                 * faster there. */
+                 * faster there; its few threads need no cap on the grid. */
                 ret->block_size = MAX(8u, pow2_floor(MAX(caps->subgroup_size, 1u)));
                 ret->dequant = GPU_MATVEC_DEQUANT_F32;
+                ret->max_groups = UINT32_MAX;
         }
 }
 
@@ -113,18 +127,27 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
                 mp.num_rows = params->num_rows;
         if (params && params->dequant)
                 mp.dequant = params->dequant;
+        if (params && params->num_units)
+                mp.num_units = params->num_units;
+        if (params && params->units)
+                mp.units = params->units;
+        if (params && params->max_groups)
+                mp.max_groups = params->max_groups;
         if (mp.block_size < 8 || (mp.block_size & (mp.block_size - 1)) != 0 ||
             mp.block_size > caps->max_workgroup_invocations || mp.num_rows == 0 || mp.num_rows > 16 ||
-            mp.dequant > GPU_MATVEC_DEQUANT_F16)
+            mp.dequant > GPU_MATVEC_DEQUANT_F16 || mp.num_units == 0 || mp.num_units > 4 ||
+            mp.units > GPU_MATVEC_UNITS_WORD)
                 return -EINVAL;
         /* The reduction's shared array: rows x vectors x block floats. */
         while ((uint64_t) mp.num_rows * n_vectors * mp.block_size * sizeof(float) > caps->max_shared_memory &&
                mp.num_rows > 1)
                 mp.num_rows /= 2;
+        bool word = unit_cols(w->type, ts.unit_cols, mp.units) != ts.unit_cols;
 
         GpuSpec spec = {
-                .v = { mp.block_size, 1, 1, mp.num_rows, n_vectors, mp.dequant == GPU_MATVEC_DEQUANT_F16 },
-                .n = 6,
+                .v = { mp.block_size, 1, 1, mp.num_rows, n_vectors, mp.dequant == GPU_MATVEC_DEQUANT_F16,
+                       mp.num_units, word },
+                .n = 8,
         };
         r = gpu_pipeline_get(d, gpu_device_use_subgroup(d) ? ts.mv : ts.mv_nosg, &spec, &p);
         if (r < 0)
@@ -132,7 +155,13 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
 
         for (uint32_t i = 0; i < w->n_chunks; i++) {
                 const GpuTensorChunk *ch = &w->chunks[i];
-                uint32_t groups = (ch->n_rows + mp.num_rows - 1) / mp.num_rows;
+                /* Workgroups loop over row groups: at most max_groups of them, each taking the same
+                 * number of groups (ceil), so none is left with a long tail of its own. */
+                uint32_t row_groups = (ch->n_rows + mp.num_rows - 1) / mp.num_rows;
+                uint32_t per_wg = (row_groups + mp.max_groups - 1) / mp.max_groups;
+                if (mp.max_groups >= row_groups)
+                        per_wg = 1;
+                uint32_t groups = (row_groups + per_wg - 1) / per_wg;
                 uint32_t gx = MIN(groups, caps->max_workgroup_count[0]);
                 uint32_t gy = (groups + gx - 1) / gx;
                 if (gy > caps->max_workgroup_count[1])

@@ -35,29 +35,38 @@ typedef enum GpuMatvecDequant {
         GPU_MATVEC_DEQUANT_F16,         /* into f16 mantissas, then widened: 1 integer op + 1 conversion */
 } GpuMatvecDequant;
 
+/* How much of a row one invocation loads per unit (one load per row). */
+typedef enum GpuMatvecUnits {
+        GPU_MATVEC_UNITS_DEFAULT,
+        GPU_MATVEC_UNITS_WIDE,          /* 16 bytes */
+        GPU_MATVEC_UNITS_WORD,          /* 4 bytes (Q8_0 and Q4_0; the other types always load 16) */
+} GpuMatvecUnits;
+
 /*
- * The kernel's tuning knobs (specialization constants of mul_mv.comp).
- * block_size: invocations per workgroup, a power of two >= 8 (constant 0);
- * num_rows: rows per workgroup (constant 3), each invocation reusing its x
- * loads for all of them; dequant: how quants become floats (constant 5;
- * no effect on F32/F16 weights). 0 in a field: the default for this device
- * and shape (gpu_matvec_default_params()).
+ * The kernel's tuning knobs (specialization constants of mul_mv.comp, and
+ * the grid). block_size: invocations per workgroup, a power of two >= 8
+ * (constant 0); num_rows: rows per group (constant 3), each invocation
+ * reusing its x loads for all of them; dequant: how quants become floats
+ * (constant 5; no effect on F32/F16 weights); num_units: units per loop
+ * iteration, 1..4, whose loads are all issued before the arithmetic
+ * (constant 6); units: the unit size (constant 7); max_groups: at most this
+ * many workgroups per dispatch, each looping over row groups (bounds the
+ * bytes in flight). 0 in a field: the default for this device and shape
+ * (gpu_matvec_default_params()).
  */
 typedef struct GpuMatvecParams {
         uint32_t block_size;
         uint32_t num_rows;
         GpuMatvecDequant dequant;
+        uint32_t num_units;
+        GpuMatvecUnits units;
+        uint32_t max_groups;
 } GpuMatvecParams;
 
 /*
- * Defaults: block_size = the power of two nearest below units/2 (a unit is
- * one 16-byte load of a row: 4 F32, 8 F16, 16 Q8_0 or 32 Q4_0/K-quant
- * columns), clamped to [max(32, subgroup size), 128]; num_rows = 4 for 1-2
- * vectors, 2 above (register pressure grows with rows x vectors);
- * dequant = F16 on GPUs (integer instructions are the scarcer issue slots on
- * NVIDIA and AMD at 4-bit, where the kernel needs ~4 instructions per
- * element to stay memory-bound). CPU devices (lavapipe) get one subgroup
- * per workgroup (at least 8 invocations) and F32 dequantisation instead.
+ * Defaults: see gpu_matvec_default_params() in ops-weights.c, which says
+ * what was measured for each choice. CPU devices (lavapipe) get one
+ * subgroup per workgroup, F32 dequantisation and no grid cap.
  */
 void gpu_matvec_default_params(const GpuDevice *d, GgmlType type, uint32_t n_cols, uint32_t n_vectors,
                                GpuMatvecParams *ret);

@@ -55,3 +55,4 @@ int log_internal(int level, int error, const char *file, int line, const char *f
 #define INFERD_MESSAGE_STOPPING     "MESSAGE_ID=3f0c8e3e2a8f4d9c9f6b2a1d7c5e4b02"
 #define INFERD_MESSAGE_RELOADED     "MESSAGE_ID=3f0c8e3e2a8f4d9c9f6b2a1d7c5e4b03"
 #define INFERD_MESSAGE_DEVICE_FOUND "MESSAGE_ID=3f0c8e3e2a8f4d9c9f6b2a1d7c5e4b04"
+#define INFERD_MESSAGE_MODEL_LOADED "MESSAGE_ID=3f0c8e3e2a8f4d9c9f6b2a1d7c5e4b05"

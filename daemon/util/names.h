@@ -19,3 +19,5 @@
 
 #define INFERD_POLKIT_ACTION_RELOAD         "org.inferd.infer1.reload"
 #define INFERD_POLKIT_ACTION_SET_LOG_LEVEL  "org.inferd.infer1.set-log-level"
+#define INFERD_POLKIT_ACTION_LOAD_MODEL     "org.inferd.infer1.load-model"
+#define INFERD_POLKIT_ACTION_UNLOAD_MODEL   "org.inferd.infer1.unload-model"

@@ -10,6 +10,7 @@
 //
 // Declared here:
 //   wt_u4[]   QS as uvec4 (16-byte loads)         wt_u[]  QS as uint
+//   wt_u2[]   QS as uvec2 (8-byte loads)
 //   wt_du[]   D as uint (two f16 per word)
 //   WT_BLOCK  elements per block (1, 32 or 256)
 //
@@ -44,6 +45,7 @@
 #endif
 
 layout(binding = WT_BINDING_QS, std430) readonly buffer WtQs4 { uvec4 wt_u4[]; };
+layout(binding = WT_BINDING_QS, std430) readonly buffer WtQs2 { uvec2 wt_u2[]; };
 layout(binding = WT_BINDING_QS, std430) readonly buffer WtQs1 { uint wt_u[]; };
 layout(binding = WT_BINDING_D, std430) readonly buffer WtD { uint wt_du[]; };
 

@@ -2,14 +2,18 @@
 /*
  * Tuning aid for the matrix x vector kernels (not a test): GPU time and
  * bandwidth per weight type at one shape, with the default parameters and,
- * with --sweep, every block_size x num_rows (x dequant for quantised types)
- * combination, as a fraction of the device's measured copy bandwidth.
+ * with --sweep, a grid of block_size x num_rows x num_units x max_groups
+ * (x dequant and unit size for quantised types), as a fraction of the
+ * device's measured copy bandwidth. Each line is one setting; a sweep ends
+ * with the best setting per type and shape.
  *
  *   bench-weights [--sweep] [--nv=N] [--rows=R] [--cols=K] [--iter=N]
- *                 [--block=N] [--num-rows=N] [--dequant=f32|f16] [TYPE...]
+ *                 [--block=N] [--num-rows=N] [--dequant=f32|f16]
+ *                 [--num-units=N] [--units=wide|word] [--groups=N] [TYPE...]
  *
- * Defaults: 4096 rows x 14336 columns and 14336 x 4096, one vector, all
- * weight types. Device: $INFERD_TEST_DEVICE (default 0).
+ * Fixed knobs (--block= ...) pin that knob in a sweep too. Defaults: 4096
+ * rows x 14336 columns and 14336 x 4096, one vector, all weight types.
+ * Device: $INFERD_TEST_DEVICE (default 0).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,38 +35,108 @@ static GgmlType type_by_name(const char *s) {
         return GGML_TYPE__MAX;
 }
 
-static void run(GpuDevice *dev, GgmlType t, uint32_t rows, uint32_t cols, uint32_t nv, uint32_t iter,
-                const GpuMatvecParams *mp, double copy_bps) {
+typedef struct Best {
+        double pct;
+        char line[200];
+} Best;
+
+/* Times one setting; returns the percentage of the copy bandwidth (0 on failure). */
+static double run(GpuDevice *dev, const GpuTensor *w, uint32_t nv, uint32_t iter, const GpuMatvecParams *mp,
+                  double copy_bps, Best *best) {
         GpuMatvecParams eff;
+        GgmlType t = w->type;
+        char desc[120], line[200];
         double ns;
         int r;
 
-        gpu_matvec_default_params(dev, t, cols, nv, &eff);
+        gpu_matvec_default_params(dev, t, w->n_cols, nv, &eff);
         if (mp && mp->block_size)
                 eff.block_size = mp->block_size;
         if (mp && mp->num_rows)
                 eff.num_rows = mp->num_rows;
         if (mp && mp->dequant)
                 eff.dequant = mp->dequant;
-        const char *dq = t == GGML_TYPE_F32 || t == GGML_TYPE_F16 ? "-  "
-                         : eff.dequant == GPU_MATVEC_DEQUANT_F32 ? "f32" : "f16";
-        r = gpu_bench_matvec_params(dev, t, rows, cols, nv, iter, mp, &ns);
+        if (mp && mp->num_units)
+                eff.num_units = mp->num_units;
+        if (mp && mp->units)
+                eff.units = mp->units;
+        if (mp && mp->max_groups)
+                eff.max_groups = mp->max_groups;
+        bool quant = t != GGML_TYPE_F32 && t != GGML_TYPE_F16;
+        bool has_word = t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_0;
+        snprintf(desc, sizeof desc, "%-5s %5ux%-5u nv %u bs %3u r %2u nu %u g %5d dq %s %s", ggml_type_name(t),
+                 w->n_rows, w->n_cols, nv, eff.block_size, eff.num_rows, eff.num_units,
+                 eff.max_groups == UINT32_MAX ? -1 : (int) eff.max_groups,
+                 !quant ? "-  " : eff.dequant == GPU_MATVEC_DEQUANT_F32 ? "f32" : "f16",
+                 !has_word ? "-   " : eff.units == GPU_MATVEC_UNITS_WORD ? "word" : "wide");
+        r = gpu_bench_matvec_tensor(dev, w, nv, iter, mp, &ns);
         if (r < 0) {
-                printf("%-5s %6ux%-6u nv %u block %3u rows %2u dequant %s: %s\n", ggml_type_name(t), rows, cols,
-                       nv, eff.block_size, eff.num_rows, dq, strerror(-r));
-                return;
+                printf("%s: %s\n", desc, strerror(-r));
+                return 0;
         }
-        double bytes = (double) ggml_row_bytes(t, cols) * rows + 4.0 * nv * ((double) rows + cols);
-        double gbs = bytes / ns;
-        printf("%-5s %6ux%-6u nv %u block %3u rows %2u dequant %s: %9.1f us %8.1f GB/s %6.1f%%%s\n",
-               ggml_type_name(t), rows, cols, nv, eff.block_size, eff.num_rows, dq, ns / 1e3, gbs,
-               100.0 * gbs * 1e9 / copy_bps, mp ? "" : "  (default)");
+        double bytes = (double) ggml_row_bytes(t, w->n_cols) * w->n_rows + 4.0 * nv * ((double) w->n_rows + w->n_cols);
+        double gbs = bytes / ns, pct = 100.0 * gbs * 1e9 / copy_bps;
+        snprintf(line, sizeof line, "%s: %7.1f us %7.1f GB/s %5.1f%%%s", desc, ns / 1e3, gbs, pct,
+                 mp ? "" : "  (default)");
+        printf("%s\n", line);
         fflush(stdout);
+        if (best && pct > best->pct) {
+                best->pct = pct;
+                memcpy(best->line, line, sizeof line);
+        }
+        return pct;
+}
+
+static void sweep(GpuDevice *dev, const GpuTensor *w, uint32_t nv, uint32_t iter, const GpuMatvecParams *fixed,
+                  double copy_bps, Best *best) {
+        const GpuCaps *caps = gpu_device_caps(dev);
+        static const uint32_t blocks[] = { 32, 64, 128, 256 }, nrows[] = { 2, 4, 8 }, nunits[] = { 1, 2, 4 },
+                              groups[] = { 512, 1024, 2048, 4096, UINT32_MAX };
+        bool quant = w->type != GGML_TYPE_F32 && w->type != GGML_TYPE_F16;
+        bool has_word = w->type == GGML_TYPE_Q8_0 || w->type == GGML_TYPE_Q4_0;
+
+        for (int un = GPU_MATVEC_UNITS_WIDE; un <= (has_word ? GPU_MATVEC_UNITS_WORD : GPU_MATVEC_UNITS_WIDE); un++)
+                for (int dq = GPU_MATVEC_DEQUANT_F16; dq >= (quant ? GPU_MATVEC_DEQUANT_F32 : 2); dq--)
+                        for (size_t b = 0; b < ELEMENTSOF(blocks); b++)
+                                for (size_t n = 0; n < ELEMENTSOF(nrows); n++)
+                                        for (size_t u = 0; u < ELEMENTSOF(nunits); u++)
+                                                for (size_t g = 0; g < ELEMENTSOF(groups); g++) {
+                                                        GpuMatvecParams mp = {
+                                                                blocks[b], nrows[n], (GpuMatvecDequant) dq,
+                                                                nunits[u], (GpuMatvecUnits) un, groups[g],
+                                                        };
+                                                        if (fixed->block_size)
+                                                                mp.block_size = fixed->block_size;
+                                                        if (fixed->num_rows)
+                                                                mp.num_rows = fixed->num_rows;
+                                                        if (fixed->dequant)
+                                                                mp.dequant = fixed->dequant;
+                                                        if (fixed->num_units)
+                                                                mp.num_units = fixed->num_units;
+                                                        if (fixed->units)
+                                                                mp.units = fixed->units;
+                                                        if (fixed->max_groups)
+                                                                mp.max_groups = fixed->max_groups;
+                                                        if (mp.block_size < caps->subgroup_size ||
+                                                            mp.block_size > caps->max_workgroup_invocations)
+                                                                continue;
+                                                        /* Pinned knobs repeat settings: only the first of each. */
+                                                        if ((fixed->block_size && b > 0) ||
+                                                            (fixed->num_rows && n > 0) ||
+                                                            (fixed->num_units && u > 0) ||
+                                                            (fixed->max_groups && g > 0) ||
+                                                            (fixed->dequant && quant &&
+                                                             dq != GPU_MATVEC_DEQUANT_F16) ||
+                                                            (fixed->units && has_word &&
+                                                             un != GPU_MATVEC_UNITS_WIDE))
+                                                                continue;
+                                                        run(dev, w, nv, iter, &mp, copy_bps, best);
+                                                }
 }
 
 int main(int argc, char **argv) {
         uint32_t rows = 0, cols = 0, nv = 1, iter = 20;
-        bool sweep = false;
+        bool do_sweep = false;
         GpuMatvecParams fixed = {};
         GgmlType types[ELEMENTSOF(all_types)];
         size_t n_types = 0;
@@ -72,7 +146,7 @@ int main(int argc, char **argv) {
 
         for (int i = 1; i < argc; i++) {
                 if (strcmp(argv[i], "--sweep") == 0)
-                        sweep = true;
+                        do_sweep = true;
                 else if (strncmp(argv[i], "--nv=", 5) == 0)
                         nv = (uint32_t) atoi(argv[i] + 5);
                 else if (strncmp(argv[i], "--rows=", 7) == 0)
@@ -87,6 +161,14 @@ int main(int argc, char **argv) {
                         fixed.dequant = GPU_MATVEC_DEQUANT_F32;
                 else if (strcmp(argv[i], "--dequant=f16") == 0)
                         fixed.dequant = GPU_MATVEC_DEQUANT_F16;
+                else if (strncmp(argv[i], "--num-units=", 12) == 0)
+                        fixed.num_units = (uint32_t) atoi(argv[i] + 12);
+                else if (strcmp(argv[i], "--units=wide") == 0)
+                        fixed.units = GPU_MATVEC_UNITS_WIDE;
+                else if (strcmp(argv[i], "--units=word") == 0)
+                        fixed.units = GPU_MATVEC_UNITS_WORD;
+                else if (strncmp(argv[i], "--groups=", 9) == 0)
+                        fixed.max_groups = (uint32_t) strtoul(argv[i] + 9, NULL, 10);
                 else if (strncmp(argv[i], "--iter=", 7) == 0)
                         iter = (uint32_t) atoi(argv[i] + 7);
                 else if (type_by_name(argv[i]) != GGML_TYPE__MAX && n_types < ELEMENTSOF(types))
@@ -94,7 +176,8 @@ int main(int argc, char **argv) {
                 else {
                         fprintf(stderr,
                                 "usage: %s [--sweep] [--nv=N] [--rows=R] [--cols=K] [--iter=N]\n"
-                                "       [--block=N] [--num-rows=N] [--dequant=f32|f16] [TYPE...]\n",
+                                "       [--block=N] [--num-rows=N] [--dequant=f32|f16]\n"
+                                "       [--num-units=N] [--units=wide|word] [--groups=N] [TYPE...]\n",
                                 argv[0]);
                         return 2;
                 }
@@ -115,27 +198,34 @@ int main(int argc, char **argv) {
                gpu_device_use_subgroup(T.dev) ? "" : " (not used)", copy_bps / 1e9);
 
         const uint32_t shapes[][2] = { { 4096, 14336 }, { 14336, 4096 } };
+        Best best[ELEMENTSOF(shapes)][ELEMENTSOF(all_types)] = {};
+        bool has_fixed = fixed.block_size || fixed.num_rows || fixed.dequant || fixed.num_units || fixed.units ||
+                         fixed.max_groups;
         for (size_t s = 0; s < ELEMENTSOF(shapes); s++) {
                 uint32_t R = rows ? rows : shapes[s][0], C = cols ? cols : shapes[s][1];
                 if (s > 0 && (rows || cols))
                         break;
                 for (size_t i = 0; i < n_types; i++) {
-                        bool has_fixed = fixed.block_size || fixed.num_rows || fixed.dequant;
-                        run(T.dev, types[i], R, C, nv, iter, has_fixed ? &fixed : NULL, copy_bps);
-                        if (!sweep)
+                        GpuTensor *w = NULL;
+                        r = gpu_bench_weights(T.dev, types[i], R, C, &w);
+                        if (r < 0) {
+                                printf("%s %ux%u: %s\n", ggml_type_name(types[i]), R, C, strerror(-r));
                                 continue;
-                        static const uint32_t blocks[] = { 32, 64, 128, 256 }, nrows[] = { 1, 2, 4, 8 };
-                        bool quant = types[i] != GGML_TYPE_F32 && types[i] != GGML_TYPE_F16;
-                        for (int dq = GPU_MATVEC_DEQUANT_F32; dq <= (quant ? GPU_MATVEC_DEQUANT_F16 : 1); dq++)
-                                for (size_t b = 0; b < ELEMENTSOF(blocks); b++)
-                                        for (size_t n = 0; n < ELEMENTSOF(nrows); n++) {
-                                                GpuMatvecParams mp = { blocks[b], nrows[n], (GpuMatvecDequant) dq };
-                                                if (blocks[b] < caps->subgroup_size ||
-                                                    blocks[b] > caps->max_workgroup_invocations)
-                                                        continue;
-                                                run(T.dev, types[i], R, C, nv, iter, &mp, copy_bps);
-                                        }
+                        }
+                        run(T.dev, w, nv, iter, NULL, copy_bps, &best[s][i]);
+                        if (has_fixed && !do_sweep)
+                                run(T.dev, w, nv, iter, &fixed, copy_bps, &best[s][i]);
+                        if (do_sweep)
+                                sweep(T.dev, w, nv, iter, &fixed, copy_bps, &best[s][i]);
+                        gpu_tensor_free(w);
                 }
+        }
+        if (do_sweep) {
+                printf("# best per type and shape\n");
+                for (size_t s = 0; s < ELEMENTSOF(shapes); s++)
+                        for (size_t i = 0; i < n_types; i++)
+                                if (best[s][i].pct > 0)
+                                        printf("%s\n", best[s][i].line);
         }
         gpu_test_close(&T);
         return 0;

@@ -146,10 +146,10 @@ static void check_matvec(GgmlType type, uint32_t n_rows, uint32_t n_cols, uint32
         check_matvec_params(type, n_rows, n_cols, n_vectors, max_rows, offset, seed, NULL);
 }
 
-/* What discrete GPUs get by default (several subgroups per workgroup, f16 dequantisation),
- * whatever this device's defaults are. */
-static const GpuMatvecParams gpu_like_128 = { 128, 4, GPU_MATVEC_DEQUANT_F16 };
-static const GpuMatvecParams gpu_like_64 = { 64, 4, GPU_MATVEC_DEQUANT_F16 };
+/* What discrete GPUs get (several subgroups per workgroup, f16 dequantisation, a capped grid
+ * whose workgroups loop over row groups), whatever this device's defaults are. */
+static const GpuMatvecParams gpu_like_128 = { 128, 4, GPU_MATVEC_DEQUANT_F16, 2, GPU_MATVEC_UNITS_WIDE, 16 };
+static const GpuMatvecParams gpu_like_64 = { 64, 4, GPU_MATVEC_DEQUANT_F16, 1, GPU_MATVEC_UNITS_WORD, 7 };
 
 static void test_matvec_small(void **state) {
         for (size_t i = 0; i < ELEMENTSOF(all_types); i++)
@@ -376,6 +376,10 @@ static void test_bad_input(void **state) {
         assert_int_equal(gpu_op_matvec_params(c, T.dev, t, whole, whole, 1, &bad), -EINVAL);
         bad = (GpuMatvecParams) { .dequant = 3 };
         assert_int_equal(gpu_op_matvec_params(c, T.dev, t, whole, whole, 1, &bad), -EINVAL);
+        bad = (GpuMatvecParams) { .num_units = 5 };
+        assert_int_equal(gpu_op_matvec_params(c, T.dev, t, whole, whole, 1, &bad), -EINVAL);
+        bad = (GpuMatvecParams) { .units = 3 };
+        assert_int_equal(gpu_op_matvec_params(c, T.dev, t, whole, whole, 1, &bad), -EINVAL);
         /* Nothing bad was recorded. */
         assert_int_equal(gpu_op_matvec(c, T.dev, t, whole, whole, 1), 0);
         assert_int_equal(gpu_cmd_submit(c), 0);
@@ -388,9 +392,13 @@ static void test_params(void **state) {
         /* Non-default tuning knobs give the same results. */
         static const GpuMatvecParams variants[] = {
                 { 32, 1, GPU_MATVEC_DEQUANT_F32 },
-                { 64, 3, GPU_MATVEC_DEQUANT_F32 },
+                { 64, 3, GPU_MATVEC_DEQUANT_F32, 3, GPU_MATVEC_UNITS_WIDE, 4 },
                 { 256, 8, GPU_MATVEC_DEQUANT_F16 },
-                { 8, 2, GPU_MATVEC_DEQUANT_F16 },
+                { 8, 2, GPU_MATVEC_DEQUANT_F16, 4 },
+                { 16, 5, GPU_MATVEC_DEQUANT_F16, 1, GPU_MATVEC_UNITS_WIDE, 1 },
+                { 32, 4, GPU_MATVEC_DEQUANT_F16, 1, GPU_MATVEC_UNITS_WORD, 2 },
+                { 64, 3, GPU_MATVEC_DEQUANT_F32, 4, GPU_MATVEC_UNITS_WORD, 5 },
+                { 128, 2, GPU_MATVEC_DEQUANT_F32, 2, GPU_MATVEC_UNITS_WIDE, 3 },
         };
         const uint32_t n_rows = 45, n_cols = 1024, nv = 2;
         float x[2 * 1024], y[2 * 45], ref[2 * 45];
@@ -408,9 +416,10 @@ static void test_params(void **state) {
                 weights_make(&w, all_types[i], n_rows, n_cols, 51);
                 matvec_ref(&w, x, nv, ref);
                 assert_int_equal(gpu_tensor_upload(T.dev, all_types[i], n_cols, n_rows, w.data, &t), 0);
-                /* Two variants per type, one per dequantisation, rotating (each is a pipeline to compile). */
-                for (size_t j = 0; j < 2; j++) {
-                        size_t v = (i + 2 * j) % ELEMENTSOF(variants);
+                /* Three variants per type, rotating so Q8_0 and Q4_0 get word units and every type a
+                 * capped grid (each is a pipeline to compile). */
+                for (size_t j = 0; j < 3; j++) {
+                        size_t v = (i + 3 * j) % ELEMENTSOF(variants);
                         if (variants[v].block_size > gpu_device_caps(T.dev)->max_workgroup_invocations)
                                 continue;
                         assert_int_equal(gpu_cmd_begin(c), 0);
@@ -421,9 +430,7 @@ static void test_params(void **state) {
                         assert_int_equal(gpu_buffer_read(by, 0, y, sizeof y), 0);
                         double e = test_nmse(y, ref, nv * n_rows);
                         if (!(e < matvec_bound(all_types[i])))
-                                fprintf(stderr, "# %s block %u rows %u dequant %d: nmse %.3g\n",
-                                        ggml_type_name(all_types[i]), variants[v].block_size, variants[v].num_rows,
-                                        (int) variants[v].dequant, e);
+                                fprintf(stderr, "# %s variant %zu: nmse %.3g\n", ggml_type_name(all_types[i]), v, e);
                         assert_true(e < matvec_bound(all_types[i]));
                 }
                 gpu_tensor_free(t);

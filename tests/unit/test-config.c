@@ -75,6 +75,27 @@ static void test_devices(void **state) {
         load_fails("[Engine]\nFast=yes\n", "test.conf:2: unknown key 'Fast' in section [Engine]");
 }
 
+static void test_limits(void **state) {
+        Config *c = NULL;
+        load_ok("", &c);
+        assert_int_equal(c->max_context, 8192);
+        assert_int_equal(c->max_jobs, 64);
+        assert_int_equal(c->max_tokens, 4096);
+        assert_int_equal(c->max_prompt_bytes, 1 << 20);
+        config_free(c);
+        load_ok("[Engine]\nMaxContext=2048\n[Limits]\nMaxJobs=3\nMaxTokens=100\nMaxPromptBytes=64K\n", &c);
+        assert_int_equal(c->max_context, 2048);
+        assert_int_equal(c->max_jobs, 3);
+        assert_int_equal(c->max_tokens, 100);
+        assert_int_equal(c->max_prompt_bytes, 64 << 10);
+        config_free(c);
+        load_fails("[Limits]\nMaxJobs=0\n", "test.conf:2: MaxJobs=0 is not a valid number (expected 1 to 1000000)");
+        load_fails("[Limits]\nMaxJobs=-1\n", "test.conf:2: MaxJobs=-1");
+        load_fails("[Limits]\nMaxTokens=lots\n", "test.conf:2: MaxTokens=lots");
+        load_fails("[Engine]\nMaxContext=8\n", "test.conf:2: MaxContext=8");
+        load_fails("[Limits]\nMaxPromptBytes=2T\n", "test.conf:2: MaxPromptBytes=2T");
+}
+
 static void test_first_error_wins(void **state) {
         load_fails("[Daemon]\nLogLevel=x\nNodeName=y z\n", "test.conf:2: LogLevel=x");
 }
@@ -98,6 +119,7 @@ int main(void) {
                 cmocka_unit_test(test_values),
                 cmocka_unit_test(test_errors_name_file_and_line),
                 cmocka_unit_test(test_devices),
+                cmocka_unit_test(test_limits),
                 cmocka_unit_test(test_first_error_wins),
                 cmocka_unit_test(test_missing_file),
         };

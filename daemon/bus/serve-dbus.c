@@ -1,0 +1,1079 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Models and jobs on D-Bus: the Manager's LoadModel, UnloadModel,
+ * ListModels, Generate, Chat, Tokenize and BenchModel, and the Model and Job
+ * objects. All on the loop thread; the work itself runs on the device
+ * workers (serve/serve.c).
+ */
+#include <libgen.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "chat.h"
+#include "log.h"
+#include "macro.h"
+#include "manager.h"
+#include "names.h"
+#include "polkit.h"
+#include "serve-dbus.h"
+#include "serve-internal.h"
+#include "time-util.h"
+#include "tokenizer.h"
+#include "utf8.h"
+
+#define MODEL_PATH_PREFIX INFERD_OBJECT_PATH "/model"
+#define JOB_PATH_PREFIX INFERD_OBJECT_PATH "/job"
+#define JOB_IFACE "org.inferd.infer1.Job"
+#define MODEL_IFACE "org.inferd.infer1.Model"
+/* A finished job's object stays this long for its caller to read. */
+#define JOB_LINGER_USEC (300ULL * 1000000ULL)
+
+const char *job_state_to_string(JobState s) {
+        static const char *const names[] = {
+                [JOB_QUEUED] = "queued", [JOB_RUNNING] = "running", [JOB_DONE] = "done",
+                [JOB_FAILED] = "failed", [JOB_CANCELLED] = "cancelled",
+        };
+        return names[s];
+}
+
+Served *served_find(Manager *m, const char *name) {
+        for (Served *s = m->served; s; s = s->next)
+                if (streq(s->name, name))
+                        return s;
+        return NULL;
+}
+
+static void served_free(Served *s) {
+        if (!s)
+                return;
+        model_free(s->model);
+        sd_bus_message_unref(s->pending);
+        free(s->name);
+        free(s->path);
+        free(s->object_path);
+        free(s);
+}
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(Served *, served_free);
+
+static void served_unlink(Manager *m, Served *s) {
+        for (Served **p = &m->served; *p; p = &(*p)->next)
+                if (*p == s) {
+                        *p = s->next;
+                        return;
+                }
+}
+
+static Job *job_find(Manager *m, uint32_t id) {
+        for (Job *j = m->jobs; j; j = j->next)
+                if (j->id == id)
+                        return j;
+        return NULL;
+}
+
+static void job_free(Job *j) {
+        if (!j)
+                return;
+        sd_bus_slot_unref(j->owner_watch);
+        sd_bus_message_unref(j->pending);
+        free(j->prompt);
+        strv_free(j->stop);
+        free(j->object_path);
+        free(j->owner);
+        free(j->error);
+        free(j);
+}
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(Job *, job_free);
+
+static bool job_ended(const Job *j) {
+        return j->state == JOB_DONE || j->state == JOB_FAILED || j->state == JOB_CANCELLED;
+}
+
+void jobs_gc(Manager *m) {
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+        for (Job **p = &m->jobs; *p;) {
+                Job *j = *p;
+                if (job_ended(j) && (now - j->ended_usec > JOB_LINGER_USEC || !j->owner)) {
+                        *p = j->next;
+                        job_free(j);
+                } else
+                        p = &j->next;
+        }
+}
+
+/* ---- errors ---- */
+
+static int invalid(sd_bus_error *error, const char *fmt, ...) _printf_(2, 3);
+static int invalid(sd_bus_error *error, const char *fmt, ...) {
+        char buf[1024];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(buf, sizeof buf, fmt, ap);
+        va_end(ap);
+        return sd_bus_error_set(error, INFERD_ERROR_INVALID_ARGUMENT, buf);
+}
+
+static int not_found(sd_bus_error *error, const char *name) {
+        return sd_bus_error_setf(error, INFERD_ERROR_NOT_FOUND,
+                                 "No model named '%s' is loaded (see 'inferctl models').", name);
+}
+
+/* ---- loading and unloading ---- */
+
+static int pick_device(Manager *m, uint32_t want, bool have_want, sd_bus_error *error, uint32_t *ret) {
+        size_t n = gpu_instance_n_devices(m->gpu);
+        uint64_t best_free = 0;
+        bool found = false;
+
+        if (have_want) {
+                if (want >= n || !m->engines || !m->engines[want])
+                        return invalid(error, "Device %u is not one this node runs models on (see 'inferctl devices').",
+                                       want);
+                *ret = want;
+                return 0;
+        }
+        for (size_t i = 0; m->engines && i < n; i++) {
+                uint64_t used = 0, free_ = 0;
+                if (!m->engines[i])
+                        continue;
+                (void) gpu_device_memory_usage(m->gpu, i, &used, &free_);
+                if (!found || free_ > best_free) {
+                        best_free = free_;
+                        *ret = (uint32_t) i;
+                        found = true;
+                }
+        }
+        if (!found)
+                return sd_bus_error_set(error, INFERD_ERROR_DEVICE,
+                                        "This node has no device to run models on (see Devices= in inferd.conf(5)).");
+        return 0;
+}
+
+static bool model_name_valid(const char *s) {
+        size_t n = strlen(s);
+        if (n == 0 || n > 128)
+                return false;
+        for (const char *p = s; *p; p++)
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                      strchr("-_.:+", *p)))
+                        return false;
+        return true;
+}
+
+int method_load_model(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *path, *name, *key;
+        uint32_t device = 0, context = 0;
+        bool have_device = false;
+        int r;
+
+        r = sd_bus_message_read(msg, "ss", &path, &name);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_enter_container(msg, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(msg, 'e', "sv")) > 0) {
+                r = sd_bus_message_read(msg, "s", &key);
+                if (r < 0)
+                        return r;
+                if (streq(key, "device")) {
+                        r = sd_bus_message_read(msg, "v", "u", &device);
+                        have_device = true;
+                } else if (streq(key, "context"))
+                        r = sd_bus_message_read(msg, "v", "u", &context);
+                else
+                        return invalid(error, "Unknown option '%s' for LoadModel (known: device, context).", key);
+                if (r < 0)
+                        return invalid(error, "Option '%s' has the wrong type.", key);
+                r = sd_bus_message_exit_container(msg);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(msg);
+        if (r < 0)
+                return r;
+
+        if (path[0] != '/')
+                return invalid(error, "The model path '%s' must be absolute.", path);
+        _cleanup_free_ char *base = strdup(path), *derived = NULL;
+        if (!base)
+                return -ENOMEM;
+        if (!*name) {
+                const char *b = basename(base);
+                derived = strdup(b);
+                if (!derived)
+                        return -ENOMEM;
+                size_t l = strlen(derived);
+                if (l > 5 && streq(derived + l - 5, ".gguf"))
+                        derived[l - 5] = 0;
+                name = derived;
+        }
+        if (!model_name_valid(name))
+                return invalid(error, "Invalid model name '%s': use 1-128 letters, digits and '-_.:+'.", name);
+        if (served_find(m, name))
+                return sd_bus_error_setf(error, INFERD_ERROR_BUSY, "A model named '%s' is already loaded.", name);
+
+        /* The caller may not be allowed to load: ask before touching the file. */
+        r = bus_verify_polkit_async(m->polkit, msg, INFERD_POLKIT_ACTION_LOAD_MODEL, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        struct stat st;
+        if (stat(path, &st) < 0)
+                return sd_bus_error_setf(error, INFERD_ERROR_NOT_FOUND, "Cannot open the model file '%s': %s.", path,
+                                         strerror(errno));
+        if (!S_ISREG(st.st_mode))
+                return invalid(error, "'%s' is not a regular file.", path);
+
+        uint32_t dev;
+        r = pick_device(m, device, have_device, error, &dev);
+        if (r < 0)
+                return r;
+
+        _cleanup_(served_freep) Served *s = calloc(1, sizeof *s);
+        if (!s)
+                return -ENOMEM;
+        s->manager = m;
+        s->device = dev;
+        s->max_ctx = context ? MIN(context, m->config->max_context) : m->config->max_context;
+        s->name = strdup(name);
+        s->path = strdup(path);
+        if (!s->name || !s->path)
+                return -ENOMEM;
+        r = sd_bus_path_encode(MODEL_PATH_PREFIX, name, &s->object_path);
+        if (r < 0)
+                return r;
+        r = serve_queue_load(s, m->workers[dev], m->engines[dev]);
+        if (r < 0)
+                return r;
+        s->pending = sd_bus_message_ref(msg);
+        s->next = m->served;
+        m->served = TAKE_PTR(s);
+        log_info("Loading model '%s' from %s on device %u.", name, path, dev);
+        return 1; /* replied when loaded */
+}
+
+void served_load_finished(Served *s, int r, Model *model, const char *error) {
+        Manager *m = s->manager;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = TAKE_PTR(s->pending);
+
+        if (r < 0) {
+                log_fields(LOG_ERR, r, LOG_FIELDS("MODEL", s->name), "Failed to load model '%s': %s", s->name,
+                           error ? error : strerror(-r));
+                if (call)
+                        (void) sd_bus_reply_method_errorf(call, r == -ENOMEM ? INFERD_ERROR_DEVICE : INFERD_ERROR_INVALID_ARGUMENT,
+                                                          "Failed to load '%s': %s", s->path,
+                                                          error ? error : strerror(-r));
+                served_unlink(m, s);
+                served_free(s);
+        } else {
+                s->model = model;
+                /* A job's context: the model's own, capped by the config (or LoadModel's "context"). */
+                uint32_t n_ctx = model_hparams(model)->n_ctx_train;
+                if (n_ctx > 0 && n_ctx < s->max_ctx)
+                        s->max_ctx = n_ctx;
+                const ModelInfo *info = model_info(model);
+                log_fields(LOG_INFO, 0, LOG_FIELDS(INFERD_MESSAGE_MODEL_LOADED, "MODEL", s->name),
+                           "Loaded model '%s' (%s, %s) on device %u, %.1f MiB of device memory.", s->name,
+                           model_hparams(model)->arch, info->file_type, s->device, info->device_bytes / 1048576.0);
+                if (call)
+                        (void) sd_bus_reply_method_return(call, "o", s->object_path);
+        }
+        bus_loop_kick(m->bus_loop);
+}
+
+int method_unload_model(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *name;
+        int r;
+
+        r = sd_bus_message_read(msg, "s", &name);
+        if (r < 0)
+                return r;
+        Served *s = served_find(m, name);
+        if (!s)
+                return not_found(error, name);
+        r = bus_verify_polkit_async(m->polkit, msg, INFERD_POLKIT_ACTION_UNLOAD_MODEL, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        if (!s->model || s->unloading || s->pending)
+                return sd_bus_error_setf(error, INFERD_ERROR_BUSY, "Model '%s' is still loading or unloading.", name);
+
+        /* Running and queued jobs end first: the worker runs the free after them. */
+        for (Job *j = m->jobs; j; j = j->next)
+                if (j->served == s && !job_ended(j))
+                        atomic_store(&j->cancel, true);
+        r = serve_queue_unload(s, m->workers[s->device]);
+        if (r < 0)
+                return r;
+        s->unloading = true;
+        s->pending = sd_bus_message_ref(msg);
+        return 1;
+}
+
+void served_unload_finished(Served *s) {
+        Manager *m = s->manager;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = TAKE_PTR(s->pending);
+
+        log_fields(LOG_INFO, 0, LOG_FIELDS("MODEL", s->name), "Unloaded model '%s'.", s->name);
+        if (call)
+                (void) sd_bus_reply_method_return(call, NULL);
+        served_unlink(m, s);
+        served_free(s);
+        bus_loop_kick(m->bus_loop);
+}
+
+static int append_model(sd_bus_message *reply, const Served *s) {
+        const ModelInfo *info = s->model ? model_info(s->model) : NULL;
+        const ModelHParams *hp = s->model ? model_hparams(s->model) : NULL;
+        return sd_bus_message_append(reply, "(ssststutus)", s->name, s->path, hp ? hp->arch : "",
+                                     info ? info->n_params : 0, info ? info->file_type : "",
+                                     info ? info->file_size : 0, s->device, info ? info->device_bytes : 0,
+                                     s->model ? s->max_ctx : 0, s->model ? "ready" : "loading");
+}
+
+int method_list_models(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        Manager *m = userdata;
+        int r;
+
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "(ssststutus)");
+        if (r < 0)
+                return r;
+        for (Served *s = m->served; s; s = s->next) {
+                r = append_model(reply, s);
+                if (r < 0)
+                        return r;
+        }
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+/* ---- jobs ---- */
+
+static int job_owner_vanished(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Job *j = userdata;
+        const char *name, *old, *new_owner;
+
+        if (sd_bus_message_read(msg, "sss", &name, &old, &new_owner) < 0 || *new_owner)
+                return 0;
+        /* Nobody is left to read the stream: stop, and let the job go once it has ended. */
+        atomic_store(&j->cancel, true);
+        j->owner_watch = sd_bus_slot_unref(j->owner_watch);
+        free(j->owner);
+        j->owner = NULL;
+        log_debug("Job %u: its caller left the bus, cancelling.", j->id);
+        jobs_gc(j->manager);
+        return 0;
+}
+
+static int read_options(sd_bus_message *msg, Job *j, bool chat, bool *ret_add_bos, bool *ret_have_add_bos,
+                        char **ret_template, sd_bus_error *error) {
+        const Config *c = j->manager->config;
+        const char *key;
+        int r;
+
+        r = sd_bus_message_enter_container(msg, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(msg, 'e', "sv")) > 0) {
+                double d;
+                r = sd_bus_message_read(msg, "s", &key);
+                if (r < 0)
+                        return r;
+                if (streq(key, "max_tokens"))
+                        r = sd_bus_message_read(msg, "v", "u", &j->max_tokens);
+                else if (streq(key, "temperature") && (r = sd_bus_message_read(msg, "v", "d", &d)) >= 0)
+                        j->sampling.temperature = (float) d;
+                else if (streq(key, "top_k"))
+                        r = sd_bus_message_read(msg, "v", "i", &j->sampling.top_k);
+                else if (streq(key, "top_p") && (r = sd_bus_message_read(msg, "v", "d", &d)) >= 0)
+                        j->sampling.top_p = (float) d;
+                else if (streq(key, "min_p") && (r = sd_bus_message_read(msg, "v", "d", &d)) >= 0)
+                        j->sampling.min_p = (float) d;
+                else if (streq(key, "repeat_penalty") && (r = sd_bus_message_read(msg, "v", "d", &d)) >= 0)
+                        j->sampling.repeat_penalty = (float) d;
+                else if (streq(key, "repeat_last_n"))
+                        r = sd_bus_message_read(msg, "v", "u", &j->sampling.repeat_last_n);
+                else if (streq(key, "seed"))
+                        r = sd_bus_message_read(msg, "v", "t", &j->sampling.seed);
+                else if (streq(key, "stop")) {
+                        r = sd_bus_message_enter_container(msg, 'v', "as");
+                        if (r >= 0)
+                                r = sd_bus_message_read_strv(msg, &j->stop);
+                        if (r >= 0)
+                                r = sd_bus_message_exit_container(msg);
+                } else if (streq(key, "add_bos") && !chat) {
+                        int b;
+                        r = sd_bus_message_read(msg, "v", "b", &b);
+                        *ret_add_bos = b;
+                        *ret_have_add_bos = true;
+                } else if (streq(key, "template") && chat) {
+                        const char *t;
+                        r = sd_bus_message_read(msg, "v", "s", &t);
+                        if (r >= 0 && !(*ret_template = strdup(t)))
+                                return -ENOMEM;
+                } else if (streq(key, "temperature") || streq(key, "top_p") || streq(key, "min_p") ||
+                           streq(key, "repeat_penalty"))
+                        ; /* r < 0 already: wrong type */
+                else
+                        return invalid(error, "Unknown option '%s'.", key);
+                if (r < 0)
+                        return invalid(error, "Option '%s' has the wrong type (see org.inferd.infer1.Manager.xml).", key);
+                r = sd_bus_message_exit_container(msg);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        r = sd_bus_message_exit_container(msg);
+        if (r < 0)
+                return r;
+
+        _cleanup_free_ char *why = NULL;
+        if (sampler_params_validate(&j->sampling, &why) < 0)
+                return invalid(error, "%s", why ? why : "Invalid sampling options.");
+        if (j->max_tokens == 0)
+                return invalid(error, "max_tokens must be at least 1.");
+        if (j->max_tokens > c->max_tokens)
+                return invalid(error, "max_tokens=%u is above this node's limit of %u (MaxTokens= in inferd.conf).",
+                               j->max_tokens, c->max_tokens);
+        for (char **s = j->stop; s && *s; s++)
+                if (!**s || strlen(*s) > 256)
+                        return invalid(error, "Stop strings must be 1 to 256 bytes long.");
+        return 0;
+}
+
+static unsigned jobs_active(Manager *m) {
+        unsigned n = 0;
+        for (Job *j = m->jobs; j; j = j->next)
+                if (!job_ended(j))
+                        n++;
+        return n;
+}
+
+/* Everything a job needs before it is queued: the model, the caller, limits. */
+static int job_new(Manager *m, sd_bus_message *msg, const char *model, JobKind kind, Job **ret,
+                   sd_bus_error *error) {
+        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+        Served *s = served_find(m, model);
+        int r;
+
+        if (!s)
+                return not_found(error, model);
+        if (!s->model || s->unloading)
+                return sd_bus_error_setf(error, INFERD_ERROR_BUSY, "Model '%s' is %s.", model,
+                                         s->unloading ? "being unloaded" : "still loading");
+        jobs_gc(m);
+        if (jobs_active(m) >= m->config->max_jobs)
+                return sd_bus_error_setf(error, INFERD_ERROR_BUSY,
+                                         "This node already has %u jobs queued or running (MaxJobs=); try again later.",
+                                         m->config->max_jobs);
+
+        _cleanup_(job_freep) Job *j = calloc(1, sizeof *j);
+        if (!j)
+                return -ENOMEM;
+        j->manager = m;
+        j->served = s;
+        j->kind = kind;
+        j->id = ++m->last_job_id;
+        j->max_tokens = 256;
+        sampler_params_default(&j->sampling);
+        atomic_init(&j->cancel, false);
+        j->owner = strdup(sd_bus_message_get_sender(msg) ?: "");
+        if (!j->owner)
+                return -ENOMEM;
+        r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID, &creds);
+        if (r >= 0)
+                r = sd_bus_creds_get_euid(creds, &j->owner_uid);
+        if (r < 0)
+                j->owner_uid = (uid_t) -1;
+        char id[16];
+        snprintf(id, sizeof id, "%u", j->id);
+        r = sd_bus_path_encode(JOB_PATH_PREFIX, id, &j->object_path);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(j);
+        return 0;
+}
+
+static int job_start(Manager *m, sd_bus_message *msg, Job *j, sd_bus_error *error) {
+        char match[512];
+        int r;
+
+        if (*j->owner) {
+                snprintf(match, sizeof match,
+                         "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
+                         "interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='%s'",
+                         j->owner);
+                r = sd_bus_add_match_async(m->bus, &j->owner_watch, match, job_owner_vanished, NULL, j);
+                if (r < 0)
+                        return r;
+        }
+        r = serve_queue_job(j, m->workers[j->served->device]);
+        if (r < 0)
+                return r;
+        j->served->n_jobs++;
+        j->state = JOB_QUEUED;
+        j->next = m->jobs;
+        m->jobs = j;
+        if (j->kind == JOB_BENCH)
+                return 0;
+        return sd_bus_reply_method_return(msg, "o", j->object_path);
+}
+
+static int tokenize_prompt(const Served *s, const char *text, bool add_special, bool parse_special, Job *j,
+                           sd_bus_error *error) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        int r;
+
+        if (strlen(text) > j->manager->config->max_prompt_bytes)
+                return invalid(error, "The prompt is %zu bytes, above this node's limit of %" PRIu64 " (MaxPromptBytes=).",
+                               strlen(text), j->manager->config->max_prompt_bytes);
+        r = tokenizer_encode(model_tokenizer(s->model), text, strlen(text), add_special, parse_special, &ids, &n);
+        if (r < 0)
+                return invalid(error, "The prompt could not be tokenized: %s.", strerror(-r));
+        j->prompt = ids;
+        j->n_prompt = (uint32_t) n;
+        if (n == 0)
+                return invalid(error, "The prompt is empty.");
+        if (j->n_prompt >= s->max_ctx)
+                return invalid(error, "The prompt is %u tokens; the context of model '%s' holds %u.", j->n_prompt,
+                               s->name, s->max_ctx);
+        /* Generation stops when the context is full ("length"). */
+        j->max_tokens = MIN(j->max_tokens, s->max_ctx - j->n_prompt);
+        return 0;
+}
+
+int method_generate(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *model, *prompt;
+        bool add_bos = true, have_add_bos = false;
+        _cleanup_(job_freep) Job *j = NULL;
+        int r;
+
+        r = sd_bus_message_read(msg, "ss", &model, &prompt);
+        if (r < 0)
+                return r;
+        r = job_new(m, msg, model, JOB_GENERATE, &j, error);
+        if (r < 0)
+                return r;
+        r = read_options(msg, j, false, &add_bos, &have_add_bos, NULL, error);
+        if (r < 0)
+                return r;
+        r = tokenize_prompt(j->served, prompt, have_add_bos ? add_bos : true, false, j, error);
+        if (r < 0)
+                return r;
+        r = job_start(m, msg, j, error);
+        if (r < 0)
+                return r;
+        TAKE_PTR(j);
+        return 1;
+}
+
+int method_chat(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *model;
+        _cleanup_(job_freep) Job *j = NULL;
+        _cleanup_free_ ChatMessage *msgs = NULL;
+        _cleanup_free_ char *template_name = NULL, *prompt = NULL;
+        size_t n = 0;
+        int r;
+
+        r = sd_bus_message_read(msg, "s", &model);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_enter_container(msg, 'a', "(ss)");
+        if (r < 0)
+                return r;
+        for (;;) {
+                const char *role, *content;
+                r = sd_bus_message_read(msg, "(ss)", &role, &content);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        break;
+                if (n >= 1024)
+                        return invalid(error, "Too many messages (at most 1024).");
+                ChatMessage *a = reallocarray(msgs, n + 1, sizeof *a);
+                if (!a)
+                        return -ENOMEM;
+                msgs = a;
+                msgs[n++] = (ChatMessage) { .role = role, .content = content };
+        }
+        r = sd_bus_message_exit_container(msg);
+        if (r < 0)
+                return r;
+        r = job_new(m, msg, model, JOB_GENERATE, &j, error);
+        if (r < 0)
+                return r;
+        bool unused_b = false, unused_h = false;
+        r = read_options(msg, j, true, &unused_b, &unused_h, &template_name, error);
+        if (r < 0)
+                return r;
+
+        ChatTemplate t;
+        if (template_name) {
+                if (chat_template_from_name(template_name, &t) < 0)
+                        return invalid(error, "Unknown chat template '%s' (known: llama2, llama3, chatml, mistral, zephyr).",
+                                       template_name);
+        } else {
+                const char *jinja = NULL;
+                size_t len = 0;
+                _cleanup_free_ char *jz = NULL;
+                if (gguf_get_string(model_gguf(j->served->model), "tokenizer.chat_template", &jinja, &len) >= 0)
+                        jz = strndup(jinja, len);
+                if (chat_template_detect(jz, model_hparams(j->served->model)->arch, &t) < 0)
+                        return invalid(error, "Model '%s' has no chat template inferd knows; name one with the "
+                                              "'template' option.", model);
+        }
+        _cleanup_free_ char *why = NULL, *bos = NULL, *eos = NULL;
+        const Tokenizer *tok = model_tokenizer(j->served->model);
+        const char *text;
+        size_t len = 0;
+        if ((text = tokenizer_token_text(tok, tokenizer_bos(tok), &len)))
+                bos = strndup(text, len);
+        if ((text = tokenizer_token_text(tok, tokenizer_eos(tok), &len)))
+                eos = strndup(text, len);
+        r = chat_format(t, msgs, n, true, bos, eos, &prompt, &why);
+        if (r < 0)
+                return invalid(error, "%s", why ? why : "The messages cannot be formatted.");
+        /* The template writes special tokens as text: they must be parsed as such. */
+        r = tokenize_prompt(j->served, prompt, true, true, j, error);
+        if (r < 0)
+                return r;
+        r = job_start(m, msg, j, error);
+        if (r < 0)
+                return r;
+        TAKE_PTR(j);
+        return 1;
+}
+
+int method_tokenize(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        Manager *m = userdata;
+        const char *model, *text, *key;
+        int add_special = false, parse_special = false;
+        _cleanup_free_ int32_t *ids = NULL;
+        size_t n = 0;
+        int r;
+
+        r = sd_bus_message_read(msg, "ss", &model, &text);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_enter_container(msg, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(msg, 'e', "sv")) > 0) {
+                r = sd_bus_message_read(msg, "s", &key);
+                if (r < 0)
+                        return r;
+                if (streq(key, "add_special"))
+                        r = sd_bus_message_read(msg, "v", "b", &add_special);
+                else if (streq(key, "parse_special"))
+                        r = sd_bus_message_read(msg, "v", "b", &parse_special);
+                else
+                        return invalid(error, "Unknown option '%s' (known: add_special, parse_special).", key);
+                if (r < 0)
+                        return invalid(error, "Option '%s' must be a boolean.", key);
+                r = sd_bus_message_exit_container(msg);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        Served *s = served_find(m, model);
+        if (!s)
+                return not_found(error, model);
+        if (!s->model)
+                return sd_bus_error_setf(error, INFERD_ERROR_BUSY, "Model '%s' is still loading.", model);
+        if (strlen(text) > m->config->max_prompt_bytes)
+                return invalid(error, "The text is above this node's limit of %" PRIu64 " bytes (MaxPromptBytes=).",
+                               m->config->max_prompt_bytes);
+        const Tokenizer *tok = model_tokenizer(s->model);
+        r = tokenizer_encode(tok, text, strlen(text), add_special, parse_special, &ids, &n);
+        if (r < 0)
+                return invalid(error, "The text could not be tokenized: %s.", strerror(-r));
+
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append_array(reply, 'i', ids, n * sizeof(int32_t));
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "s");
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                size_t len = 0;
+                const char *piece = tokenizer_token_text(tok, ids[i], &len);
+                _cleanup_free_ char *p = strndup(piece ? piece : "", piece ? len : 0);
+                if (!p)
+                        return -ENOMEM;
+                /* D-Bus strings must be valid UTF-8; a byte piece may not be. */
+                r = sd_bus_message_append(reply, "s", utf8_is_valid(p) ? p : "\xef\xbf\xbd");
+                if (r < 0)
+                        return r;
+        }
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+int method_bench_model(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+        const char *model, *key;
+        _cleanup_(job_freep) Job *j = NULL;
+        int r;
+
+        r = sd_bus_message_read(msg, "s", &model);
+        if (r < 0)
+                return r;
+        r = job_new(m, msg, model, JOB_BENCH, &j, error);
+        if (r < 0)
+                return r;
+        j->bench_prompt = 512;
+        j->bench_gen = 128;
+        j->bench_reps = 3;
+        r = sd_bus_message_enter_container(msg, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(msg, 'e', "sv")) > 0) {
+                r = sd_bus_message_read(msg, "s", &key);
+                if (r < 0)
+                        return r;
+                if (streq(key, "n_prompt"))
+                        r = sd_bus_message_read(msg, "v", "u", &j->bench_prompt);
+                else if (streq(key, "n_gen"))
+                        r = sd_bus_message_read(msg, "v", "u", &j->bench_gen);
+                else if (streq(key, "repetitions"))
+                        r = sd_bus_message_read(msg, "v", "u", &j->bench_reps);
+                else
+                        return invalid(error, "Unknown option '%s' (known: n_prompt, n_gen, repetitions).", key);
+                if (r < 0)
+                        return invalid(error, "Option '%s' must be an unsigned integer (u).", key);
+                r = sd_bus_message_exit_container(msg);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        if (j->bench_reps == 0 || j->bench_reps > 100 || (j->bench_prompt == 0 && j->bench_gen == 0))
+                return invalid(error, "repetitions must be 1-100, and n_prompt or n_gen above 0.");
+        if ((uint64_t) j->bench_prompt + j->bench_gen + 1 > j->served->max_ctx)
+                return invalid(error, "n_prompt + n_gen = %u does not fit the model's context of %u.",
+                               j->bench_prompt + j->bench_gen, j->served->max_ctx);
+        j->pending = sd_bus_message_ref(msg);
+        r = job_start(m, msg, j, error);
+        if (r < 0)
+                return r;
+        TAKE_PTR(j);
+        return 1;
+}
+
+/* ---- what the workers report ---- */
+
+static int send_to_owner(Job *j, sd_bus_message *sig) {
+        int r = sd_bus_message_set_destination(sig, j->owner);
+        if (r < 0)
+                return r;
+        return sd_bus_send(j->manager->bus, sig, NULL);
+}
+
+void job_started(Job *j, size_t n_prompt) {
+        j->state = JOB_RUNNING;
+}
+
+void job_piece(Job *j, const char *text, const int32_t *tokens, size_t n_tokens) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *sig = NULL;
+        int r;
+
+        j->generated += (uint32_t) n_tokens;
+        if (!j->owner)
+                return;
+        r = sd_bus_message_new_signal(j->manager->bus, &sig, j->object_path, JOB_IFACE, "Piece");
+        if (r >= 0)
+                r = sd_bus_message_append(sig, "s", utf8_is_valid(text) ? text : "\xef\xbf\xbd");
+        if (r >= 0)
+                r = sd_bus_message_append_array(sig, 'i', tokens, n_tokens * sizeof(int32_t));
+        if (r >= 0)
+                r = send_to_owner(j, sig);
+        if (r < 0)
+                log_debug_errno(r, "Job %u: failed to send a piece: %m", j->id);
+        bus_loop_kick(j->manager->bus_loop);
+}
+
+static void bench_reply(Job *j, const char *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = TAKE_PTR(j->pending), *reply = NULL;
+        if (!call)
+                return;
+        if (error || !streq(j->finish_reason, "length")) {
+                (void) sd_bus_reply_method_errorf(call, INFERD_ERROR_DEVICE, "Benchmark failed: %s",
+                                                  error ? error : j->finish_reason);
+                return;
+        }
+        int r = sd_bus_message_new_method_return(call, &reply);
+        if (r >= 0)
+                r = sd_bus_message_append(reply, "a{sv}", 9, "pp_tokens_per_sec", "d", j->bench.pp_tps, "pp_stddev",
+                                          "d", j->bench.pp_stddev, "tg_tokens_per_sec", "d", j->bench.tg_tps,
+                                          "tg_stddev", "d", j->bench.tg_stddev, "n_prompt", "u", j->bench_prompt,
+                                          "n_gen", "u", j->bench_gen, "repetitions", "u", j->bench_reps, "device",
+                                          "s", gpu_instance_device(j->manager->gpu, j->served->device)->name,
+                                          "model_bytes", "t", model_info(j->served->model)->device_bytes);
+        if (r >= 0)
+                r = sd_bus_send(NULL, reply, NULL);
+        if (r < 0)
+                log_debug_errno(r, "Failed to send benchmark results: %m");
+}
+
+void job_finished(Job *j, const char *reason, const char *error, uint64_t prompt_usec, uint64_t generate_usec) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *sig = NULL;
+        Manager *m = j->manager;
+        int r;
+
+        j->finish_reason = reason;
+        j->state = streq(reason, "error") ? JOB_FAILED : streq(reason, "cancelled") ? JOB_CANCELLED : JOB_DONE;
+        j->prompt_usec = prompt_usec;
+        j->generate_usec = generate_usec;
+        j->ended_usec = now_usec(CLOCK_MONOTONIC);
+        if (error && !(j->error = strdup(error)))
+                log_oom();
+        if (j->served->n_jobs > 0)
+                j->served->n_jobs--;
+        if (error)
+                log_fields(LOG_WARNING, 0, LOG_FIELDS("JOB", j->object_path, "MODEL", j->served->name), "Job %u failed: %s",
+                           j->id, error);
+
+        if (j->kind == JOB_BENCH)
+                bench_reply(j, error);
+        else if (j->owner) {
+                r = sd_bus_message_new_signal(m->bus, &sig, j->object_path, JOB_IFACE, "Finished");
+                if (r >= 0)
+                        r = sd_bus_message_append(sig, "suutts", reason, j->n_prompt, j->generated, prompt_usec,
+                                                  generate_usec, j->error ? j->error : "");
+                if (r >= 0)
+                        r = send_to_owner(j, sig);
+                if (r < 0)
+                        log_debug_errno(r, "Job %u: failed to send Finished: %m", j->id);
+        }
+        if (!j->owner)
+                j->owner_watch = sd_bus_slot_unref(j->owner_watch);
+        jobs_gc(m);
+        bus_loop_kick(m->bus_loop);
+}
+
+/* ---- Model and Job objects ---- */
+
+static int model_object_find(sd_bus *bus, const char *path, const char *iface, void *userdata, void **ret_found,
+                             sd_bus_error *error) {
+        Manager *m = userdata;
+        _cleanup_free_ char *name = NULL;
+        if (sd_bus_path_decode(path, MODEL_PATH_PREFIX, &name) <= 0)
+                return 0;
+        Served *s = served_find(m, name);
+        if (!s)
+                return 0;
+        *ret_found = s;
+        return 1;
+}
+
+static int model_nodes(sd_bus *bus, const char *prefix, void *userdata, char ***ret, sd_bus_error *error) {
+        Manager *m = userdata;
+        size_t n = 0;
+        for (Served *s = m->served; s; s = s->next)
+                n++;
+        _cleanup_strv_free_ char **l = calloc(n + 1, sizeof(char *));
+        if (!l)
+                return -ENOMEM;
+        n = 0;
+        for (Served *s = m->served; s; s = s->next)
+                if (!(l[n++] = strdup(s->object_path)))
+                        return -ENOMEM;
+        *ret = TAKE_PTR(l);
+        return 1;
+}
+
+#define MODEL_PROP(fn, type, expr)                                                                             \
+        static int fn(sd_bus *bus, const char *path, const char *iface, const char *prop, sd_bus_message *reply, \
+                      void *userdata, sd_bus_error *error) {                                                    \
+                Served *s = userdata;                                                                          \
+                const ModelInfo *info = s->model ? model_info(s->model) : NULL;                                 \
+                const ModelHParams *hp = s->model ? model_hparams(s->model) : NULL;                             \
+                (void) info;                                                                                   \
+                (void) hp;                                                                                     \
+                return sd_bus_message_append(reply, type, expr);                                               \
+        }
+MODEL_PROP(model_prop_name, "s", s->name)
+MODEL_PROP(model_prop_path, "s", s->path)
+MODEL_PROP(model_prop_arch, "s", hp ? hp->arch : "")
+MODEL_PROP(model_prop_params, "t", info ? info->n_params : (uint64_t) 0)
+MODEL_PROP(model_prop_quant, "s", info ? info->file_type : "")
+MODEL_PROP(model_prop_file_size, "t", info ? info->file_size : (uint64_t) 0)
+MODEL_PROP(model_prop_device, "u", s->device)
+MODEL_PROP(model_prop_device_memory, "t", info ? info->device_bytes : (uint64_t) 0)
+MODEL_PROP(model_prop_context, "u", s->model ? s->max_ctx : 0)
+MODEL_PROP(model_prop_state, "s", s->model ? "ready" : "loading")
+
+static const sd_bus_vtable model_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Name", "s", model_prop_name, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Path", "s", model_prop_path, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Architecture", "s", model_prop_arch, 0, 0),
+        SD_BUS_PROPERTY("Parameters", "t", model_prop_params, 0, 0),
+        SD_BUS_PROPERTY("Quantization", "s", model_prop_quant, 0, 0),
+        SD_BUS_PROPERTY("FileSize", "t", model_prop_file_size, 0, 0),
+        SD_BUS_PROPERTY("Device", "u", model_prop_device, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("DeviceMemory", "t", model_prop_device_memory, 0, 0),
+        SD_BUS_PROPERTY("ContextLength", "u", model_prop_context, 0, 0),
+        SD_BUS_PROPERTY("State", "s", model_prop_state, 0, 0),
+        SD_BUS_VTABLE_END,
+};
+
+static int job_object_find(sd_bus *bus, const char *path, const char *iface, void *userdata, void **ret_found,
+                           sd_bus_error *error) {
+        Manager *m = userdata;
+        _cleanup_free_ char *id = NULL;
+        char *end;
+        if (sd_bus_path_decode(path, JOB_PATH_PREFIX, &id) <= 0)
+                return 0;
+        unsigned long v = strtoul(id, &end, 10);
+        if (*end || v > UINT32_MAX)
+                return 0;
+        Job *j = job_find(m, (uint32_t) v);
+        if (!j || j->kind != JOB_GENERATE)
+                return 0;
+        *ret_found = j;
+        return 1;
+}
+
+static int job_nodes(sd_bus *bus, const char *prefix, void *userdata, char ***ret, sd_bus_error *error) {
+        Manager *m = userdata;
+        size_t n = 0;
+        for (Job *j = m->jobs; j; j = j->next)
+                n++;
+        _cleanup_strv_free_ char **l = calloc(n + 1, sizeof(char *));
+        if (!l)
+                return -ENOMEM;
+        n = 0;
+        for (Job *j = m->jobs; j; j = j->next)
+                if (j->kind == JOB_GENERATE && !(l[n++] = strdup(j->object_path)))
+                        return -ENOMEM;
+        *ret = TAKE_PTR(l);
+        return 1;
+}
+
+#define JOB_PROP(fn, type, expr)                                                                               \
+        static int fn(sd_bus *bus, const char *path, const char *iface, const char *prop, sd_bus_message *reply, \
+                      void *userdata, sd_bus_error *error) {                                                    \
+                Job *j = userdata;                                                                             \
+                return sd_bus_message_append(reply, type, expr);                                               \
+        }
+JOB_PROP(job_prop_id, "u", j->id)
+JOB_PROP(job_prop_model, "s", j->served->name)
+JOB_PROP(job_prop_state, "s", job_state_to_string(j->state))
+JOB_PROP(job_prop_prompt_tokens, "u", j->n_prompt)
+JOB_PROP(job_prop_generated, "u", j->generated)
+JOB_PROP(job_prop_finish_reason, "s", j->finish_reason ? j->finish_reason : "")
+
+static int method_job_cancel(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+        Job *j = userdata;
+        uid_t uid = (uid_t) -1;
+        int r;
+
+        r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID, &creds);
+        if (r >= 0)
+                r = sd_bus_creds_get_euid(creds, &uid);
+        const char *sender = sd_bus_message_get_sender(msg);
+        if (!(uid == 0 || (j->owner && sender && streq(sender, j->owner)) ||
+              (uid != (uid_t) -1 && uid == j->owner_uid)))
+                return sd_bus_error_setf(error, INFERD_ERROR_ACCESS_DENIED,
+                                         "Access denied: only the caller that started job %u may cancel it.", j->id);
+        atomic_store(&j->cancel, true);
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static const sd_bus_vtable job_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Id", "u", job_prop_id, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Model", "s", job_prop_model, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("State", "s", job_prop_state, 0, 0),
+        SD_BUS_PROPERTY("PromptTokens", "u", job_prop_prompt_tokens, 0, 0),
+        SD_BUS_PROPERTY("GeneratedTokens", "u", job_prop_generated, 0, 0),
+        SD_BUS_PROPERTY("FinishReason", "s", job_prop_finish_reason, 0, 0),
+        SD_BUS_METHOD("Cancel", NULL, NULL, method_job_cancel, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_SIGNAL_WITH_NAMES("Piece", "sai", SD_BUS_PARAM(text) SD_BUS_PARAM(tokens), 0),
+        SD_BUS_SIGNAL_WITH_NAMES("Finished", "suutts",
+                                 SD_BUS_PARAM(finish_reason) SD_BUS_PARAM(prompt_tokens)
+                                 SD_BUS_PARAM(generated_tokens) SD_BUS_PARAM(prompt_usec)
+                                 SD_BUS_PARAM(generate_usec) SD_BUS_PARAM(error),
+                                 0),
+        SD_BUS_VTABLE_END,
+};
+
+int serve_bus_register(Manager *m) {
+        int r;
+
+        r = sd_bus_add_fallback_vtable(m->bus, NULL, MODEL_PATH_PREFIX, MODEL_IFACE, model_vtable, model_object_find, m);
+        if (r < 0)
+                return r;
+        r = sd_bus_add_node_enumerator(m->bus, NULL, MODEL_PATH_PREFIX, model_nodes, m);
+        if (r < 0)
+                return r;
+        r = sd_bus_add_fallback_vtable(m->bus, NULL, JOB_PATH_PREFIX, JOB_IFACE, job_vtable, job_object_find, m);
+        if (r < 0)
+                return r;
+        return sd_bus_add_node_enumerator(m->bus, NULL, JOB_PATH_PREFIX, job_nodes, m);
+}
+
+int serve_init(Manager *m) {
+        size_t n = gpu_instance_n_devices(m->gpu);
+        int r;
+
+        if (n == 0)
+                return 0;
+        m->workers = calloc(n, sizeof(Worker *));
+        if (!m->workers)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                char name[16];
+                if (!m->engines || !m->engines[i])
+                        continue;
+                snprintf(name, sizeof name, "inferd-gpu%zu", i);
+                r = worker_new(m->event, name, &m->workers[i]);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+void serve_done(Manager *m) {
+        /* Workers first: a running task finishes and reports before its model goes. */
+        for (Job *j = m->jobs; j; j = j->next)
+                atomic_store(&j->cancel, true);
+        for (size_t i = 0; m->workers && i < gpu_instance_n_devices(m->gpu); i++)
+                m->workers[i] = worker_free(m->workers[i]);
+        free(m->workers);
+        m->workers = NULL;
+        while (m->jobs) {
+                Job *j = m->jobs;
+                m->jobs = j->next;
+                job_free(j);
+        }
+        while (m->served) {
+                Served *s = m->served;
+                m->served = s->next;
+                served_free(s);
+        }
+}

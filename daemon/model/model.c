@@ -1,0 +1,946 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The llama-family forward pass on the Vulkan engine.
+ *
+ * Loading: the GGUF file is mapped (gguf.c), its hyper-parameters read and
+ * checked, and every weight matrix uploaded once as a GpuTensor in the
+ * device layout of tensor.h. The one-dimensional tensors (norm weights,
+ * biases) are small: they are converted to F32 and packed into one buffer,
+ * each at a 256-byte aligned offset so it can be bound on its own.
+ *
+ * Running: a ModelContext owns the F16 KV cache (a K and a V buffer per
+ * layer, each [n_head_kv][n_ctx][head_dim] as ops-attention.h wants) and the
+ * activations for n_batch tokens. A batch of tokens is one forward pass,
+ * recorded into one GpuCmd with a barrier between dependent ops and
+ * submitted once; prompts longer than n_batch are split into chunks. Token
+ * ids and positions travel in a small host-visible buffer the kernels read
+ * directly (host writes before vkQueueSubmit are visible to the device
+ * without a barrier).
+ *
+ * Decode re-records its single-token pass for every token: the attention
+ * and KV-store kernels take the position as a push constant (and the decode
+ * kernel's grid depends on it), so a recording is only valid for one
+ * position. The rest of the pass already reads ids and positions from
+ * buffers; once those two kernels read theirs from a buffer too, the decode
+ * pass can be recorded once per context and replayed.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "macro.h"
+#include "model-arch.h"
+#include "model.h"
+#include "ops-attention.h"
+#include "ops-basic.h"
+#include "ops-matmul.h"
+#include "ops-weights.h"
+#include "tensor.h"
+
+/* Offsets of bindings: the largest minStorageBufferOffsetAlignment Vulkan allows. */
+#define BIND_ALIGN 256u
+/* Context length when the file does not say (llama.cpp's default for such files). */
+#define DEFAULT_CTX 4096u
+#define MAX_LAYERS 4096u
+#define MAX_NAME 256
+
+typedef struct ModelLayer {
+        GpuTensor *wq, *wk, *wv, *wo;
+        GpuTensor *w_gate, *w_up, *w_down;
+        /* Offsets into Model.vecs (F32); the biases only with hp.qkv_bias. */
+        uint64_t attn_norm, ffn_norm;
+        uint64_t bq, bk, bv;
+} ModelLayer;
+
+struct Model {
+        GpuDevice *dev;
+        GgufFile *gguf;
+        Tokenizer *tokenizer;
+        const ModelArch *arch;
+        ModelHParams hp;
+        ModelInfo info;
+        ModelOptions opts;
+        char *name, *path, *file_type;
+
+        GpuTensor *tok_embd;
+        GpuTensor *output;      /* NULL when tied: use tok_embd */
+        GpuBuffer *vecs;        /* norm weights and biases, F32 */
+        uint64_t output_norm;
+        ModelLayer *layers;
+};
+
+typedef enum EvalOutput {
+        EVAL_NONE,              /* only fill the KV cache (all but the last prompt chunk) */
+        EVAL_LOGITS,
+        EVAL_ARGMAX,
+} EvalOutput;
+
+struct ModelContext {
+        Model *model;
+        uint32_t n_ctx;
+        uint32_t n_batch;
+        uint32_t pos;
+
+        /* Per layer: the F16 caches, [n_head_kv][n_ctx][head_dim] each (two buffers, so each may be as
+         * large as one binding allows). */
+        GpuBuffer **k_cache, **v_cache;
+
+        /* Activations, [n_batch][...] F32. */
+        GpuBuffer *x;           /* the residual stream */
+        GpuBuffer *h;           /* normed input of a block; projection outputs */
+        GpuBuffer *q, *k, *v;
+        GpuBuffer *att;         /* attention output; FFN output */
+        GpuBuffer *g, *u;       /* FFN gate and up; SwiGLU in place into g */
+        GpuBuffer *logits;      /* [n_vocab] of the last token */
+        GpuBuffer *argmax;      /* one uint32 */
+        GpuBuffer *scratch;     /* decode attention's partial results */
+        GpuBuffer *io;          /* host-visible: ids [n_batch] at 0, positions at pos_offset */
+        uint64_t pos_offset;
+
+        GpuCmd *cmd;
+};
+
+static uint64_t align_up(uint64_t v, uint64_t a) {
+        return (v + a - 1) / a * a;
+}
+
+_printf_(3, 4) static int fail(char **ret_error, int r, const char *fmt, ...) {
+        va_list ap;
+
+        if (ret_error) {
+                char *s = NULL;
+                va_start(ap, fmt);
+                if (vasprintf(&s, fmt, ap) < 0)
+                        s = NULL;
+                va_end(ap);
+                free(*ret_error);
+                *ret_error = s;
+        }
+        return r;
+}
+
+/* ---- hyper-parameters ------------------------------------------------------ */
+
+static int arch_key(char *buf, size_t len, const ModelArch *arch, const char *suffix) {
+        int n = snprintf(buf, len, "%s.%s", arch->name, suffix);
+        return n < 0 || (size_t) n >= len ? -ENAMETOOLONG : 0;
+}
+
+/* An integer hyper-parameter: absent and not required gives def. */
+static int hp_u32(Model *m, const char *suffix, bool required, uint32_t def, uint32_t *ret, char **ret_error) {
+        char key[MAX_NAME];
+        int r;
+
+        r = arch_key(key, sizeof key, m->arch, suffix);
+        if (r < 0)
+                return fail(ret_error, r, "%s: key name too long", m->path);
+        r = gguf_get_u32(m->gguf, key, ret);
+        if (r == -ENOENT && !required) {
+                *ret = def;
+                return 0;
+        }
+        if (r == -ENOENT)
+                return fail(ret_error, -EBADMSG, "%s: missing metadata key '%s'", m->path, key);
+        if (r < 0)
+                return fail(ret_error, r, "%s: metadata key '%s' is not a usable integer: %s", m->path, key,
+                            strerror(-r));
+        return 0;
+}
+
+static int hp_f32(Model *m, const char *suffix, bool required, float def, float *ret, char **ret_error) {
+        char key[MAX_NAME];
+        int r;
+
+        r = arch_key(key, sizeof key, m->arch, suffix);
+        if (r < 0)
+                return fail(ret_error, r, "%s: key name too long", m->path);
+        r = gguf_get_f32(m->gguf, key, ret);
+        if (r == -ENOENT && !required) {
+                *ret = def;
+                return 0;
+        }
+        if (r == -ENOENT)
+                return fail(ret_error, -EBADMSG, "%s: missing metadata key '%s'", m->path, key);
+        if (r < 0)
+                return fail(ret_error, r, "%s: metadata key '%s' is not a number: %s", m->path, key, strerror(-r));
+        if (!isfinite(*ret))
+                return fail(ret_error, -EBADMSG, "%s: metadata key '%s' is not finite", m->path, key);
+        return 0;
+}
+
+/* Linear position scaling; the other schemes (YaRN, LongRoPE) change the kernel and are refused. */
+static int read_rope_scaling(Model *m, char **ret_error) {
+        char key[MAX_NAME];
+        const char *s;
+        size_t len;
+        float factor = 0;
+        int r;
+
+        m->hp.rope_scale = 1.0f;
+        r = arch_key(key, sizeof key, m->arch, "rope.scaling.type");
+        if (r < 0)
+                return fail(ret_error, r, "%s: key name too long", m->path);
+        r = gguf_get_string(m->gguf, key, &s, &len);
+        if (r == -ENOENT) {
+                /* Older files: rope.scale_linear is the factor. */
+                r = hp_f32(m, "rope.scale_linear", false, 0, &factor, ret_error);
+                if (r < 0)
+                        return r;
+                if (factor > 0 && factor != 1.0f)
+                        m->hp.rope_scale = 1.0f / factor;
+                return 0;
+        }
+        if (r < 0)
+                return fail(ret_error, r, "%s: metadata key '%s' is not a string", m->path, key);
+        if (len == 4 && memcmp(s, "none", 4) == 0)
+                return 0;
+        if (len == 6 && memcmp(s, "linear", 6) == 0) {
+                r = hp_f32(m, "rope.scaling.factor", true, 0, &factor, ret_error);
+                if (r < 0)
+                        return r;
+                if (!(factor > 0))
+                        return fail(ret_error, -EBADMSG, "%s: RoPE scaling factor %g is not positive", m->path,
+                                    (double) factor);
+                m->hp.rope_scale = 1.0f / factor;
+                return 0;
+        }
+        return fail(ret_error, -EOPNOTSUPP, "%s: RoPE scaling '%.*s' is not supported (only linear)", m->path,
+                    (int) MIN(len, 64u), s);
+}
+
+static int read_hparams(Model *m, char **ret_error) {
+        ModelHParams *hp = &m->hp;
+        uint32_t key_len, value_len;
+        int r;
+
+        snprintf(hp->arch, sizeof hp->arch, "%s", m->arch->name);
+        hp->rope_neox = m->arch->rope_neox;
+        hp->qkv_bias = m->arch->qkv_bias;
+
+        if ((r = hp_u32(m, "embedding_length", true, 0, &hp->n_embd, ret_error)) < 0 ||
+            (r = hp_u32(m, "block_count", true, 0, &hp->n_layer, ret_error)) < 0 ||
+            (r = hp_u32(m, "feed_forward_length", true, 0, &hp->n_ff, ret_error)) < 0 ||
+            (r = hp_u32(m, "attention.head_count", true, 0, &hp->n_head, ret_error)) < 0 ||
+            (r = hp_u32(m, "attention.head_count_kv", false, hp->n_head, &hp->n_head_kv, ret_error)) < 0 ||
+            (r = hp_u32(m, "context_length", false, 0, &hp->n_ctx_train, ret_error)) < 0 ||
+            (r = hp_f32(m, "attention.layer_norm_rms_epsilon", true, 0, &hp->rms_eps, ret_error)) < 0 ||
+            (r = hp_f32(m, "rope.freq_base", false, 10000.0f, &hp->rope_base, ret_error)) < 0)
+                return r;
+        if (hp->n_embd == 0 || hp->n_layer == 0 || hp->n_layer > MAX_LAYERS || hp->n_ff == 0 || hp->n_head == 0 ||
+            hp->n_head_kv == 0)
+                return fail(ret_error, -EBADMSG,
+                            "%s: bad hyper-parameters (embedding %u, blocks %u, feed-forward %u, heads %u/%u)",
+                            m->path, hp->n_embd, hp->n_layer, hp->n_ff, hp->n_head, hp->n_head_kv);
+        if (hp->n_head % hp->n_head_kv != 0)
+                return fail(ret_error, -EBADMSG, "%s: %u heads are not a multiple of %u key/value heads", m->path,
+                            hp->n_head, hp->n_head_kv);
+
+        /* Head size: explicit key_length/value_length (equal), else n_embd / n_head. */
+        if (hp->n_embd % hp->n_head != 0)
+                return fail(ret_error, -EBADMSG, "%s: embedding length %u is not a multiple of %u heads", m->path,
+                            hp->n_embd, hp->n_head);
+        if ((r = hp_u32(m, "attention.key_length", false, hp->n_embd / hp->n_head, &key_len, ret_error)) < 0 ||
+            (r = hp_u32(m, "attention.value_length", false, key_len, &value_len, ret_error)) < 0)
+                return r;
+        if (key_len != value_len || key_len * hp->n_head != hp->n_embd)
+                return fail(ret_error, -EOPNOTSUPP,
+                            "%s: head sizes %u (keys) and %u (values) with %u heads do not fill the embedding "
+                            "length %u",
+                            m->path, key_len, value_len, hp->n_head, hp->n_embd);
+        hp->head_dim = key_len;
+        /* The attention kernels' range (ops-attention.h). */
+        if (hp->head_dim < 8 || hp->head_dim > 256 || hp->head_dim % 8 != 0)
+                return fail(ret_error, -EOPNOTSUPP,
+                            "%s: head size %u is not supported (a multiple of 8 between 8 and 256)", m->path,
+                            hp->head_dim);
+
+        if ((r = hp_u32(m, "rope.dimension_count", false, hp->head_dim, &hp->n_rot, ret_error)) < 0)
+                return r;
+        if (hp->n_rot > hp->head_dim || hp->n_rot % 2 != 0)
+                return fail(ret_error, -EBADMSG, "%s: RoPE dimension count %u does not fit head size %u", m->path,
+                            hp->n_rot, hp->head_dim);
+        if (!(hp->rope_base > 0))
+                return fail(ret_error, -EBADMSG, "%s: RoPE frequency base %g is not positive", m->path,
+                            (double) hp->rope_base);
+        if (!(hp->rms_eps >= 0))
+                return fail(ret_error, -EBADMSG, "%s: RMS norm epsilon %g is negative", m->path,
+                            (double) hp->rms_eps);
+        return read_rope_scaling(m, ret_error);
+}
+
+/* ---- tensors ------------------------------------------------------------------ */
+
+static int tensor_name(char *buf, size_t len, const char *pattern, uint32_t layer) {
+        int n = snprintf(buf, len, pattern, layer);
+        return n < 0 || (size_t) n >= len ? -ENAMETOOLONG : 0;
+}
+
+static const GgufTensor *find_tensor(Model *m, const char *pattern, uint32_t layer, char *name, size_t len) {
+        if (tensor_name(name, len, pattern, layer) < 0)
+                return NULL;
+        return gguf_find_tensor(m->gguf, name);
+}
+
+static int check_shape(Model *m, const GgufTensor *t, uint32_t n_dims, uint64_t ne0, uint64_t ne1,
+                       char **ret_error) {
+        for (uint32_t i = n_dims; i < GGUF_MAX_DIMS; i++)
+                if (t->ne[i] != 1)
+                        return fail(ret_error, -EBADMSG, "%s: tensor '%s' has %u dimensions, expected %u", m->path,
+                                    t->name, t->n_dims, n_dims);
+        if (t->ne[0] != ne0 || (n_dims > 1 && t->ne[1] != ne1)) {
+                if (n_dims == 1)
+                        return fail(ret_error, -EBADMSG, "%s: tensor '%s' has %" PRIu64 " elements, expected %" PRIu64,
+                                    m->path, t->name, t->ne[0], ne0);
+                return fail(ret_error, -EBADMSG,
+                            "%s: tensor '%s' is %" PRIu64 " x %" PRIu64 ", expected %" PRIu64 " x %" PRIu64, m->path,
+                            t->name, t->ne[0], t->ne[1], ne0, ne1);
+        }
+        if (!ggml_type_supported(t->type))
+                return fail(ret_error, -EOPNOTSUPP, "%s: tensor '%s' has type %s, which is not supported", m->path,
+                            t->name, strna(ggml_type_name(t->type)));
+        uint32_t block = ggml_type_block_elems(t->type);
+        if (block == 0 || ne0 % block != 0)
+                return fail(ret_error, -EOPNOTSUPP,
+                            "%s: tensor '%s' has rows of %" PRIu64 " elements, not a multiple of %s's block size %u",
+                            m->path, t->name, ne0, ggml_type_name(t->type), block);
+        return 0;
+}
+
+/* A weight matrix of ne1 rows of ne0 elements (GGUF order: ne[0] is the row). */
+static int load_matrix(Model *m, const char *pattern, uint32_t layer, uint64_t ne0, uint64_t ne1, bool required,
+                       GpuTensor **ret, char **ret_error) {
+        char name[MAX_NAME];
+        const GgufTensor *t;
+        int r;
+
+        t = find_tensor(m, pattern, layer, name, sizeof name);
+        if (!t) {
+                if (!required) {
+                        *ret = NULL;
+                        return 0;
+                }
+                return fail(ret_error, -EBADMSG, "%s: tensor '%s' is missing", m->path, name);
+        }
+        r = check_shape(m, t, 2, ne0, ne1, ret_error);
+        if (r < 0)
+                return r;
+        r = gpu_tensor_upload(m->dev, t->type, (uint32_t) ne0, (uint32_t) ne1, t->data, ret);
+        if (r < 0)
+                return fail(ret_error, r, "%s: uploading tensor '%s' (%s, %" PRIu64 " x %" PRIu64 ") failed: %s",
+                            m->path, t->name, ggml_type_name(t->type), ne0, ne1, strerror(-r));
+        return 0;
+}
+
+typedef struct VecSlot {
+        const GgufTensor *t;
+        uint64_t *offset;       /* where the slot's offset in Model.vecs goes */
+} VecSlot;
+
+static int add_vec(Model *m, VecSlot *slots, size_t *n_slots, const char *pattern, uint32_t layer, uint64_t n,
+                   uint64_t *offset, char **ret_error) {
+        char name[MAX_NAME];
+        const GgufTensor *t;
+        int r;
+
+        t = find_tensor(m, pattern, layer, name, sizeof name);
+        if (!t)
+                return fail(ret_error, -EBADMSG, "%s: tensor '%s' is missing", m->path, name);
+        r = check_shape(m, t, 1, n, 1, ret_error);
+        if (r < 0)
+                return r;
+        slots[(*n_slots)++] = (VecSlot) { .t = t, .offset = offset };
+        return 0;
+}
+
+/* Norm weights and biases, converted to F32, into one buffer. */
+static int load_vecs(Model *m, char **ret_error) {
+        const ModelHParams *hp = &m->hp;
+        const ModelTensorNames *nm = m->arch->names;
+        uint32_t kv_dim = hp->n_head_kv * hp->head_dim;
+        _cleanup_free_ VecSlot *slots = NULL;
+        _cleanup_free_ float *tmp = NULL;
+        size_t n_slots = 0, max_n = 0;
+        uint64_t size = 0;
+        int r;
+
+        slots = calloc((size_t) hp->n_layer * 5 + 1, sizeof *slots);
+        if (!slots)
+                return -ENOMEM;
+        r = add_vec(m, slots, &n_slots, nm->output_norm, 0, hp->n_embd, &m->output_norm, ret_error);
+        for (uint32_t il = 0; r >= 0 && il < hp->n_layer; il++) {
+                ModelLayer *l = &m->layers[il];
+                r = add_vec(m, slots, &n_slots, nm->attn_norm, il, hp->n_embd, &l->attn_norm, ret_error);
+                if (r >= 0)
+                        r = add_vec(m, slots, &n_slots, nm->ffn_norm, il, hp->n_embd, &l->ffn_norm, ret_error);
+                if (r >= 0 && hp->qkv_bias) {
+                        r = add_vec(m, slots, &n_slots, nm->attn_q_bias, il, hp->n_embd, &l->bq, ret_error);
+                        if (r >= 0)
+                                r = add_vec(m, slots, &n_slots, nm->attn_k_bias, il, kv_dim, &l->bk, ret_error);
+                        if (r >= 0)
+                                r = add_vec(m, slots, &n_slots, nm->attn_v_bias, il, kv_dim, &l->bv, ret_error);
+                }
+        }
+        if (r < 0)
+                return r;
+
+        for (size_t i = 0; i < n_slots; i++) {
+                *slots[i].offset = size;
+                size += align_up(slots[i].t->ne[0] * sizeof(float), BIND_ALIGN);
+                max_n = MAX(max_n, (size_t) slots[i].t->ne[0]);
+        }
+        r = gpu_buffer_new(m->dev, size, GPU_MEMORY_DEVICE, &m->vecs);
+        if (r < 0)
+                return fail(ret_error, r, "%s: allocating %" PRIu64 " bytes for norm weights and biases failed: %s",
+                            m->path, size, strerror(-r));
+        tmp = malloc(max_n * sizeof(float));
+        if (!tmp)
+                return -ENOMEM;
+        for (size_t i = 0; i < n_slots; i++) {
+                const GgufTensor *t = slots[i].t;
+                r = ggml_dequantize_row(t->type, t->data, tmp, t->ne[0]);
+                if (r >= 0)
+                        r = gpu_buffer_write(m->vecs, *slots[i].offset, tmp, t->ne[0] * sizeof(float));
+                if (r < 0)
+                        return fail(ret_error, r, "%s: uploading tensor '%s' failed: %s", m->path, t->name,
+                                    strerror(-r));
+        }
+        return 0;
+}
+
+static int load_tensors(Model *m, char **ret_error) {
+        const ModelHParams *hp = &m->hp;
+        const ModelTensorNames *nm = m->arch->names;
+        uint32_t kv_dim = hp->n_head_kv * hp->head_dim;
+        const GgufTensor *emb;
+        int r;
+
+        emb = gguf_find_tensor(m->gguf, nm->token_embd);
+        if (!emb)
+                return fail(ret_error, -EBADMSG, "%s: tensor '%s' is missing", m->path, nm->token_embd);
+        if (emb->ne[1] == 0 || emb->ne[1] > INT32_MAX)
+                return fail(ret_error, -EBADMSG, "%s: tensor '%s' has a bad vocabulary size %" PRIu64, m->path,
+                            nm->token_embd, emb->ne[1]);
+        m->hp.n_vocab = (uint32_t) emb->ne[1];
+
+        r = load_matrix(m, nm->token_embd, 0, hp->n_embd, hp->n_vocab, true, &m->tok_embd, ret_error);
+        if (r < 0)
+                return r;
+        r = load_matrix(m, nm->output, 0, hp->n_embd, hp->n_vocab, false, &m->output, ret_error);
+        if (r < 0)
+                return r;
+        m->hp.tied_output = !m->output;
+        /* Llama 3.1+ files carry per-dimension RoPE frequency factors (llama3 scaling); rope.comp has no
+         * input for them yet, so they are not applied: exact at short range, drifting at long range. */
+        if (gguf_find_tensor(m->gguf, "rope_freqs.weight"))
+                log_debug("%s: rope_freqs.weight is not applied (RoPE frequency factors unsupported).", m->path);
+
+        m->layers = calloc(hp->n_layer, sizeof *m->layers);
+        if (!m->layers)
+                return -ENOMEM;
+        for (uint32_t il = 0; il < hp->n_layer; il++) {
+                ModelLayer *l = &m->layers[il];
+                if ((r = load_matrix(m, nm->attn_q, il, hp->n_embd, hp->n_embd, true, &l->wq, ret_error)) < 0 ||
+                    (r = load_matrix(m, nm->attn_k, il, hp->n_embd, kv_dim, true, &l->wk, ret_error)) < 0 ||
+                    (r = load_matrix(m, nm->attn_v, il, hp->n_embd, kv_dim, true, &l->wv, ret_error)) < 0 ||
+                    (r = load_matrix(m, nm->attn_output, il, hp->n_embd, hp->n_embd, true, &l->wo, ret_error)) < 0 ||
+                    (r = load_matrix(m, nm->ffn_gate, il, hp->n_embd, hp->n_ff, true, &l->w_gate, ret_error)) < 0 ||
+                    (r = load_matrix(m, nm->ffn_up, il, hp->n_embd, hp->n_ff, true, &l->w_up, ret_error)) < 0 ||
+                    (r = load_matrix(m, nm->ffn_down, il, hp->n_ff, hp->n_embd, true, &l->w_down, ret_error)) < 0)
+                        return r;
+        }
+        return load_vecs(m, ret_error);
+}
+
+/* ---- model info ------------------------------------------------------------------ */
+
+/* llama.cpp's general.file_type values (enum llama_ftype). */
+static const char *ftype_name(uint32_t ftype) {
+        static const char *const names[] = {
+                [0] = "F32",     [1] = "F16",     [2] = "Q4_0",    [3] = "Q4_1",    [7] = "Q8_0",
+                [8] = "Q5_0",    [9] = "Q5_1",    [10] = "Q2_K",   [11] = "Q3_K_S", [12] = "Q3_K_M",
+                [13] = "Q3_K_L", [14] = "Q4_K_S", [15] = "Q4_K_M", [16] = "Q5_K_S", [17] = "Q5_K_M",
+                [18] = "Q6_K",   [32] = "BF16",
+        };
+        return ftype < ELEMENTSOF(names) ? names[ftype] : NULL;
+}
+
+static int fill_info(Model *m) {
+        uint64_t by_type[GGML_TYPE__MAX] = {};
+        size_t n = gguf_n_tensors(m->gguf);
+        uint32_t ftype;
+        const char *s;
+        size_t len;
+
+        for (size_t i = 0; i < n; i++) {
+                const GgufTensor *t = gguf_tensor(m->gguf, i);
+                uint64_t elems = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+                m->info.n_params += elems;
+                if (t->ne[1] > 1 && (unsigned) t->type < GGML_TYPE__MAX)
+                        by_type[t->type] += elems;
+        }
+
+        if (gguf_get_u32(m->gguf, "general.file_type", &ftype) >= 0 && ftype_name(ftype))
+                m->file_type = strdup(ftype_name(ftype));
+        else {
+                /* The type of most matrix elements; "mostly" when there are others. */
+                size_t best = 0, n_types = 0;
+                for (size_t t = 0; t < GGML_TYPE__MAX; t++) {
+                        n_types += by_type[t] > 0;
+                        if (by_type[t] > by_type[best])
+                                best = t;
+                }
+                const char *tn = strna(ggml_type_name((GgmlType) best));
+                if (n_types > 1) {
+                        if (asprintf(&m->file_type, "mostly %s", tn) < 0)
+                                m->file_type = NULL;
+                } else
+                        m->file_type = strdup(tn);
+        }
+        if (!m->file_type)
+                return -ENOMEM;
+
+        if (gguf_get_string(m->gguf, "general.name", &s, &len) >= 0 && len > 0)
+                m->name = strndup(s, len);
+        else {
+                const char *base = strrchr(m->path, '/');
+                base = base ? base + 1 : m->path;
+                const char *dot = strrchr(base, '.');
+                m->name = dot && dot != base && streq(dot, ".gguf") ? strndup(base, dot - base) : strdup(base);
+        }
+        if (!m->name)
+                return -ENOMEM;
+
+        m->info.name = m->name;
+        m->info.path = m->path;
+        m->info.file_type = m->file_type;
+        m->info.file_size = gguf_file_size(m->gguf);
+        m->info.device_bytes = gpu_buffer_size(m->vecs) + m->tok_embd->device_bytes +
+                               (m->output ? m->output->device_bytes : 0);
+        for (uint32_t il = 0; il < m->hp.n_layer; il++) {
+                const ModelLayer *l = &m->layers[il];
+                const GpuTensor *ts[] = { l->wq, l->wk, l->wv, l->wo, l->w_gate, l->w_up, l->w_down };
+                for (size_t i = 0; i < ELEMENTSOF(ts); i++)
+                        m->info.device_bytes += ts[i]->device_bytes;
+        }
+        return 0;
+}
+
+/* ---- model ---------------------------------------------------------------------- */
+
+Model *model_free(Model *m) {
+        if (!m)
+                return NULL;
+        if (m->layers)
+                for (uint32_t il = 0; il < m->hp.n_layer; il++) {
+                        ModelLayer *l = &m->layers[il];
+                        gpu_tensor_free(l->wq);
+                        gpu_tensor_free(l->wk);
+                        gpu_tensor_free(l->wv);
+                        gpu_tensor_free(l->wo);
+                        gpu_tensor_free(l->w_gate);
+                        gpu_tensor_free(l->w_up);
+                        gpu_tensor_free(l->w_down);
+                }
+        free(m->layers);
+        gpu_tensor_free(m->tok_embd);
+        gpu_tensor_free(m->output);
+        gpu_buffer_free(m->vecs);
+        tokenizer_free(m->tokenizer);
+        gguf_free(m->gguf);
+        free(m->name);
+        free(m->path);
+        free(m->file_type);
+        free(m);
+        return NULL;
+}
+
+int model_load(GpuDevice *dev, const char *path, const ModelOptions *opts, Model **ret, char **ret_error) {
+        _cleanup_(model_freep) Model *m = NULL;
+        const char *arch;
+        size_t arch_len;
+        int r;
+
+        if (!dev || !path || !ret)
+                return -EINVAL;
+        m = calloc(1, sizeof *m);
+        if (!m)
+                return -ENOMEM;
+        m->dev = dev;
+        if (opts)
+                m->opts = *opts;
+        m->path = strdup(path);
+        if (!m->path)
+                return -ENOMEM;
+
+        r = gguf_open(path, NULL, &m->gguf, ret_error);
+        if (r < 0)
+                return r;
+
+        r = gguf_get_string(m->gguf, "general.architecture", &arch, &arch_len);
+        if (r < 0)
+                return fail(ret_error, -EBADMSG, "%s: no general.architecture", path);
+        m->arch = model_arch_find(arch, arch_len);
+        if (!m->arch)
+                return fail(ret_error, -EOPNOTSUPP, "%s: architecture '%.*s' is not supported", path,
+                            (int) MIN(arch_len, 64u), arch);
+
+        r = read_hparams(m, ret_error);
+        if (r < 0)
+                return r;
+        r = load_tensors(m, ret_error);
+        if (r < 0)
+                return r == -ENOMEM ? fail(ret_error, r, "%s: out of memory", path) : r;
+
+        r = tokenizer_new_from_gguf(m->gguf, &m->tokenizer, ret_error);
+        if (r < 0)
+                return r;
+        /* Fewer tokens than embedding rows is common (rows padded to a round number); more is not. */
+        if (tokenizer_n_vocab(m->tokenizer) > m->hp.n_vocab)
+                return fail(ret_error, -EBADMSG, "%s: the vocabulary has %u tokens but '%s' only %u rows", path,
+                            tokenizer_n_vocab(m->tokenizer), m->arch->names->token_embd, m->hp.n_vocab);
+
+        r = fill_info(m);
+        if (r < 0)
+                return fail(ret_error, r, "%s: out of memory", path);
+
+        log_debug("Loaded %s: %s, %u layers, embedding %u, %u/%u heads of %u, feed-forward %u, vocabulary %u, "
+                  "%" PRIu64 " bytes on the device.",
+                  path, m->hp.arch, m->hp.n_layer, m->hp.n_embd, m->hp.n_head, m->hp.n_head_kv, m->hp.head_dim,
+                  m->hp.n_ff, m->hp.n_vocab, m->info.device_bytes);
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+const ModelHParams *model_hparams(const Model *m) {
+        return &m->hp;
+}
+
+const ModelInfo *model_info(const Model *m) {
+        return &m->info;
+}
+
+const Tokenizer *model_tokenizer(const Model *m) {
+        return m->tokenizer;
+}
+
+const GgufFile *model_gguf(const Model *m) {
+        return m->gguf;
+}
+
+/* ---- contexts --------------------------------------------------------------------- */
+
+ModelContext *model_context_free(ModelContext *c) {
+        if (!c)
+                return NULL;
+        gpu_cmd_free(c->cmd);
+        for (uint32_t il = 0; il < c->model->hp.n_layer; il++) {
+                if (c->k_cache)
+                        gpu_buffer_free(c->k_cache[il]);
+                if (c->v_cache)
+                        gpu_buffer_free(c->v_cache[il]);
+        }
+        free(c->k_cache);
+        free(c->v_cache);
+        GpuBuffer *bufs[] = { c->x, c->h, c->q, c->k, c->v, c->att, c->g, c->u,
+                              c->logits, c->argmax, c->scratch, c->io };
+        for (size_t i = 0; i < ELEMENTSOF(bufs); i++)
+                gpu_buffer_free(bufs[i]);
+        free(c);
+        return NULL;
+}
+
+int model_context_new(Model *m, uint32_t n_ctx, ModelContext **ret) {
+        _cleanup_(model_context_freep) ModelContext *c = NULL;
+        const ModelHParams *hp = &m->hp;
+        const GpuCaps *caps = gpu_device_caps(m->dev);
+        uint32_t cap = m->opts.max_ctx;
+        int r;
+
+        if (n_ctx == 0) {
+                n_ctx = hp->n_ctx_train ? hp->n_ctx_train : DEFAULT_CTX;
+                if (cap)
+                        n_ctx = MIN(n_ctx, cap);
+        } else if (cap && n_ctx > cap)
+                return -EINVAL;
+        /* Cache word indices are 32-bit in the attention kernels. */
+        if ((uint64_t) hp->n_head_kv * n_ctx * hp->head_dim / 2 > UINT32_MAX)
+                return -EFBIG;
+
+        c = calloc(1, sizeof *c);
+        if (!c)
+                return -ENOMEM;
+        c->model = m;
+        c->n_ctx = n_ctx;
+
+        /* The batch: what was asked, no more than the context, and activations within one binding. */
+        uint32_t widest = MAX(MAX(hp->n_embd, hp->n_ff), 1u);
+        uint64_t max_rows = MIN(caps->max_storage_buffer_range, caps->max_allocation) / ((uint64_t) widest * 4);
+        c->n_batch = m->opts.n_batch ? m->opts.n_batch : MODEL_DEFAULT_BATCH;
+        c->n_batch = (uint32_t) MIN(MIN((uint64_t) c->n_batch, (uint64_t) n_ctx), max_rows);
+        if (c->n_batch == 0)
+                return -EFBIG;
+
+        uint64_t cache = (uint64_t) hp->n_head_kv * n_ctx * hp->head_dim * 2;
+        c->k_cache = calloc(hp->n_layer, sizeof *c->k_cache);
+        c->v_cache = calloc(hp->n_layer, sizeof *c->v_cache);
+        if (!c->k_cache || !c->v_cache)
+                return -ENOMEM;
+        for (uint32_t il = 0; il < hp->n_layer; il++) {
+                r = gpu_buffer_new(m->dev, cache, GPU_MEMORY_DEVICE, &c->k_cache[il]);
+                if (r >= 0)
+                        r = gpu_buffer_new(m->dev, cache, GPU_MEMORY_DEVICE, &c->v_cache[il]);
+                if (r < 0)
+                        return r;
+        }
+
+        uint64_t nb = c->n_batch, kv_dim = (uint64_t) hp->n_head_kv * hp->head_dim;
+        struct {
+                GpuBuffer **b;
+                uint64_t size;
+        } acts[] = {
+                { &c->x, nb * hp->n_embd * 4 },
+                { &c->h, nb * hp->n_embd * 4 },
+                { &c->q, nb * hp->n_embd * 4 },
+                { &c->k, nb * kv_dim * 4 },
+                { &c->v, nb * kv_dim * 4 },
+                { &c->att, nb * hp->n_embd * 4 },
+                { &c->g, nb * hp->n_ff * 4 },
+                { &c->u, nb * hp->n_ff * 4 },
+                { &c->logits, (uint64_t) hp->n_vocab * 4 },
+                { &c->argmax, 4 },
+                { &c->scratch, gpu_attention_scratch_size(hp->n_head, hp->head_dim, n_ctx) },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(acts); i++) {
+                r = gpu_buffer_new(m->dev, MAX(acts[i].size, 4u), GPU_MEMORY_DEVICE, acts[i].b);
+                if (r < 0)
+                        return r;
+        }
+        c->pos_offset = align_up(nb * 4, BIND_ALIGN);
+        r = gpu_buffer_new(m->dev, c->pos_offset + nb * 4, GPU_MEMORY_HOST, &c->io);
+        if (r < 0)
+                return r;
+        if (!gpu_buffer_map(c->io))
+                return -EIO;
+        r = gpu_cmd_new(m->dev, &c->cmd);
+        if (r < 0)
+                return r;
+
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+uint32_t model_context_n_ctx(const ModelContext *c) {
+        return c->n_ctx;
+}
+
+uint32_t model_context_pos(const ModelContext *c) {
+        return c->pos;
+}
+
+int model_context_truncate(ModelContext *c, uint32_t pos) {
+        /* The cache past pos is never read again: attention only reads positions < the current one. */
+        if (pos < c->pos)
+                c->pos = pos;
+        return 0;
+}
+
+/* ---- the forward pass ------------------------------------------------------------- */
+
+static GpuBinding bind(GpuBuffer *b) {
+        return (GpuBinding) { .buffer = b };
+}
+
+static GpuBinding bind_at(GpuBuffer *b, uint64_t offset, uint64_t range) {
+        return (GpuBinding) { .buffer = b, .offset = offset, .range = range };
+}
+
+/* x [n][w->n_cols] -> y [n][w->n_rows]: matrix x vector for a few tokens, matrix x matrix beyond. */
+static int project(GpuCmd *cmd, GpuDevice *d, const GpuTensor *w, GpuBuffer *x, GpuBuffer *y, uint32_t n) {
+        if (n <= GPU_MATVEC_MAX_VECTORS)
+                return gpu_op_matvec(cmd, d, w, bind(x), bind(y), n);
+        return gpu_op_matmul(cmd, d, w, bind(x), bind(y), n);
+}
+
+#define TRY(expr)                       \
+        do {                            \
+                int _r_ = (expr);       \
+                if (_r_ < 0)            \
+                        return _r_;     \
+        } while (0)
+
+/*
+ * Records the pass of n tokens at positions pos0.. (ids and positions already
+ * in c->io) into c->cmd. out: what to compute from the last token.
+ */
+static int record_pass(ModelContext *c, uint32_t n, uint32_t pos0, EvalOutput out) {
+        Model *m = c->model;
+        const ModelHParams *hp = &m->hp;
+        GpuDevice *d = m->dev;
+        GpuCmd *cmd = c->cmd;
+        uint32_t kv_dim = hp->n_head_kv * hp->head_dim;
+        GpuBinding ids = bind_at(c->io, 0, (uint64_t) n * 4);
+        GpuBinding pos = bind_at(c->io, c->pos_offset, (uint64_t) n * 4);
+
+        GpuRope rope_q = {
+                .n_tokens = n,
+                .n_heads = hp->n_head,
+                .head_dim = hp->head_dim,
+                .n_rot = hp->n_rot,
+                .mode = hp->rope_neox ? GPU_ROPE_NEOX : GPU_ROPE_NORMAL,
+                .freq_base = hp->rope_base,
+                .freq_scale = hp->rope_scale,
+        };
+        GpuRope rope_k = rope_q;
+        rope_k.n_heads = hp->n_head_kv;
+        GpuAttentionParams ap = {
+                .n_tokens = n,
+                .n_head = hp->n_head,
+                .n_head_kv = hp->n_head_kv,
+                .head_dim = hp->head_dim,
+                .n_ctx = c->n_ctx,
+                .pos0 = pos0,
+                .scale = 1.0f / sqrtf((float) hp->head_dim),
+        };
+
+        TRY(gpu_cmd_begin(cmd));
+        TRY(gpu_op_get_rows(cmd, d, m->tok_embd, ids, bind(c->x), n));
+        gpu_cmd_barrier(cmd);
+
+        for (uint32_t il = 0; il < hp->n_layer; il++) {
+                const ModelLayer *l = &m->layers[il];
+                GpuBinding kc = bind(c->k_cache[il]), vc = bind(c->v_cache[il]);
+
+                /* Attention. */
+                TRY(gpu_op_rmsnorm(cmd, d, bind(c->x), bind_at(m->vecs, l->attn_norm, hp->n_embd * 4), bind(c->h),
+                                   n, hp->n_embd, hp->rms_eps));
+                gpu_cmd_barrier(cmd);
+                TRY(project(cmd, d, l->wq, c->h, c->q, n));
+                TRY(project(cmd, d, l->wk, c->h, c->k, n));
+                TRY(project(cmd, d, l->wv, c->h, c->v, n));
+                gpu_cmd_barrier(cmd);
+                if (hp->qkv_bias) {
+                        TRY(gpu_op_add(cmd, d, bind(c->q), bind_at(m->vecs, l->bq, hp->n_embd * 4), bind(c->q), n,
+                                       hp->n_embd, true));
+                        TRY(gpu_op_add(cmd, d, bind(c->k), bind_at(m->vecs, l->bk, kv_dim * 4), bind(c->k), n, kv_dim,
+                                       true));
+                        TRY(gpu_op_add(cmd, d, bind(c->v), bind_at(m->vecs, l->bv, kv_dim * 4), bind(c->v), n, kv_dim,
+                                       true));
+                        gpu_cmd_barrier(cmd);
+                }
+                TRY(gpu_op_rope(cmd, d, bind(c->q), pos, bind(c->q), &rope_q));
+                TRY(gpu_op_rope(cmd, d, bind(c->k), pos, bind(c->k), &rope_k));
+                gpu_cmd_barrier(cmd);
+                TRY(gpu_op_kv_store(cmd, d, bind(c->k), bind(c->v), kc, vc, &ap));
+                gpu_cmd_barrier(cmd);
+                TRY(gpu_op_attention(cmd, d, bind(c->q), kc, vc, bind(c->att), bind(c->scratch), &ap));
+                gpu_cmd_barrier(cmd);
+                TRY(project(cmd, d, l->wo, c->att, c->h, n));
+                gpu_cmd_barrier(cmd);
+                TRY(gpu_op_add(cmd, d, bind(c->x), bind(c->h), bind(c->x), n, hp->n_embd, false));
+                gpu_cmd_barrier(cmd);
+
+                /* Feed-forward. */
+                TRY(gpu_op_rmsnorm(cmd, d, bind(c->x), bind_at(m->vecs, l->ffn_norm, hp->n_embd * 4), bind(c->h), n,
+                                   hp->n_embd, hp->rms_eps));
+                gpu_cmd_barrier(cmd);
+                TRY(project(cmd, d, l->w_gate, c->h, c->g, n));
+                TRY(project(cmd, d, l->w_up, c->h, c->u, n));
+                gpu_cmd_barrier(cmd);
+                TRY(gpu_op_swiglu(cmd, d, bind(c->g), bind(c->u), bind(c->g), n, hp->n_ff));
+                gpu_cmd_barrier(cmd);
+                TRY(project(cmd, d, l->w_down, c->g, c->att, n));
+                gpu_cmd_barrier(cmd);
+                TRY(gpu_op_add(cmd, d, bind(c->x), bind(c->att), bind(c->x), n, hp->n_embd, false));
+                gpu_cmd_barrier(cmd);
+        }
+
+        if (out == EVAL_NONE)
+                return 0;
+
+        /* The head, for the last token only. Its row is bound directly when aligned, else copied to h. */
+        uint64_t row = (uint64_t) hp->n_embd * 4, last = (uint64_t) (n - 1) * row;
+        GpuBinding xl = bind_at(c->x, last, row);
+        if (last % BIND_ALIGN != 0) {
+                gpu_cmd_copy(cmd, c->x, last, c->h, 0, row);
+                gpu_cmd_barrier(cmd);
+                xl = bind_at(c->h, 0, row);
+        }
+        TRY(gpu_op_rmsnorm(cmd, d, xl, bind_at(m->vecs, m->output_norm, row), bind_at(c->h, 0, row), 1, hp->n_embd,
+                           hp->rms_eps));
+        gpu_cmd_barrier(cmd);
+        TRY(gpu_op_matvec(cmd, d, m->output ? m->output : m->tok_embd, bind_at(c->h, 0, row), bind(c->logits), 1));
+        if (out == EVAL_ARGMAX) {
+                gpu_cmd_barrier(cmd);
+                TRY(gpu_op_argmax(cmd, d, bind(c->logits), bind(c->argmax), 1, hp->n_vocab));
+        }
+        return 0;
+}
+
+static int eval(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, EvalOutput out) {
+        const ModelHParams *hp = &c->model->hp;
+        uint32_t pos = c->pos;
+        int r;
+
+        if (!tokens || n_tokens == 0)
+                return -EINVAL;
+        if (n_tokens > c->n_ctx - c->pos)
+                return -ENOSPC;
+        for (uint32_t i = 0; i < n_tokens; i++)
+                if (tokens[i] < 0 || (uint32_t) tokens[i] >= hp->n_vocab)
+                        return -EINVAL;
+
+        uint8_t *io = gpu_buffer_map(c->io);
+        for (uint32_t done = 0; done < n_tokens;) {
+                uint32_t n = MIN(n_tokens - done, c->n_batch);
+                bool last = done + n == n_tokens;
+                uint32_t *ids = (uint32_t *) io;
+                int32_t *positions = (int32_t *) (io + c->pos_offset);
+
+                for (uint32_t i = 0; i < n; i++) {
+                        ids[i] = (uint32_t) tokens[done + i];
+                        positions[i] = (int32_t) (pos + i);
+                }
+                r = record_pass(c, n, pos, last ? out : EVAL_NONE);
+                if (r < 0)
+                        return r;
+                r = gpu_cmd_submit(c->cmd);
+                if (r < 0)
+                        return r;
+                done += n;
+                pos += n;
+        }
+        /* Only a complete batch moves the position: after an error the caller may retry from where it was. */
+        c->pos = pos;
+        return 0;
+}
+
+int model_eval(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, float *logits) {
+        int r;
+
+        r = eval(c, tokens, n_tokens, logits ? EVAL_LOGITS : EVAL_NONE);
+        if (r < 0 || !logits)
+                return r;
+        return gpu_buffer_read(c->logits, 0, logits, (uint64_t) c->model->hp.n_vocab * sizeof(float));
+}
+
+int model_eval_greedy(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, int32_t *ret_token) {
+        uint32_t token;
+        int r;
+
+        r = eval(c, tokens, n_tokens, EVAL_ARGMAX);
+        if (r < 0)
+                return r;
+        r = gpu_buffer_read(c->argmax, 0, &token, sizeof token);
+        if (r < 0)
+                return r;
+        if (token >= c->model->hp.n_vocab)
+                return -EIO;    /* NaN logits */
+        if (ret_token)
+                *ret_token = (int32_t) token;
+        return 0;
+}

@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * A loaded model on one device, and the per-sequence state that runs it.
+ *
+ *   Model         weights on the device (GpuTensors), hyper-parameters, the
+ *                 tokenizer; read-only once loaded, shared by contexts.
+ *   ModelContext  one sequence: its F16 KV cache, activations, the recorded
+ *                 command buffers for prefill and decode, the position.
+ *
+ * Architectures are small tables of tensor names and flags (llama, qwen2):
+ * adding one is one small file (model/arch-*.c).
+ *
+ * Threads: a Model and its contexts are used by one worker thread at a time.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "engine.h"
+#include "gguf.h"
+#include "tokenizer.h"
+
+typedef struct ModelHParams {
+        char arch[32];                  /* "llama", "qwen2" */
+        uint32_t n_vocab;
+        uint32_t n_embd;
+        uint32_t n_layer;
+        uint32_t n_head;
+        uint32_t n_head_kv;
+        uint32_t head_dim;
+        uint32_t n_ff;
+        uint32_t n_ctx_train;
+        uint32_t n_rot;
+        float rms_eps;
+        float rope_base;
+        float rope_scale;               /* frequency scale (1 / linear factor) */
+        bool rope_neox;                 /* qwen2: NeoX pairs */
+        bool qkv_bias;                  /* qwen2 */
+        bool tied_output;               /* no output.weight: reuse token_embd */
+} ModelHParams;
+
+typedef struct ModelInfo {
+        const char *name;               /* general.name, or the file's base name */
+        const char *path;
+        uint64_t n_params;
+        const char *file_type;          /* "Q8_0", "F16", "mostly Q4_K", ... */
+        uint64_t file_size;
+        uint64_t device_bytes;          /* weights on the device */
+} ModelInfo;
+
+typedef struct ModelOptions {
+        uint32_t max_ctx;               /* cap on contexts' n_ctx (0: the model's) */
+        uint32_t n_batch;               /* prefill chunk in tokens (0: MODEL_DEFAULT_BATCH) */
+} ModelOptions;
+
+/*
+ * Prompt tokens per forward pass: bounds the activations (n_batch x n_ff
+ * floats for the FFN) while keeping the matrix x matrix kernels busy.
+ */
+#define MODEL_DEFAULT_BATCH 512u
+
+typedef struct Model Model;
+typedef struct ModelContext ModelContext;
+
+/* Loads path onto dev. Errors: -errno and a message naming the file and the problem. */
+int model_load(GpuDevice *dev, const char *path, const ModelOptions *opts, Model **ret, char **ret_error);
+Model *model_free(Model *m);
+static inline void model_freep(Model **m) {
+        if (*m)
+                model_free(*m);
+}
+const ModelHParams *model_hparams(const Model *m);
+const ModelInfo *model_info(const Model *m);
+const Tokenizer *model_tokenizer(const Model *m);
+const GgufFile *model_gguf(const Model *m);
+
+/* A sequence with room for n_ctx tokens (0: the model's context, capped by max_ctx). */
+int model_context_new(Model *m, uint32_t n_ctx, ModelContext **ret);
+ModelContext *model_context_free(ModelContext *c);
+static inline void model_context_freep(ModelContext **c) {
+        if (*c)
+                model_context_free(*c);
+}
+uint32_t model_context_n_ctx(const ModelContext *c);
+uint32_t model_context_pos(const ModelContext *c);
+/* Forget everything from position pos on (0: start over). */
+int model_context_truncate(ModelContext *c, uint32_t pos);
+
+/*
+ * Runs tokens through the model at the current position (prefill in chunks
+ * with matrix x matrix, or one-token decode), advancing the position.
+ * logits: if not NULL, receives the n_vocab logits of the LAST token.
+ * -ENOSPC when the tokens do not fit in the context.
+ */
+int model_eval(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, float *logits);
+
+/* The same, but the argmax of the last token's logits is taken on the device
+ * (greedy decoding without reading the logits back). */
+int model_eval_greedy(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, int32_t *ret_token);

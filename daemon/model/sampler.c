@@ -1,0 +1,597 @@
+/* SPDX-License-Identifier: MIT */
+
+/*
+ * Reproducible draws need every a * b + c rounded twice, as written: GCC
+ * fuses them into one FMA where the target has it (aarch64, x86-64-v3), which
+ * changes the last bits and so, now and then, a token. Set before any include,
+ * so that every function in this file, inline ones from headers too, is
+ * compiled the same way (mixed flags would block inlining).
+ */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
+#include <assert.h>
+#include <errno.h>
+#include <float.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "macro.h"
+#include "sampler.h"
+
+#if FLT_EVAL_METHOD != 0 && FLT_EVAL_METHOD != 16
+/* x87 keeps intermediates in 80 bits: still deterministic on one machine, but
+ * not the same tokens as everywhere else. (16: only _Float16 is widened.) */
+#warning "FLT_EVAL_METHOD != 0: sampling will not match other machines bit for bit"
+#endif
+
+/* Below this many candidates a range is sorted outright. */
+#define SMALL_RANGE 16
+
+typedef struct Candidate {
+        double w;                       /* exp(logit - max logit), when computed */
+        float logit;
+        int32_t id;
+} Candidate;
+
+struct Sampler {
+        SamplerParams params;           /* seed resolved */
+        uint32_t n_vocab;
+        uint64_t rng[4];                /* xoshiro256** state */
+
+        int32_t *history;               /* ring of params.repeat_last_n tokens, NULL if no penalty */
+        uint32_t history_len;           /* valid entries */
+        uint32_t history_next;          /* slot for the next token */
+        int32_t *history_scratch;       /* the window, sorted, to penalise each token once */
+
+        Candidate *cand;                /* n_vocab */
+};
+
+void sampler_params_default(SamplerParams *p) {
+        assert(p);
+        *p = (SamplerParams) {
+                .temperature = 0.8f,
+                .top_k = 40,
+                .top_p = 0.95f,
+                .min_p = 0.05f,
+                .repeat_penalty = 1.0f,
+                .repeat_last_n = 64,
+                .seed = SAMPLER_SEED_RANDOM,
+        };
+}
+
+_printf_(2, 3)
+static int invalid(char **ret_error, const char *format, ...) {
+        if (ret_error) {
+                va_list ap;
+                char *m;
+
+                va_start(ap, format);
+                if (vasprintf(&m, format, ap) < 0)
+                        m = NULL;
+                va_end(ap);
+                *ret_error = m;
+        }
+        return -EINVAL;
+}
+
+int sampler_params_validate(const SamplerParams *p, char **ret_error) {
+        assert(p);
+
+        /* Written as !(in range) so that NaN fails too. */
+        if (!(p->temperature >= 0.0f && p->temperature <= 100.0f))
+                return invalid(ret_error, "temperature=%g is out of range: expected 0 (greedy) to 100",
+                               (double) p->temperature);
+        if (p->top_k < 0)
+                return invalid(ret_error, "top_k=%" PRIi32 " is out of range: expected 0 (off) or more",
+                               p->top_k);
+        if (!(p->top_p > 0.0f && p->top_p <= 1.0f))
+                return invalid(ret_error, "top_p=%g is out of range: expected above 0, at most 1 (off)",
+                               (double) p->top_p);
+        if (!(p->min_p >= 0.0f && p->min_p <= 1.0f))
+                return invalid(ret_error, "min_p=%g is out of range: expected 0 (off) to 1",
+                               (double) p->min_p);
+        if (!(p->repeat_penalty > 0.0f && p->repeat_penalty <= 10.0f))
+                return invalid(ret_error,
+                               "repeat_penalty=%g is out of range: expected above 0, at most 10 (1: off)",
+                               (double) p->repeat_penalty);
+        if (p->repeat_last_n > SAMPLER_REPEAT_LAST_N_MAX)
+                return invalid(ret_error, "repeat_last_n=%" PRIu32 " is out of range: expected 0 (off) to %u",
+                               p->repeat_last_n, SAMPLER_REPEAT_LAST_N_MAX);
+        return 0;
+}
+
+/* ---- random numbers: the same stream on every machine ---- */
+
+static uint64_t splitmix64(uint64_t *x) {
+        uint64_t z = (*x += UINT64_C(0x9e3779b97f4a7c15));
+        z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+        z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+        return z ^ (z >> 31);
+}
+
+static void rng_seed(uint64_t rng[static 4], uint64_t seed) {
+        /* splitmix64 is a bijection of its counter: four consecutive outputs
+         * are never all zero, the one state xoshiro must not start from. */
+        uint64_t x = seed;
+        for (size_t i = 0; i < 4; i++)
+                rng[i] = splitmix64(&x);
+}
+
+static inline uint64_t rotl(uint64_t x, int k) {
+        return (x << k) | (x >> (64 - k));
+}
+
+/* xoshiro256** 1.0 (Blackman, Vigna). */
+static uint64_t rng_next(uint64_t s[static 4]) {
+        uint64_t result = rotl(s[1] * 5, 7) * 9;
+        uint64_t t = s[1] << 17;
+
+        s[2] ^= s[0];
+        s[3] ^= s[1];
+        s[1] ^= s[2];
+        s[0] ^= s[3];
+        s[2] ^= t;
+        s[3] = rotl(s[3], 45);
+        return result;
+}
+
+/* Uniform in [0, 1): the top 53 bits, scaled exactly. */
+static double rng_uniform(uint64_t s[static 4]) {
+        return (double) (rng_next(s) >> 11) * 0x1.0p-53;
+}
+
+static uint64_t random_seed(const void *salt) {
+        uint64_t seed;
+
+        if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != (ssize_t) sizeof(seed)) {
+                /* No entropy yet (early boot): a seed only needs to differ
+                 * between requests, not to be secret. */
+                struct timespec ts;
+                (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+                uint64_t x = (uint64_t) ts.tv_sec * UINT64_C(1000000000) + (uint64_t) ts.tv_nsec;
+                x ^= (uint64_t) (uintptr_t) salt;
+                seed = splitmix64(&x);
+        }
+        /* Reported back to clients, who may send it again: it must not read as "random". */
+        if (seed == SAMPLER_SEED_RANDOM)
+                seed--;
+        return seed;
+}
+
+/*
+ * exp(x) for x <= 0, the same bits on every machine, unlike libm's exp(),
+ * whose last bit differs between implementations. Cody-Waite reduction
+ * x = k ln2 + r with |r| <= ln2/2 (ln2 split so that k * LN2_HI is exact),
+ * a degree-11 Taylor polynomial for e^r (relative error below 1e-14, plenty
+ * for probabilities), and 2^k put together from its bits. Only IEEE-rounded
+ * +, -, * and exact conversions. Below -700 the result is 0, which keeps 2^k
+ * a normal number; such weights are below 1e-304 of the best token's.
+ */
+static double exp_det(double x) {
+        static const double LOG2E = 1.4426950408889634;
+        static const double LN2_HI = 0x1.62e42feep-1;             /* 32 significant bits */
+        static const double LN2_LO = 0x1.a39ef35793c76p-33;
+
+        if (!(x > -700.0))
+                return 0.0;
+        assert(x <= 0.0);
+
+        double t = x * LOG2E;
+        int k = (int) (t - 0.5);        /* t <= 0: truncation rounds to nearest */
+        double kd = (double) k;
+        double r = (x - kd * LN2_HI) - kd * LN2_LO;
+
+        double p = 1.0 / 39916800.0;    /* 1/11! */
+        p = p * r + 1.0 / 3628800.0;
+        p = p * r + 1.0 / 362880.0;
+        p = p * r + 1.0 / 40320.0;
+        p = p * r + 1.0 / 5040.0;
+        p = p * r + 1.0 / 720.0;
+        p = p * r + 1.0 / 120.0;
+        p = p * r + 1.0 / 24.0;
+        p = p * r + 1.0 / 6.0;
+        p = p * r + 0.5;
+        p = p * r + 1.0;
+        p = p * r + 1.0;
+
+        union {
+                uint64_t u;
+                double d;
+        } two_k = { .u = (uint64_t) (k + 1023) << 52 };
+        return p * two_k.d;
+}
+
+/* ---- candidates: one total order, so that ties never depend on the algorithm ---- */
+
+/* Higher logit first; equal logits: lower id first. */
+static inline bool cand_better(const Candidate *a, const Candidate *b) {
+        return a->logit > b->logit || (a->logit == b->logit && a->id < b->id);
+}
+
+static inline void cand_swap(Candidate *a, Candidate *b) {
+        Candidate t = *a;
+        *a = *b;
+        *b = t;
+}
+
+static int cand_compare(const void *a, const void *b) {
+        return cand_better(a, b) ? -1 : cand_better(b, a) ? 1 : 0;
+}
+
+static void cand_sort(Candidate *c, size_t n) {
+        if (n <= SMALL_RANGE) {
+                for (size_t i = 1; i < n; i++)
+                        for (size_t j = i; j > 0 && cand_better(&c[j], &c[j - 1]); j--)
+                                cand_swap(&c[j], &c[j - 1]);
+        } else
+                qsort(c, n, sizeof(Candidate), cand_compare);
+}
+
+/*
+ * Hoare partition around the median of the first, middle and last elements,
+ * n > SMALL_RANGE. Returns p: c[0..p) better than c[p], c[p+1..n) worse. The
+ * order is total (ids are unique), so there are no equal keys to go quadratic
+ * on; the callers still bound the depth against crafted inputs.
+ */
+static size_t cand_partition(Candidate *c, size_t n) {
+        size_t m = n / 2;
+
+        if (cand_better(&c[m], &c[0]))
+                cand_swap(&c[m], &c[0]);
+        if (cand_better(&c[n - 1], &c[0]))
+                cand_swap(&c[n - 1], &c[0]);
+        if (cand_better(&c[n - 1], &c[m]))
+                cand_swap(&c[n - 1], &c[m]);
+        cand_swap(&c[m], &c[n - 1]);
+        const Candidate pivot = c[n - 1];
+
+        size_t i = 0, j = n - 2;
+        for (;;) {
+                while (cand_better(&c[i], &pivot))
+                        i++;
+                while (j > i && cand_better(&pivot, &c[j]))
+                        j--;
+                if (i >= j)
+                        break;
+                cand_swap(&c[i], &c[j]);
+                i++;
+                j--;
+        }
+        cand_swap(&c[i], &c[n - 1]);
+        return i;
+}
+
+static unsigned depth_budget(size_t n) {
+        unsigned d = 0;
+        while (n > 1) {
+                n >>= 1;
+                d++;
+        }
+        return 2 * d + 8;
+}
+
+/* Moves the k best of c[0..n) to c[0..k), in no particular order (nth_element). */
+static void select_best(Candidate *c, size_t n, size_t k) {
+        size_t lo = 0, hi = n;          /* c[0..lo) are in, c[hi..n) are out */
+        unsigned budget = depth_budget(n);
+
+        assert(k > 0 && k < n);
+        while (hi - lo > SMALL_RANGE) {
+                if (budget-- == 0)
+                        break;
+                size_t p = lo + cand_partition(c + lo, hi - lo);
+                if (p == k || p + 1 == k)
+                        return;
+                if (p < k)
+                        lo = p + 1;
+                else
+                        hi = p;
+        }
+        cand_sort(c + lo, hi - lo);
+}
+
+/*
+ * top-p: moves the shortest run of best candidates whose weights add up to
+ * at least target to the front and returns its length; their order is not
+ * sorted. Only the part of the array that holds the boundary gets sorted,
+ * instead of all of it: a weighted quickselect.
+ */
+static size_t select_mass(Candidate *c, size_t n, double target) {
+        size_t lo = 0, hi = n;          /* c[0..lo) are in, with weight acc < target; c[hi..n) are out */
+        double acc = 0.0;
+        unsigned budget = depth_budget(n);
+
+        while (hi - lo > SMALL_RANGE) {
+                if (budget-- == 0)
+                        break;
+                size_t p = lo + cand_partition(c + lo, hi - lo);
+                double m = 0.0;
+                for (size_t i = lo; i < p; i++)
+                        m += c[i].w;
+                if (acc + m >= target)
+                        hi = p;
+                else if (acc + m + c[p].w >= target)
+                        return p + 1;
+                else {
+                        acc += m + c[p].w;
+                        lo = p + 1;
+                }
+        }
+
+        cand_sort(c + lo, hi - lo);
+        for (size_t i = lo; i < hi; i++) {
+                acc += c[i].w;
+                if (acc >= target)
+                        return i + 1;
+        }
+        /* Rounding: a different summation order fell just short. Keep all. */
+        return hi;
+}
+
+/* ---- the chain ---- */
+
+static int int32_compare(const void *a, const void *b) {
+        int32_t x = *(const int32_t *) a, y = *(const int32_t *) b;
+        return (x > y) - (x < y);
+}
+
+static void apply_penalty(Sampler *s, float *logits) {
+        const float penalty = s->params.repeat_penalty;
+
+        if (!s->history || s->history_len == 0)
+                return;
+
+        /* llama.cpp penalises each distinct token of the window once, however
+         * often it occurs there. */
+        memcpy(s->history_scratch, s->history, s->history_len * sizeof(int32_t));
+        qsort(s->history_scratch, s->history_len, sizeof(int32_t), int32_compare);
+        for (uint32_t i = 0; i < s->history_len; i++) {
+                int32_t t = s->history_scratch[i];
+                if (i > 0 && t == s->history_scratch[i - 1])
+                        continue;
+                float *l = &logits[t];
+                *l = *l > 0.0f ? *l / penalty : *l * penalty;
+        }
+}
+
+/* After the penalty, which can itself overflow to +-inf. */
+static void sanitize(float *logits, uint32_t n) {
+        for (uint32_t i = 0; i < n; i++) {
+                float l = logits[i];
+                if (l != l)
+                        logits[i] = -INFINITY;
+                else if (l == INFINITY)
+                        logits[i] = FLT_MAX;
+        }
+}
+
+static int32_t argmax(const float *logits, uint32_t n) {
+        int32_t best = 0;
+
+        /* Strictly greater: ties keep the lower id; all -inf gives 0. */
+        for (uint32_t i = 1; i < n; i++)
+                if (logits[i] > logits[best])
+                        best = (int32_t) i;
+        return best;
+}
+
+/* Penalty, top-k, top-p, min-p: leaves the candidates in s->cand[0..n) and
+ * returns n, 0 if no token has a finite logit. *ret_max: the best logit. */
+static size_t run_filters(Sampler *s, float *logits, float *ret_max) {
+        const SamplerParams *p = &s->params;
+        Candidate *c = s->cand;
+        size_t n = 0;
+        float max = -INFINITY;
+
+        apply_penalty(s, logits);
+        sanitize(logits, s->n_vocab);
+
+        for (uint32_t i = 0; i < s->n_vocab; i++) {
+                float l = logits[i];
+                if (l == -INFINITY)
+                        continue;
+                c[n++] = (Candidate) { .logit = l, .id = (int32_t) i };
+                if (l > max)
+                        max = l;
+        }
+        *ret_max = max;
+        if (n <= 1)
+                return n;
+
+        if (p->top_k > 0 && (size_t) p->top_k < n) {
+                select_best(c, n, (size_t) p->top_k);
+                n = (size_t) p->top_k;
+        }
+
+        /* Both see softmax(logits) of the survivors so far, before the
+         * temperature; the best candidate always survives (weight 1). */
+        if ((p->top_p < 1.0f || p->min_p > 0.0f) && n > 1) {
+                double total = 0.0;
+                for (size_t i = 0; i < n; i++) {
+                        c[i].w = exp_det((double) c[i].logit - (double) max);
+                        total += c[i].w;
+                }
+
+                if (p->top_p < 1.0f)
+                        n = select_mass(c, n, (double) p->top_p * total);
+
+                if (p->min_p > 0.0f && n > 1) {
+                        /* p_i >= min_p * p_max, and p_max is weight 1. */
+                        size_t kept = 0;
+                        for (size_t i = 0; i < n; i++)
+                                if (c[i].w >= (double) p->min_p)
+                                        c[kept++] = c[i];
+                        n = kept;
+                }
+        }
+
+        return n;
+}
+
+/* The draw's weights, exp((logit - max) / T), into c[].w; returns their sum,
+ * added up in candidate order. */
+static double weigh(Sampler *s, size_t n, float max) {
+        const double temperature = (double) s->params.temperature;
+        Candidate *c = s->cand;
+        double total = 0.0;
+
+        for (size_t i = 0; i < n; i++) {
+                c[i].w = exp_det(((double) c[i].logit - (double) max) / temperature);
+                total += c[i].w;
+        }
+        return total;
+}
+
+int32_t sampler_sample(Sampler *s, float *logits) {
+        assert(s);
+        assert(logits);
+
+        if (s->params.temperature == 0.0f) {
+                apply_penalty(s, logits);
+                sanitize(logits, s->n_vocab);
+                return argmax(logits, s->n_vocab);
+        }
+
+        float max;
+        size_t n = run_filters(s, logits, &max);
+        /* Drawn before looking at n: one number per call, whatever the row. */
+        double u = rng_uniform(s->rng);
+        if (n == 0)
+                return 0;
+        if (n == 1)
+                return s->cand[0].id;
+
+        Candidate *c = s->cand;
+        double total = weigh(s, n, max);
+
+        /* Same additions in the same order as total: the running sum ends
+         * exactly at total, and target < total unless u * total rounded up. */
+        double target = u * total, acc = 0.0;
+        for (size_t i = 0; i < n; i++) {
+                acc += c[i].w;
+                if (target < acc)
+                        return c[i].id;
+        }
+        for (size_t i = n; i > 0; i--)
+                if (c[i - 1].w > 0.0)
+                        return c[i - 1].id;
+        return c[0].id;         /* not reached: the best candidate weighs 1 */
+}
+
+static int cand_compare_id(const void *a, const void *b) {
+        const Candidate *x = a, *y = b;
+        return (x->id > y->id) - (x->id < y->id);
+}
+
+size_t sampler_candidates(Sampler *s, float *logits, int32_t *ret_ids, double *ret_probs) {
+        assert(s);
+        assert(logits);
+        assert(ret_ids);
+
+        if (s->params.temperature == 0.0f) {
+                apply_penalty(s, logits);
+                sanitize(logits, s->n_vocab);
+                ret_ids[0] = argmax(logits, s->n_vocab);
+                if (ret_probs)
+                        ret_probs[0] = 1.0;
+                return 1;
+        }
+
+        float max;
+        size_t n = run_filters(s, logits, &max);
+        if (n == 0) {
+                /* What sampler_sample() returns for a dead row. */
+                ret_ids[0] = 0;
+                if (ret_probs)
+                        ret_probs[0] = 1.0;
+                return 1;
+        }
+
+        double total = weigh(s, n, max);
+        qsort(s->cand, n, sizeof(Candidate), cand_compare_id);
+        for (size_t i = 0; i < n; i++) {
+                ret_ids[i] = s->cand[i].id;
+                if (ret_probs)
+                        ret_probs[i] = s->cand[i].w / total;
+        }
+        return n;
+}
+
+void sampler_accept(Sampler *s, int32_t token) {
+        assert(s);
+
+        if (!s->history || token < 0 || (uint32_t) token >= s->n_vocab)
+                return;
+        s->history[s->history_next] = token;
+        s->history_next = (s->history_next + 1) % s->params.repeat_last_n;
+        if (s->history_len < s->params.repeat_last_n)
+                s->history_len++;
+}
+
+void sampler_reset(Sampler *s) {
+        assert(s);
+
+        s->history_len = 0;
+        s->history_next = 0;
+        rng_seed(s->rng, s->params.seed);
+}
+
+uint64_t sampler_seed(const Sampler *s) {
+        assert(s);
+        return s->params.seed;
+}
+
+Sampler *sampler_new(const SamplerParams *p, uint32_t n_vocab) {
+        _cleanup_(sampler_freep) Sampler *s = NULL;
+
+        assert(p);
+
+        if (n_vocab == 0 || n_vocab > INT32_MAX)
+                return NULL;
+        if (sampler_params_validate(p, NULL) < 0)
+                return NULL;
+
+        s = calloc(1, sizeof(Sampler));
+        if (!s)
+                return NULL;
+        s->params = *p;
+        s->n_vocab = n_vocab;
+
+        s->cand = malloc((size_t) n_vocab * sizeof(Candidate));
+        if (!s->cand)
+                return NULL;
+
+        if (p->repeat_penalty != 1.0f && p->repeat_last_n > 0) {
+                s->history = malloc(p->repeat_last_n * sizeof(int32_t));
+                s->history_scratch = malloc(p->repeat_last_n * sizeof(int32_t));
+                if (!s->history || !s->history_scratch)
+                        return NULL;
+        }
+
+        if (s->params.seed == SAMPLER_SEED_RANDOM)
+                s->params.seed = random_seed(s);
+        sampler_reset(s);
+
+        return TAKE_PTR(s);
+}
+
+Sampler *sampler_free(Sampler *s) {
+        if (!s)
+                return NULL;
+        free(s->cand);
+        free(s->history);
+        free(s->history_scratch);
+        free(s);
+        return NULL;
+}

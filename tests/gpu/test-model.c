@@ -1,0 +1,565 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The llama-family forward pass on the GPU (model.c) against the plain-C
+ * reference (tests/model/ref-forward.c) reading the same GGUF file.
+ *
+ *  - Synthetic models written here with gguf_writer, for every weight type
+ *    (F32, F16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) and both architectures (llama
+ *    with a separate output matrix, qwen2 with q/k/v biases, NeoX RoPE and
+ *    the output tied to the embeddings): a 10-token prompt (matrix x matrix,
+ *    prefill attention), a 3-token batch (matrix x vector on 3 vectors,
+ *    prefill attention at an offset), single-token decode steps, and
+ *    model_eval_greedy. Prompts split into chunks (n_batch) too.
+ *  - stories260K (a real trained model, F32, feed-forward 172): the GPU's
+ *    greedy tokens for "Once upon a time" equal the reference's, token for
+ *    token.
+ *  - -ENOSPC past n_ctx; truncating and evaluating again gives the same
+ *    logits.
+ *
+ * Tolerance: max |gpu - ref| / max |ref| over the logits < 1e-3, and the same
+ * top token unless the reference's two best are within that tolerance of
+ * each other (a tie the GPU may break either way). Both sides use the same
+ * dequantised weights and the same F16-rounded KV cache, so what is left is
+ * F32 against double accumulation through the layers (observed ~1e-6..1e-5);
+ * a wrong RoPE pairing, a missing bias or a masking error moves the logits
+ * by 10-100%.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gguf.h"
+#include "gpu-test.h"
+#include "model.h"
+#include "quant.h"
+#include "ref-forward.h"
+
+#define LOGIT_TOL 1e-3
+
+#ifndef TEST_MODELS_DIR
+#define TEST_MODELS_DIR "."
+#endif
+
+static GpuTestCtx T;
+static char tmpdir[] = "/tmp/inferd-test-model-XXXXXX";
+
+typedef struct Spec {
+        const char *arch;
+        GgmlType type;
+        uint32_t n_embd, n_ff, n_layer, n_head, n_head_kv, n_vocab;
+        uint64_t seed;
+} Spec;
+
+/* ---- synthetic models ------------------------------------------------------ */
+
+static void add_tensor(GgufWriter *w, const char *name, GgmlType type, uint32_t cols, uint32_t rows, float scale,
+                       float offset, uint64_t seed) {
+        size_t n = (size_t) cols * rows;
+        float *x = malloc(n * sizeof(float));
+        uint64_t row_bytes = ggml_row_bytes(type, cols);
+        uint8_t *q = malloc(row_bytes * rows);
+        assert_non_null(x);
+        assert_non_null(q);
+        test_fill_random(x, n, seed);
+        for (size_t i = 0; i < n; i++)
+                x[i] = offset + scale * x[i];
+        for (uint32_t r = 0; r < rows; r++)
+                assert_int_equal(ggml_quantize_row(type, x + (size_t) r * cols, q + r * row_bytes, cols), 0);
+        uint64_t ne[2] = { cols, rows };
+        assert_int_equal(gguf_writer_add_tensor(w, name, type, rows > 1 ? 2 : 1, ne, q), 0);
+        free(x);
+        free(q);
+}
+
+/* A SentencePiece-style vocabulary: <unk> <s> </s>, the 256 byte tokens, then words. */
+static void add_vocab(GgufWriter *w, uint32_t n_vocab) {
+        char **tokens = calloc(n_vocab, sizeof *tokens);
+        float *scores = calloc(n_vocab, sizeof *scores);
+        int32_t *types = calloc(n_vocab, sizeof *types);
+        assert_true(tokens && scores && types);
+        for (uint32_t i = 0; i < n_vocab; i++) {
+                int r;
+                if (i < 3) {
+                        static const char *const special[] = { "<unk>", "<s>", "</s>" };
+                        r = asprintf(&tokens[i], "%s", special[i]);
+                        types[i] = i == 0 ? 2 : 3;
+                } else if (i < 3 + 256) {
+                        r = asprintf(&tokens[i], "<0x%02X>", i - 3);
+                        types[i] = 6;
+                } else {
+                        r = asprintf(&tokens[i], "\xe2\x96\x81w%u", i);
+                        types[i] = 1;
+                        scores[i] = -(float) i;
+                }
+                assert_true(r > 0);
+        }
+        assert_int_equal(gguf_writer_add_string(w, "tokenizer.ggml.model", "llama"), 0);
+        assert_int_equal(gguf_writer_add_array_string(w, "tokenizer.ggml.tokens", (const char *const *) tokens, n_vocab),
+                         0);
+        assert_int_equal(gguf_writer_add_array(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, scores, n_vocab), 0);
+        assert_int_equal(gguf_writer_add_array(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, n_vocab), 0);
+        assert_int_equal(gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", 1), 0);
+        assert_int_equal(gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", 2), 0);
+        assert_int_equal(gguf_writer_add_u32(w, "tokenizer.ggml.unknown_token_id", 0), 0);
+        for (uint32_t i = 0; i < n_vocab; i++)
+                free(tokens[i]);
+        free(tokens);
+        free(scores);
+        free(types);
+}
+
+static void add_key_u32(GgufWriter *w, const char *arch, const char *key, uint32_t v) {
+        char k[128];
+        snprintf(k, sizeof k, "%s.%s", arch, key);
+        assert_int_equal(gguf_writer_add_u32(w, k, v), 0);
+}
+
+static void add_key_f32(GgufWriter *w, const char *arch, const char *key, float v) {
+        char k[128];
+        snprintf(k, sizeof k, "%s.%s", arch, key);
+        assert_int_equal(gguf_writer_add_f32(w, k, v), 0);
+}
+
+/*
+ * Weights uniform in +-sqrt(3 / K): unit-variance outputs for unit-variance
+ * inputs, so activations stay O(1) through the layers as in a trained model.
+ */
+static void write_model(const char *path, const Spec *s) {
+        GgufWriter *w = NULL;
+        bool qwen = strcmp(s->arch, "qwen2") == 0;
+        uint32_t kv_dim = s->n_embd / s->n_head * s->n_head_kv;
+        float se = sqrtf(3.0f / s->n_embd), sf = sqrtf(3.0f / s->n_ff);
+        uint64_t seed = s->seed * 1000;
+        char name[128];
+
+        assert_int_equal(gguf_writer_new(&w), 0);
+        assert_int_equal(gguf_writer_add_string(w, "general.architecture", s->arch), 0);
+        assert_int_equal(gguf_writer_add_string(w, "general.name", "synthetic"), 0);
+        add_key_u32(w, s->arch, "context_length", 256);
+        add_key_u32(w, s->arch, "embedding_length", s->n_embd);
+        add_key_u32(w, s->arch, "block_count", s->n_layer);
+        add_key_u32(w, s->arch, "feed_forward_length", s->n_ff);
+        add_key_u32(w, s->arch, "attention.head_count", s->n_head);
+        add_key_u32(w, s->arch, "attention.head_count_kv", s->n_head_kv);
+        add_key_f32(w, s->arch, "attention.layer_norm_rms_epsilon", qwen ? 1e-6f : 1e-5f);
+        add_key_f32(w, s->arch, "rope.freq_base", qwen ? 1000000.0f : 10000.0f);
+        add_vocab(w, s->n_vocab);
+
+        add_tensor(w, "token_embd.weight", s->type, s->n_embd, s->n_vocab, 1.0f, 0, seed++);
+        add_tensor(w, "output_norm.weight", GGML_TYPE_F32, s->n_embd, 1, 0.2f, 1.0f, seed++);
+        if (!qwen)
+                add_tensor(w, "output.weight", s->type, s->n_embd, s->n_vocab, se, 0, seed++);
+        for (uint32_t il = 0; il < s->n_layer; il++) {
+                struct {
+                        const char *what;
+                        uint32_t cols, rows;
+                        GgmlType type;
+                        float scale, offset;
+                } ts[] = {
+                        { "attn_norm.weight", s->n_embd, 1, GGML_TYPE_F32, 0.2f, 1.0f },
+                        { "attn_q.weight", s->n_embd, s->n_embd, s->type, se, 0 },
+                        { "attn_k.weight", s->n_embd, kv_dim, s->type, se, 0 },
+                        { "attn_v.weight", s->n_embd, kv_dim, s->type, se, 0 },
+                        { "attn_output.weight", s->n_embd, s->n_embd, s->type, se, 0 },
+                        { "ffn_norm.weight", s->n_embd, 1, GGML_TYPE_F32, 0.2f, 1.0f },
+                        { "ffn_gate.weight", s->n_embd, s->n_ff, s->type, se, 0 },
+                        { "ffn_up.weight", s->n_embd, s->n_ff, s->type, se, 0 },
+                        { "ffn_down.weight", s->n_ff, s->n_embd, s->type, sf, 0 },
+                        { "attn_q.bias", s->n_embd, 1, GGML_TYPE_F32, 0.5f, 0 },
+                        { "attn_k.bias", kv_dim, 1, GGML_TYPE_F32, 0.5f, 0 },
+                        { "attn_v.bias", kv_dim, 1, GGML_TYPE_F32, 0.5f, 0 },
+                };
+                for (size_t i = 0; i < ELEMENTSOF(ts); i++) {
+                        if (!qwen && strstr(ts[i].what, ".bias"))
+                                continue;
+                        snprintf(name, sizeof name, "blk.%u.%s", il, ts[i].what);
+                        add_tensor(w, name, ts[i].type, ts[i].cols, ts[i].rows, ts[i].scale, ts[i].offset, seed++);
+                }
+        }
+        assert_int_equal(gguf_writer_write_file(w, path), 0);
+        gguf_writer_free(w);
+}
+
+/* ---- comparisons ------------------------------------------------------------- */
+
+static void compare_logits(const char *what, const float *gpu, const float *ref, uint32_t n) {
+        double max_ref = 0, max_diff = 0;
+        for (uint32_t i = 0; i < n; i++) {
+                assert_true(isfinite(gpu[i]));
+                max_ref = MAX(max_ref, fabs((double) ref[i]));
+                max_diff = MAX(max_diff, fabs((double) gpu[i] - ref[i]));
+        }
+        double rel = max_diff / MAX(max_ref, 1e-30);
+        uint32_t tg = ref_argmax(gpu, n), tr = ref_argmax(ref, n);
+        if (getenv("TEST_VERBOSE") || !(rel < LOGIT_TOL) || tg != tr)
+                fprintf(stderr, "# %s: max |diff| / max |logit| = %.3g (max |logit| %.3g), top %u (gpu) %u (ref)\n",
+                        what, rel, max_ref, tg, tr);
+        assert_true(rel < LOGIT_TOL);
+        if (tg != tr)
+                assert_true(ref[tr] - ref[tg] < LOGIT_TOL * max_ref);
+}
+
+static char *model_path(const char *name) {
+        char *p = NULL;
+        assert_true(asprintf(&p, "%s/%s", tmpdir, name) > 0);
+        return p;
+}
+
+static Model *load(const char *path, const ModelOptions *opts) {
+        Model *m = NULL;
+        char *err = NULL;
+        int r = model_load(T.dev, path, opts, &m, &err);
+        if (r < 0)
+                fprintf(stderr, "# model_load: %s (%s)\n", strerror(-r), strna(err));
+        assert_int_equal(r, 0);
+        free(err);
+        return m;
+}
+
+static RefModel *ref_load(const char *path, uint32_t n_ctx) {
+        RefModel *rm = NULL;
+        char *err = NULL;
+        int r = ref_model_load(path, n_ctx, &rm, &err);
+        if (r < 0)
+                fprintf(stderr, "# ref_model_load: %s (%s)\n", strerror(-r), strna(err));
+        assert_int_equal(r, 0);
+        free(err);
+        return rm;
+}
+
+/* Evaluates tokens on both and compares the last token's logits. */
+static void step(ModelContext *c, RefModel *rm, const int32_t *tokens, uint32_t n, const char *what) {
+        uint32_t n_vocab = ref_model_n_vocab(rm);
+        float *lg = malloc(n_vocab * sizeof(float)), *lr = malloc(n_vocab * sizeof(float));
+        assert_true(lg && lr);
+        assert_int_equal(model_eval(c, tokens, n, lg), 0);
+        assert_int_equal(ref_model_eval(rm, tokens, n, lr), 0);
+        assert_int_equal(model_context_pos(c), ref_model_pos(rm));
+        compare_logits(what, lg, lr, n_vocab);
+        free(lg);
+        free(lr);
+}
+
+static void run_synthetic(const Spec *s, const ModelOptions *opts, uint32_t n_prompt) {
+        char file[64], what[96];
+        snprintf(file, sizeof file, "%s-%s-%" PRIu64 ".gguf", s->arch, ggml_type_name(s->type), s->seed);
+        char *path = model_path(file);
+        uint64_t rs = s->seed * 77 + 5;
+        const uint32_t n_ctx = 64;
+        int32_t tokens[64];
+
+        write_model(path, s);
+        Model *m = load(path, opts);
+        const ModelHParams *hp = model_hparams(m);
+        assert_string_equal(hp->arch, s->arch);
+        assert_int_equal(hp->n_vocab, s->n_vocab);
+        assert_int_equal(hp->n_embd, s->n_embd);
+        assert_int_equal(hp->head_dim, s->n_embd / s->n_head);
+        assert_int_equal(hp->rope_neox, strcmp(s->arch, "qwen2") == 0);
+        assert_int_equal(hp->tied_output, strcmp(s->arch, "qwen2") == 0);
+        assert_non_null(model_tokenizer(m));
+        RefModel *rm = ref_load(path, n_ctx);
+        ModelContext *c = NULL;
+        assert_int_equal(model_context_new(m, n_ctx, &c), 0);
+        assert_int_equal(model_context_n_ctx(c), n_ctx);
+
+        for (size_t i = 0; i < ELEMENTSOF(tokens); i++)
+                tokens[i] = (int32_t) (test_rand_u64(&rs) % s->n_vocab);
+        uint32_t n_vocab = s->n_vocab;
+        float *lg = malloc(n_vocab * sizeof(float)), *lr = malloc(n_vocab * sizeof(float));
+        assert_true(lg && lr);
+
+        /* The prompt, then a few tokens at once, then decode. */
+        snprintf(what, sizeof what, "%s %s prompt", s->arch, ggml_type_name(s->type));
+        step(c, rm, tokens, n_prompt, what);
+        snprintf(what, sizeof what, "%s %s batch of 3", s->arch, ggml_type_name(s->type));
+        step(c, rm, tokens + n_prompt, 3, what);
+        uint32_t pos = n_prompt + 3;
+        for (uint32_t i = 0; i < 3; i++, pos++) {
+                snprintf(what, sizeof what, "%s %s decode %u", s->arch, ggml_type_name(s->type), pos);
+                step(c, rm, tokens + pos, 1, what);
+        }
+
+        /* Greedy on the device: the argmax of the logits the reference computes for the same token. */
+        int32_t next = -1;
+        assert_int_equal(model_eval_greedy(c, tokens + pos, 1, &next), 0);
+        assert_int_equal(ref_model_eval(rm, tokens + pos, 1, lr), 0);
+        uint32_t top = ref_argmax(lr, n_vocab);
+        if ((uint32_t) next != top) {
+                float mx = 0;
+                for (uint32_t i = 0; i < n_vocab; i++)
+                        mx = MAX(mx, fabsf(lr[i]));
+                assert_true(next >= 0 && (uint32_t) next < n_vocab);
+                assert_true(lr[top] - lr[next] < LOGIT_TOL * mx);
+        }
+
+        free(lg);
+        free(lr);
+        model_context_free(c);
+        ref_model_free(rm);
+        model_free(m);
+        unlink(path);
+        free(path);
+}
+
+static const GgmlType all_types[] = {
+        GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K,
+};
+
+static void test_synthetic(const char *arch) {
+        for (size_t i = 0; i < ELEMENTSOF(all_types); i++) {
+                Spec s = {
+                        .arch = arch,
+                        .type = all_types[i],
+                        .n_embd = 256,
+                        .n_ff = 512,
+                        .n_layer = 2,
+                        .n_head = 4,
+                        .n_head_kv = 2,
+                        .n_vocab = 300,
+                        .seed = i + 1,
+                };
+                run_synthetic(&s, NULL, 10);
+        }
+}
+
+static void test_llama(void **state) {
+        test_synthetic("llama");
+}
+
+static void test_qwen2(void **state) {
+        test_synthetic("qwen2");
+}
+
+/* Prompts longer than n_batch run in chunks; 30 = 12 + 12 + 6 takes both kernels. */
+static void test_chunks(void **state) {
+        for (size_t a = 0; a < 2; a++) {
+                Spec s = {
+                        .arch = a ? "qwen2" : "llama",
+                        .type = GGML_TYPE_Q8_0,
+                        .n_embd = 128,
+                        .n_ff = 320,
+                        .n_layer = 2,
+                        .n_head = 8,
+                        .n_head_kv = 2,
+                        .n_vocab = 280,
+                        .seed = 40 + a,
+                };
+                ModelOptions opts = { .n_batch = 12 };
+                run_synthetic(&s, &opts, 30);
+        }
+}
+
+static void test_load_errors(void **state) {
+        Model *m = NULL;
+        char *err = NULL;
+
+        assert_int_equal(model_load(T.dev, "/nonexistent/model.gguf", NULL, &m, &err), -ENOENT);
+        assert_non_null(err);
+        assert_null(m);
+        free(err);
+        err = NULL;
+
+        /* An architecture we do not run. */
+        char *path = model_path("gpt2.gguf");
+        GgufWriter *w = NULL;
+        assert_int_equal(gguf_writer_new(&w), 0);
+        assert_int_equal(gguf_writer_add_string(w, "general.architecture", "gpt2"), 0);
+        assert_int_equal(gguf_writer_write_file(w, path), 0);
+        gguf_writer_free(w);
+        assert_int_equal(model_load(T.dev, path, NULL, &m, &err), -EOPNOTSUPP);
+        assert_non_null(err);
+        assert_non_null(strstr(err, "gpt2"));
+        free(err);
+        unlink(path);
+        free(path);
+}
+
+/* ---- stories260K ------------------------------------------------------------ */
+
+static char *stories_path(void) {
+        const char *dir = getenv("INFERD_TEST_MODELS_DIR");
+        char *p = NULL;
+        assert_true(asprintf(&p, "%s/stories260K.gguf", dir ? dir : TEST_MODELS_DIR) > 0);
+        if (access(p, R_OK) < 0) {
+                fprintf(stderr, "# %s: not found, skipping\n", p);
+                free(p);
+                return NULL;
+        }
+        return p;
+}
+
+/* BOS + "Once upon a time", by the model's tokenizer. */
+static uint32_t stories_prompt(const Model *m, int32_t *tokens, uint32_t max) {
+        static const char text[] = "Once upon a time";
+        int32_t *ids = NULL;
+        size_t n = 0;
+
+        assert_int_equal(tokenizer_encode(model_tokenizer(m), text, strlen(text), true, false, &ids, &n), 0);
+        assert_true(n > 1 && n <= max);
+        assert_int_equal(ids[0], 1);
+        memcpy(tokens, ids, n * sizeof *ids);
+        free(ids);
+        return (uint32_t) n;
+}
+
+static double now_s(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+#define STORIES_GEN 30
+
+static void test_stories_greedy(void **state) {
+        char *path = stories_path();
+        if (!path) {
+                skip();
+                return;
+        }
+        Model *m = load(path, NULL);
+        const ModelHParams *hp = model_hparams(m);
+        assert_int_equal(hp->n_embd, 64);
+        assert_int_equal(hp->n_layer, 5);
+        assert_int_equal(hp->n_ff, 172);
+        assert_int_equal(hp->n_head_kv, 4);
+        assert_int_equal(hp->n_vocab, 512);
+        assert_int_equal(hp->n_ctx_train, 128);
+        assert_true(fabsf(hp->rope_base - 10000.0f) < 1e-3f);
+        RefModel *rm = ref_load(path, 128);
+        ModelContext *c = NULL;
+        assert_int_equal(model_context_new(m, 0, &c), 0);
+        assert_int_equal(model_context_n_ctx(c), 128);
+
+        int32_t prompt[16], gpu[STORIES_GEN], ref[STORIES_GEN];
+        uint32_t n_prompt = stories_prompt(m, prompt, ELEMENTSOF(prompt));
+        float *lg = malloc(512 * sizeof(float)), *lr = malloc(512 * sizeof(float));
+        assert_true(lg && lr);
+
+        /* The reference's greedy continuation. */
+        assert_int_equal(ref_model_eval(rm, prompt, n_prompt, lr), 0);
+        for (uint32_t i = 0; i < STORIES_GEN; i++) {
+                ref[i] = (int32_t) ref_argmax(lr, 512);
+                if (i + 1 < STORIES_GEN)
+                        assert_int_equal(ref_model_eval(rm, &ref[i], 1, lr), 0);
+        }
+
+        /* The prompt's logits, then greedy decoding on the device. */
+        assert_int_equal(model_eval(c, prompt, n_prompt - 1, NULL), 0);
+        assert_int_equal(model_eval(c, prompt + n_prompt - 1, 1, lg), 0);
+        ref_model_truncate(rm, 0);
+        assert_int_equal(ref_model_eval(rm, prompt, n_prompt, lr), 0);
+        compare_logits("stories260K prompt", lg, lr, 512);
+        assert_int_equal(model_context_truncate(c, 0), 0);
+
+        double t0 = now_s();
+        assert_int_equal(model_eval_greedy(c, prompt, n_prompt, &gpu[0]), 0);
+        double t1 = now_s();
+        for (uint32_t i = 1; i < STORIES_GEN; i++)
+                assert_int_equal(model_eval_greedy(c, &gpu[i - 1], 1, &gpu[i]), 0);
+        double t2 = now_s();
+        fprintf(stderr, "# stories260K: prompt of %u tokens %.1f ms, decode %.1f tokens/s\n", n_prompt,
+                (t1 - t0) * 1e3, (STORIES_GEN - 1) / (t2 - t1));
+
+        fprintf(stderr, "# greedy:");
+        for (uint32_t i = 0; i < STORIES_GEN; i++)
+                fprintf(stderr, " %d", gpu[i]);
+        fprintf(stderr, "\n");
+        /* What llama.cpp and llama2.c print for this model (see ../shared/models/README.md). */
+        char *text = NULL;
+        size_t len;
+        assert_int_equal(tokenizer_decode(model_tokenizer(m), gpu, STORIES_GEN, 0, &text, &len), 0);
+        fprintf(stderr, "# Once upon a time%s\n", text);
+        assert_non_null(strstr(text, ", there was a little girl named Lily."));
+        free(text);
+
+        for (uint32_t i = 0; i < STORIES_GEN; i++) {
+                if (gpu[i] != ref[i])
+                        fprintf(stderr, "# token %u: gpu %d, reference %d\n", i, gpu[i], ref[i]);
+                assert_int_equal(gpu[i], ref[i]);
+        }
+
+        free(lg);
+        free(lr);
+        model_context_free(c);
+        ref_model_free(rm);
+        model_free(m);
+        free(path);
+}
+
+/* ---- context limits ------------------------------------------------------------ */
+
+static void test_context_full(void **state) {
+        char *path = stories_path();
+        if (!path) {
+                skip();
+                return;
+        }
+        Model *m = load(path, &(ModelOptions) { .max_ctx = 24 });
+        ModelContext *c = NULL;
+        int32_t tokens[32];
+        uint64_t rs = 99;
+        float *a = malloc(512 * sizeof(float)), *b = malloc(512 * sizeof(float));
+        assert_true(a && b);
+
+        assert_int_equal(model_context_new(m, 48, &c), -EINVAL);        /* above max_ctx */
+        assert_int_equal(model_context_new(m, 0, &c), 0);
+        assert_int_equal(model_context_n_ctx(c), 24);
+        for (size_t i = 0; i < ELEMENTSOF(tokens); i++)
+                tokens[i] = (int32_t) (test_rand_u64(&rs) % 512);
+
+        int32_t bad = 512;
+        assert_int_equal(model_eval(c, &bad, 1, a), -EINVAL);
+        assert_int_equal(model_eval(c, tokens, 25, a), -ENOSPC);
+        assert_int_equal(model_context_pos(c), 0);
+        assert_int_equal(model_eval(c, tokens, 20, a), 0);
+        assert_int_equal(model_eval(c, tokens + 20, 5, b), -ENOSPC);
+        assert_int_equal(model_context_pos(c), 20);
+
+        /* Forget positions 12.. and evaluate them again (a different batch shape): the same logits. */
+        assert_int_equal(model_context_truncate(c, 12), 0);
+        assert_int_equal(model_context_pos(c), 12);
+        assert_int_equal(model_eval(c, tokens + 12, 8, b), 0);
+        compare_logits("after truncate", b, a, 512);
+
+        /* Fill the context exactly, then one more is refused. */
+        assert_int_equal(model_eval(c, tokens + 20, 4, b), 0);
+        assert_int_equal(model_context_pos(c), 24);
+        assert_int_equal(model_eval(c, tokens, 1, b), -ENOSPC);
+        int32_t t;
+        assert_int_equal(model_eval_greedy(c, tokens, 1, &t), -ENOSPC);
+
+        free(a);
+        free(b);
+        model_context_free(c);
+        model_free(m);
+        free(path);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_load_errors),
+                cmocka_unit_test(test_llama),
+                cmocka_unit_test(test_qwen2),
+                cmocka_unit_test(test_chunks),
+                cmocka_unit_test(test_stories_greedy),
+                cmocka_unit_test(test_context_full),
+        };
+        gpu_test_open(&T);
+        if (!mkdtemp(tmpdir)) {
+                fprintf(stderr, "mkdtemp: %m\n");
+                return 1;
+        }
+        int r = cmocka_run_group_tests(tests, NULL, NULL);
+        (void) rmdir(tmpdir);
+        gpu_test_close(&T);
+        return r;
+}
