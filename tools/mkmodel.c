@@ -179,10 +179,11 @@ static int matrix_type(Model *m, const char *name, uint64_t n, const char *what,
         return 0;
 }
 
-static int add_tensor(Model *m, Fill fill, GgmlType type, uint64_t ne0, uint64_t ne1, const char *fmt, ...)
+static void add_tensor(Model *m, Fill fill, GgmlType type, uint64_t ne0, uint64_t ne1, const char *fmt, ...)
         _printf_(6, 7);
 
-static int add_tensor(Model *m, Fill fill, GgmlType type, uint64_t ne0, uint64_t ne1, const char *fmt, ...) {
+/* Appends to m->tensors, which plan_tensors() sized for the model. */
+static void add_tensor(Model *m, Fill fill, GgmlType type, uint64_t ne0, uint64_t ne1, const char *fmt, ...) {
         Tensor *t = m->tensors + m->n_tensors++;
         va_list ap;
 
@@ -191,7 +192,6 @@ static int add_tensor(Model *m, Fill fill, GgmlType type, uint64_t ne0, uint64_t
         (void) vsnprintf(t->name, sizeof t->name, fmt, ap);
         va_end(ap);
         t->seed = splitmix64(m->seed) ^ hash_string(t->name);
-        return 0;
 }
 
 static int add_matrix(Model *m, uint64_t ne0, uint64_t ne1, const char *what, const char *fmt, ...) _printf_(5, 6);
@@ -207,7 +207,8 @@ static int add_matrix(Model *m, uint64_t ne0, uint64_t ne1, const char *what, co
         int r = matrix_type(m, name, ne0, what, &type);
         if (r < 0)
                 return r;
-        return add_tensor(m, FILL_MATRIX, type, ne0, ne1, "%s", name);
+        add_tensor(m, FILL_MATRIX, type, ne0, ne1, "%s", name);
+        return 0;
 }
 
 static int plan_tensors(Model *m) {
