@@ -920,26 +920,32 @@ static int eval(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, EvalO
 }
 
 int model_eval(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, float *logits) {
+        uint32_t pos = c->pos;
         int r;
 
         r = eval(c, tokens, n_tokens, logits ? EVAL_LOGITS : EVAL_NONE);
         if (r < 0 || !logits)
                 return r;
-        return gpu_buffer_read(c->logits, 0, logits, (uint64_t) c->model->hp.n_vocab * sizeof(float));
+        r = gpu_buffer_read(c->logits, 0, logits, (uint64_t) c->model->hp.n_vocab * sizeof(float));
+        if (r < 0)
+                c->pos = pos;
+        return r;
 }
 
 int model_eval_greedy(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, int32_t *ret_token) {
-        uint32_t token;
+        uint32_t pos = c->pos, token;
         int r;
 
         r = eval(c, tokens, n_tokens, EVAL_ARGMAX);
         if (r < 0)
                 return r;
         r = gpu_buffer_read(c->argmax, 0, &token, sizeof token);
-        if (r < 0)
+        if (r >= 0 && token >= c->model->hp.n_vocab)
+                r = -EIO;       /* NaN logits: the argmax is unspecified */
+        if (r < 0) {
+                c->pos = pos;
                 return r;
-        if (token >= c->model->hp.n_vocab)
-                return -EIO;    /* NaN logits */
+        }
         if (ret_token)
                 *ret_token = (int32_t) token;
         return 0;

@@ -76,7 +76,14 @@ const ModelInfo *model_info(const Model *m);
 const Tokenizer *model_tokenizer(const Model *m);
 const GgufFile *model_gguf(const Model *m);
 
-/* A sequence with room for n_ctx tokens (0: the model's context, capped by max_ctx). */
+/*
+ * A sequence with room for n_ctx tokens (0: the model's context_length, or
+ * 4096 when the file has none, capped by max_ctx). Allocates the F16 KV cache
+ * (2 x n_layer x n_head_kv x n_ctx x head_dim x 2 bytes, one K and one V
+ * buffer per layer) and activations for n_batch tokens. -EINVAL when n_ctx
+ * exceeds max_ctx, -EFBIG when a layer's cache does not fit one buffer,
+ * -ENOMEM when the device is full.
+ */
 int model_context_new(Model *m, uint32_t n_ctx, ModelContext **ret);
 ModelContext *model_context_free(ModelContext *c);
 static inline void model_context_freep(ModelContext **c) {
@@ -85,14 +92,19 @@ static inline void model_context_freep(ModelContext **c) {
 }
 uint32_t model_context_n_ctx(const ModelContext *c);
 uint32_t model_context_pos(const ModelContext *c);
-/* Forget everything from position pos on (0: start over). */
+/* Forget everything from position pos on (0: start over); a pos at or past
+ * the current position changes nothing. The cache is not cleared: positions
+ * past the current one are never read. */
 int model_context_truncate(ModelContext *c, uint32_t pos);
 
 /*
  * Runs tokens through the model at the current position (prefill in chunks
  * with matrix x matrix, or one-token decode), advancing the position.
  * logits: if not NULL, receives the n_vocab logits of the LAST token.
- * -ENOSPC when the tokens do not fit in the context.
+ * -ENOSPC when the tokens do not fit in the context, -EINVAL for no tokens or
+ * ids outside the vocabulary; the device's errors otherwise. On any error the
+ * position is where it was (what was written to the cache past it is
+ * ignored), so the caller may retry.
  */
 int model_eval(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, float *logits);
 

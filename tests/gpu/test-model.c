@@ -16,13 +16,21 @@
  *  - -ENOSPC past n_ctx; truncating and evaluating again gives the same
  *    logits.
  *
- * Tolerance: max |gpu - ref| / max |ref| over the logits < 1e-3, and the same
+ * INFERD_TEST_VERBOSE=1 prints every comparison's error.
+ *
+ * Tolerance: max |gpu - ref| / max |ref| over the logits < 2e-3, and the same
  * top token unless the reference's two best are within that tolerance of
  * each other (a tie the GPU may break either way). Both sides use the same
- * dequantised weights and the same F16-rounded KV cache, so what is left is
- * F32 against double accumulation through the layers (observed ~1e-6..1e-5);
- * a wrong RoPE pairing, a missing bias or a masking error moves the logits
- * by 10-100%.
+ * dequantised weights and F16-rounded K/V, so what is left is F32 against
+ * double accumulation (~1e-7 on stories260K, ~1e-5 on the synthetic models)
+ * and K/V values that round to the other F16 neighbour because the two sides'
+ * floats differ in the last bits near a rounding midpoint (one such flip in
+ * layer 0 moves stories260K's logits by ~3e-4). packHalf2x16's rounding is
+ * the implementation's choice: against a reference that truncates instead,
+ * i.e. every cached value one F16 unit off, lavapipe measures up to 1e-3,
+ * hence 2e-3. Mistakes are far above it: NORMAL RoPE pairs for qwen2 give
+ * 0.2-0.4, leaving out the q/k/v biases 0.27, attending to one key too few
+ * 0.04-0.24.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -42,7 +50,7 @@
 #include "quant.h"
 #include "ref-forward.h"
 
-#define LOGIT_TOL 1e-3
+#define LOGIT_TOL 2e-3
 
 #ifndef TEST_MODELS_DIR
 #define TEST_MODELS_DIR "."
@@ -199,7 +207,7 @@ static void compare_logits(const char *what, const float *gpu, const float *ref,
         }
         double rel = max_diff / MAX(max_ref, 1e-30);
         uint32_t tg = ref_argmax(gpu, n), tr = ref_argmax(ref, n);
-        if (getenv("TEST_VERBOSE") || !(rel < LOGIT_TOL) || tg != tr)
+        if (getenv("INFERD_TEST_VERBOSE") || !(rel < LOGIT_TOL) || tg != tr)
                 fprintf(stderr, "# %s: max |diff| / max |logit| = %.3g (max |logit| %.3g), top %u (gpu) %u (ref)\n",
                         what, rel, max_ref, tg, tr);
         assert_true(rel < LOGIT_TOL);
@@ -486,6 +494,15 @@ static void test_stories_greedy(void **state) {
                         fprintf(stderr, "# token %u: gpu %d, reference %d\n", i, gpu[i], ref[i]);
                 assert_int_equal(gpu[i], ref[i]);
         }
+
+        /* The prompt and the first generated tokens as one batch: matrix x matrix with K = 172 (F32). */
+        int32_t seq[16 + STORIES_GEN];
+        uint32_t n_seq = n_prompt + 12;
+        memcpy(seq, prompt, n_prompt * sizeof *seq);
+        memcpy(seq + n_prompt, ref, 12 * sizeof *seq);
+        assert_int_equal(model_context_truncate(c, 0), 0);
+        ref_model_truncate(rm, 0);
+        step(c, rm, seq, n_seq, "stories260K batch");
 
         free(lg);
         free(lr);
