@@ -31,6 +31,13 @@ typedef struct TokenInfo {
         uint8_t type;                   /* TokenType */
 } TokenInfo;
 
+/* A slot of the text -> id table. The tag (high hash bits) settles most
+ * mismatches without touching the token's text. */
+typedef struct MapSlot {
+        int32_t id;                     /* -1 when the slot is free */
+        uint32_t tag;
+} MapSlot;
+
 /* One merge of the BPE table, found by the ids of its two halves. */
 typedef struct MergeSlot {
         uint64_t key;                   /* left << 32 | right; UINT64_MAX when the slot is free */
@@ -51,8 +58,8 @@ struct Tokenizer {
         char *text;                     /* every token's text, each NUL-terminated */
         char *pieces;
 
-        /* text -> id, open addressing; -1 marks a free slot */
-        int32_t *map;
+        /* text -> id, open addressing */
+        MapSlot *map;
         size_t map_mask;
 
         MergeSlot *merges;

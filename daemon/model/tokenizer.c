@@ -41,35 +41,51 @@ static int fail(char **ret_error, int r, const char *fmt, ...) {
         return r;
 }
 
-/* Text from the file, printable and short, for error messages. */
+/* Text from the file, short and printable, for error messages: they may end
+ * up in a D-Bus reply, whose strings must be valid UTF-8. */
 #define SHOW_MAX 96
 static const char *show(char buf[static SHOW_MAX], const char *s, size_t n) {
         size_t k = 0;
 
-        for (size_t i = 0; i < n; i++) {
-                uint8_t c = (uint8_t) s[i];
+        for (size_t i = 0; i < n;) {
+                uint32_t cp;
+                int m = utf8_decode((const uint8_t *) s + i, n - i, &cp);
+
                 if (k + 8 >= SHOW_MAX) {
                         memcpy(buf + k, "...", 4);
                         return buf;
                 }
-                if (c >= 0x20 && c < 0x7F && c != '\\' && c != '\'')
-                        buf[k++] = (char) c;
-                else if (c >= 0x80)
-                        buf[k++] = (char) c; /* UTF-8 passes through; the log escapes what it must */
-                else
-                        k += (size_t) snprintf(buf + k, SHOW_MAX - k, "\\x%02x", c);
+                if (m > 1 || (m == 1 && cp >= 0x20 && cp < 0x7F && cp != '\\' && cp != '\'')) {
+                        memcpy(buf + k, s + i, (size_t) m);
+                        k += (size_t) m;
+                        i += (size_t) m;
+                } else {
+                        k += (size_t) snprintf(buf + k, SHOW_MAX - k, "\\x%02x", (uint8_t) s[i]);
+                        i++;
+                }
         }
         buf[k] = 0;
         return buf;
 }
 
+static const char *show_token(char buf[static SHOW_MAX], const Tokenizer *t, uint32_t id) {
+        return show(buf, t->text + t->tokens[id].text_off, t->tokens[id].text_len);
+}
+
 /* ---- hash maps ------------------------------------------------------------ */
 
+static uint64_t hash_u64(uint64_t k) {
+        k ^= k >> 33;
+        k *= 0xff51afd7ed558ccdULL;
+        k ^= k >> 33;
+        return k;
+}
+
 static uint64_t hash_bytes(const char *s, size_t n) {
-        uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
+        uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a, then mixed so the low and high bits are both good */
         for (size_t i = 0; i < n; i++)
                 h = (h ^ (uint8_t) s[i]) * 0x100000001b3ULL;
-        return h ^ (h >> 29);
+        return hash_u64(h);
 }
 
 static size_t table_size(size_t n) {
@@ -80,12 +96,15 @@ static size_t table_size(size_t n) {
 }
 
 int32_t tokenizer_lookup(const Tokenizer *t, const char *s, size_t n) {
-        for (size_t i = hash_bytes(s, n) & t->map_mask;; i = (i + 1) & t->map_mask) {
-                int32_t id = t->map[i];
-                if (id < 0)
+        uint64_t h = hash_bytes(s, n);
+        uint32_t tag = (uint32_t) (h >> 32);
+
+        for (size_t i = h & t->map_mask;; i = (i + 1) & t->map_mask) {
+                const MapSlot *m = t->map + i;
+                if (m->id < 0)
                         return -1;
-                if (t->tokens[id].text_len == n && memcmp(token_text(t, id), s, n) == 0)
-                        return id;
+                if (m->tag == tag && t->tokens[m->id].text_len == n && memcmp(token_text(t, m->id), s, n) == 0)
+                        return m->id;
         }
 }
 
@@ -93,21 +112,17 @@ int32_t tokenizer_lookup(const Tokenizer *t, const char *s, size_t n) {
 static void map_insert(Tokenizer *t, int32_t id) {
         const char *s = token_text(t, id);
         size_t n = t->tokens[id].text_len;
+        uint64_t h = hash_bytes(s, n);
+        uint32_t tag = (uint32_t) (h >> 32);
 
-        for (size_t i = hash_bytes(s, n) & t->map_mask;; i = (i + 1) & t->map_mask) {
-                int32_t other = t->map[i];
-                if (other < 0 || (t->tokens[other].text_len == n && memcmp(token_text(t, other), s, n) == 0)) {
-                        t->map[i] = id;
+        for (size_t i = h & t->map_mask;; i = (i + 1) & t->map_mask) {
+                MapSlot *m = t->map + i;
+                if (m->id < 0 ||
+                    (m->tag == tag && t->tokens[m->id].text_len == n && memcmp(token_text(t, m->id), s, n) == 0)) {
+                        *m = (MapSlot) { id, tag };
                         return;
                 }
         }
-}
-
-static uint64_t hash_u64(uint64_t k) {
-        k ^= k >> 33;
-        k *= 0xff51afd7ed558ccdULL;
-        k ^= k >> 33;
-        return k;
 }
 
 const MergeSlot *tokenizer_find_merge(const Tokenizer *t, int32_t left, int32_t right) {
@@ -252,8 +267,9 @@ static int read_id(const GgufFile *f, const char *key, uint32_t n_tokens, int32_
                 return 0;
         }
         if (v < 0 || v >= n_tokens)
-                return fail(ret_error, -EBADMSG, "%s is %" PRIi64 ", out of range for a vocabulary of %" PRIu32 " tokens",
-                            key, v, n_tokens);
+                return fail(ret_error, -EBADMSG,
+                            "%s is %" PRIi64 ", out of range for a vocabulary of %" PRIu32 " tokens", key, v,
+                            n_tokens);
         *ret = (int32_t) v;
         return 0;
 }
@@ -355,7 +371,7 @@ static int load_tokens(Tokenizer *t, const GgufFile *f, char **ret_error) {
                         memcpy(&v, (const uint8_t *) data + 4 * (size_t) i, 4);
                         if (isnan(v))
                                 return fail(ret_error, -EBADMSG, "%s: token %" PRIu32 " ('%s') has a NaN score",
-                                            KEY_SCORES, i, show(buf, token_text(t, (int32_t) i), t->tokens[i].text_len));
+                                            KEY_SCORES, i, show_token(buf, t, i));
                         t->tokens[i].score = v;
                 }
         } else if (r != -ENOENT)
@@ -369,9 +385,8 @@ static int load_tokens(Tokenizer *t, const GgufFile *f, char **ret_error) {
                         memcpy(&v, (const uint8_t *) data + 4 * (size_t) i, 4);
                         if (v >= TOKEN_TYPE__MAX)
                                 return fail(ret_error, -EBADMSG,
-                                            "%s: token %" PRIu32 " ('%s') has type %" PRIi32 " (valid: 0 to %d)", KEY_TYPES,
-                                            i, show(buf, token_text(t, (int32_t) i), t->tokens[i].text_len), (int32_t) v,
-                                            TOKEN_TYPE__MAX - 1);
+                                            "%s: token %" PRIu32 " ('%s') has type %" PRIi32 " (valid: 0 to %d)",
+                                            KEY_TYPES, i, show_token(buf, t, i), (int32_t) v, TOKEN_TYPE__MAX - 1);
                         t->tokens[i].type = (uint8_t) v;
                 }
         } else if (r != -ENOENT)
@@ -381,7 +396,8 @@ static int load_tokens(Tokenizer *t, const GgufFile *f, char **ret_error) {
         t->map = malloc((t->map_mask + 1) * sizeof *t->map);
         if (!t->map)
                 return -ENOMEM;
-        memset(t->map, 0xff, (t->map_mask + 1) * sizeof *t->map);
+        for (size_t i = 0; i <= t->map_mask; i++)
+                t->map[i] = (MapSlot) { -1, 0 };
         for (uint32_t i = 0; i < n; i++)
                 if (t->tokens[i].text_len > 0) /* an empty token can never match text */
                         map_insert(t, (int32_t) i);
@@ -422,13 +438,15 @@ static int load_merges(Tokenizer *t, const GgufFile *f, char **ret_error) {
                  * left half may begin with a space. */
                 const char *sp = len > 1 ? memchr(s + 1, ' ', len - 1) : NULL;
                 if (!sp)
-                        return fail(ret_error, -EBADMSG, "%s: merge %" PRIu64 " ('%s') is not two tokens separated by a space",
-                                    KEY_MERGES, i, show(buf, s, len));
+                        return fail(ret_error, -EBADMSG,
+                                    "%s: merge %" PRIu64 " ('%s') is not two tokens separated by a space", KEY_MERGES,
+                                    i, show(buf, s, len));
                 size_t ll = (size_t) (sp - s), rl = len - ll - 1;
                 int32_t left = tokenizer_lookup(t, s, ll), right = tokenizer_lookup(t, sp + 1, rl);
                 if (left < 0 || right < 0)
-                        return fail(ret_error, -EBADMSG, "%s: merge %" PRIu64 " ('%s') names '%s', which is not a token",
-                                    KEY_MERGES, i, show(buf, s, len),
+                        return fail(ret_error, -EBADMSG,
+                                    "%s: merge %" PRIu64 " ('%s') names '%s', which is not a token", KEY_MERGES, i,
+                                    show(buf, s, len),
                                     left < 0 ? show(buf2, s, ll) : show(buf2, sp + 1, rl));
 
                 if (ll + rl > joined_cap) {
@@ -460,18 +478,22 @@ static int load_merges(Tokenizer *t, const GgufFile *f, char **ret_error) {
         return 0;
 }
 
+static int hex_digit(char c) {
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        return -1;
+}
+
 /* "<0x0A>" -> 0x0A, or -1. */
 static int parse_byte_token(const char *s, size_t n) {
-        static const char hex[] = "0123456789ABCDEF";
-        const char *hi, *lo;
-
-        if (n != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>' || !s[3] || !s[4])
+        if (n != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>')
                 return -1;
-        hi = strchr(hex, s[3]);
-        lo = strchr(hex, s[4]);
-        if (!hi || !lo)
-                return -1;
-        return (int) ((hi - hex) << 4 | (lo - hex));
+        int hi = hex_digit(s[3]), lo = hex_digit(s[4]);
+        return hi < 0 || lo < 0 ? -1 : hi << 4 | lo;
 }
 
 /* What each token decodes to; never longer than its text. */
@@ -496,7 +518,8 @@ static int build_pieces(Tokenizer *t, char **ret_error) {
                         if (t->model == TOKENIZER_MODEL_SPM) {
                                 int b = parse_byte_token(s, ti->text_len);
                                 if (b < 0)
-                                        return fail(ret_error, -EBADMSG, "%s: token %" PRIu32 " ('%s') is a byte token but not <0xNN>",
+                                        return fail(ret_error, -EBADMSG,
+                                                    "%s: token %" PRIu32 " ('%s') is a byte token but not <0xNN>",
                                                     KEY_TOKENS, i, show(buf, s, ti->text_len));
                                 p[k++] = (char) b;
                                 break;
