@@ -38,6 +38,10 @@
 /* Below this many candidates a range is sorted outright. */
 #define SMALL_RANGE 16
 
+/* Up to this top_k a heap selects the candidates in the same pass that
+ * sanitises the row; above, quickselect on all of them. */
+#define HEAP_MAX_K 1024
+
 typedef struct Candidate {
         double w;                       /* exp(logit - max logit), when computed */
         float logit;
@@ -169,36 +173,46 @@ static uint64_t random_seed(const void *salt) {
         return seed;
 }
 
+/* 2^(j/32), correctly rounded. */
+static const double exp2_table[32] = {
+        0x1.0000000000000p+0, 0x1.059b0d3158574p+0, 0x1.0b5586cf9890fp+0, 0x1.11301d0125b51p+0,
+        0x1.172b83c7d517bp+0, 0x1.1d4873168b9aap+0, 0x1.2387a6e756238p+0, 0x1.29e9df51fdee1p+0,
+        0x1.306fe0a31b715p+0, 0x1.371a7373aa9cbp+0, 0x1.3dea64c123422p+0, 0x1.44e086061892dp+0,
+        0x1.4bfdad5362a27p+0, 0x1.5342b569d4f82p+0, 0x1.5ab07dd485429p+0, 0x1.6247eb03a5585p+0,
+        0x1.6a09e667f3bcdp+0, 0x1.71f75e8ec5f74p+0, 0x1.7a11473eb0187p+0, 0x1.82589994cce13p+0,
+        0x1.8ace5422aa0dbp+0, 0x1.93737b0cdc5e5p+0, 0x1.9c49182a3f090p+0, 0x1.a5503b23e255dp+0,
+        0x1.ae89f995ad3adp+0, 0x1.b7f76f2fb5e47p+0, 0x1.c199bdd85529cp+0, 0x1.cb720dcef9069p+0,
+        0x1.d5818dcfba487p+0, 0x1.dfc97337b9b5fp+0, 0x1.ea4afa2a490dap+0, 0x1.f50765b6e4540p+0,
+};
+
 /*
  * exp(x) for x <= 0, the same bits on every machine, unlike libm's exp(),
- * whose last bit differs between implementations. Cody-Waite reduction
- * x = k ln2 + r with |r| <= ln2/2 (ln2 split so that k * LN2_HI is exact),
- * a degree-11 Taylor polynomial for e^r (relative error below 1e-14, plenty
- * for probabilities), and 2^k put together from its bits. Only IEEE-rounded
- * +, -, * and exact conversions. Below -700 the result is 0, which keeps 2^k
- * a normal number; such weights are below 1e-304 of the best token's.
+ * whose last bit differs between implementations. x = (32m + j) ln2/32 + r
+ * with |r| <= ln2/64 (ln2/32 split so that k * LN2_32_HI is exact), then
+ * e^x = 2^m * 2^(j/32) * e^r, with e^r from a degree-5 Taylor polynomial
+ * (relative error about 1e-15, plenty for probabilities) and 2^m put
+ * together from its bits. Only IEEE-rounded +, -, * and exact conversions.
+ * Below -700 the result is 0, which keeps 2^m a normal number; such weights
+ * are below 1e-304 of the best token's. About 3 ns: it runs for every token
+ * when top-k is off, so the table (half the polynomial) is worth it.
  */
-static double exp_det(double x) {
-        static const double LOG2E = 1.4426950408889634;
-        static const double LN2_HI = 0x1.62e42feep-1;             /* 32 significant bits */
-        static const double LN2_LO = 0x1.a39ef35793c76p-33;
+static inline double exp_det(double x) {
+        static const double INV_LN2_32 = 0x1.71547652b82fep+5;    /* 32 / ln2 */
+        static const double LN2_32_HI = 0x1.62e42feep-6;          /* ln2 / 32: 32 significant bits */
+        static const double LN2_32_LO = 0x1.a39ef35793c76p-38;
 
         if (!(x > -700.0))
                 return 0.0;
         assert(x <= 0.0);
 
-        double t = x * LOG2E;
+        double t = x * INV_LN2_32;
         int k = (int) (t - 0.5);        /* t <= 0: truncation rounds to nearest */
         double kd = (double) k;
-        double r = (x - kd * LN2_HI) - kd * LN2_LO;
+        double r = (x - kd * LN2_32_HI) - kd * LN2_32_LO;
+        int j = k & 31;                 /* k mod 32, k being negative */
+        int m = (k - j) / 32;           /* exact */
 
-        double p = 1.0 / 39916800.0;    /* 1/11! */
-        p = p * r + 1.0 / 3628800.0;
-        p = p * r + 1.0 / 362880.0;
-        p = p * r + 1.0 / 40320.0;
-        p = p * r + 1.0 / 5040.0;
-        p = p * r + 1.0 / 720.0;
-        p = p * r + 1.0 / 120.0;
+        double p = 1.0 / 120.0;
         p = p * r + 1.0 / 24.0;
         p = p * r + 1.0 / 6.0;
         p = p * r + 0.5;
@@ -208,8 +222,16 @@ static double exp_det(double x) {
         union {
                 uint64_t u;
                 double d;
-        } two_k = { .u = (uint64_t) (k + 1023) << 52 };
-        return p * two_k.d;
+        } two_m = { .u = (uint64_t) (m + 1023) << 52 };
+        return exp2_table[j] * p * two_m.d;
+}
+
+/* NaN counts as -inf, +inf as FLT_MAX. Checked after the penalty, which can
+ * itself overflow. One comparison for the common, finite case. */
+static inline float sanitize(float *l) {
+        if (_unlikely_(!(*l < INFINITY)))
+                *l = *l != *l ? -INFINITY : FLT_MAX;
+        return *l;
 }
 
 /* ---- candidates: one total order, so that ties never depend on the algorithm ---- */
@@ -301,6 +323,71 @@ static void select_best(Candidate *c, size_t n, size_t k) {
         cand_sort(c + lo, hi - lo);
 }
 
+/* The heap in heap_select() keeps its worst candidate at the root. */
+static void heap_sift_down(Candidate *h, size_t n, size_t i) {
+        for (;;) {
+                size_t l = 2 * i + 1, r = l + 1, worst = i;
+                if (l < n && cand_better(&h[worst], &h[l]))
+                        worst = l;
+                if (r < n && cand_better(&h[worst], &h[r]))
+                        worst = r;
+                if (worst == i)
+                        return;
+                cand_swap(&h[i], &h[worst]);
+                i = worst;
+        }
+}
+
+static void heap_sift_up(Candidate *h, size_t i) {
+        while (i > 0) {
+                size_t parent = (i - 1) / 2;
+                if (!cand_better(&h[parent], &h[i]))
+                        return;
+                cand_swap(&h[parent], &h[i]);
+                i = parent;
+        }
+}
+
+/*
+ * top-k straight from the logits, sanitising them on the way: the k best
+ * finite ones (all of them if fewer) go to the front of c, and their number
+ * is returned. Tokens come in
+ * id order, so a newcomer beats the root only with a strictly higher logit.
+ * A random row replaces the root about k ln(n/k) times. A row that rises
+ * with the id (sorted, adversarial) would replace it every time, at log k
+ * each: after n/8 replacements the rest of the row is appended unfiltered
+ * and quickselect finishes the job.
+ */
+static size_t heap_select(Candidate *c, float *logits, uint32_t n_vocab, size_t k) {
+        size_t n = 0, budget = n_vocab / 8;
+        uint32_t i;
+
+        for (i = 0; i < n_vocab; i++) {
+                float l = sanitize(&logits[i]);
+                if (l == -INFINITY)
+                        continue;
+                if (n < k) {
+                        c[n] = (Candidate) { .logit = l, .id = (int32_t) i };
+                        heap_sift_up(c, n++);
+                } else if (l > c[0].logit) {
+                        if (budget-- == 0)
+                                break;
+                        c[0] = (Candidate) { .logit = l, .id = (int32_t) i };
+                        heap_sift_down(c, n, 0);
+                }
+        }
+        if (i == n_vocab)
+                return n;
+
+        for (; i < n_vocab; i++) {
+                float l = sanitize(&logits[i]);
+                if (l != -INFINITY)
+                        c[n++] = (Candidate) { .logit = l, .id = (int32_t) i };
+        }
+        select_best(c, n, k);
+        return k;
+}
+
 /*
  * top-p: moves the shortest run of best candidates whose weights add up to
  * at least target to the front and returns its length; their order is not
@@ -339,6 +426,49 @@ static size_t select_mass(Candidate *c, size_t n, double target) {
         return hi;
 }
 
+/*
+ * top-p in two steps. While the weights are computed, their mass is added
+ * up in bins one nat wide below the best logit (bin b: logit - max in
+ * (-(b+1), -b]); every token of a bin is better than every token of the
+ * next. The bins before the one where the mass reaches the target are kept
+ * whole, that one goes through select_mass(), the rest is dropped: the
+ * weighted quickselect sees a few tokens instead of the whole vocabulary.
+ */
+#define TOP_P_BINS 64
+
+static inline size_t top_p_bin(double x) {
+        return x > -(double) (TOP_P_BINS - 1) ? (size_t) -x : TOP_P_BINS - 1;
+}
+
+static size_t top_p(Candidate *c, size_t n, float max, const double bin_mass[static TOP_P_BINS], double target) {
+        double before = 0.0;
+        size_t bin = 0, in = 0, edge = 0;
+
+        for (; bin < TOP_P_BINS - 1; bin++) {
+                if (before + bin_mass[bin] >= target)
+                        break;
+                before += bin_mass[bin];
+        }
+
+        /* One pass, three ways: c[0..in) the bins before `bin`, c[in..in+edge)
+         * that bin, then those after it, then c[i..n) not seen yet. */
+        for (size_t i = 0; i < n; i++) {
+                size_t b = top_p_bin((double) c[i].logit - (double) max);
+                if (b > bin)
+                        continue;
+                cand_swap(&c[in + edge], &c[i]);
+                if (b == bin)
+                        edge++;
+                else {
+                        /* The edge bin's first element moves to its end. */
+                        cand_swap(&c[in], &c[in + edge]);
+                        in++;
+                }
+        }
+
+        return in + select_mass(c + in, edge, target - before);
+}
+
 /* ---- the chain ---- */
 
 static int int32_compare(const void *a, const void *b) {
@@ -365,24 +495,18 @@ static void apply_penalty(Sampler *s, float *logits) {
         }
 }
 
-/* After the penalty, which can itself overflow to +-inf. */
-static void sanitize(float *logits, uint32_t n) {
-        for (uint32_t i = 0; i < n; i++) {
-                float l = logits[i];
-                if (l != l)
-                        logits[i] = -INFINITY;
-                else if (l == INFINITY)
-                        logits[i] = FLT_MAX;
-        }
-}
-
-static int32_t argmax(const float *logits, uint32_t n) {
+/* Ties keep the lower id; nothing finite gives 0. */
+static int32_t sanitize_argmax(float *logits, uint32_t n) {
         int32_t best = 0;
+        float max = -INFINITY;
 
-        /* Strictly greater: ties keep the lower id; all -inf gives 0. */
-        for (uint32_t i = 1; i < n; i++)
-                if (logits[i] > logits[best])
+        for (uint32_t i = 0; i < n; i++) {
+                float l = sanitize(&logits[i]);
+                if (l > max) {
+                        max = l;
                         best = (int32_t) i;
+                }
+        }
         return best;
 }
 
@@ -395,36 +519,51 @@ static size_t run_filters(Sampler *s, float *logits, float *ret_max) {
         float max = -INFINITY;
 
         apply_penalty(s, logits);
-        sanitize(logits, s->n_vocab);
 
-        for (uint32_t i = 0; i < s->n_vocab; i++) {
-                float l = logits[i];
-                if (l == -INFINITY)
-                        continue;
-                c[n++] = (Candidate) { .logit = l, .id = (int32_t) i };
-                if (l > max)
-                        max = l;
-        }
-        *ret_max = max;
-        if (n <= 1)
-                return n;
+        if (p->top_k > 0 && p->top_k <= HEAP_MAX_K) {
+                /* The common case, top_k = 40 or so: one pass, and for most
+                 * tokens a single comparison with the worst of the k kept. */
+                n = heap_select(c, logits, s->n_vocab, (size_t) p->top_k);
+                for (size_t i = 0; i < n; i++)
+                        if (c[i].logit > max)
+                                max = c[i].logit;
+                *ret_max = max;
+                if (n <= 1)
+                        return n;
+        } else {
+                for (uint32_t i = 0; i < s->n_vocab; i++) {
+                        float l = sanitize(&logits[i]);
+                        if (l == -INFINITY)
+                                continue;
+                        c[n].logit = l;
+                        c[n].id = (int32_t) i;
+                        n++;
+                        if (l > max)
+                                max = l;
+                }
+                *ret_max = max;
+                if (n <= 1)
+                        return n;
 
-        if (p->top_k > 0 && (size_t) p->top_k < n) {
-                select_best(c, n, (size_t) p->top_k);
-                n = (size_t) p->top_k;
+                if (p->top_k > 0 && (size_t) p->top_k < n) {
+                        select_best(c, n, (size_t) p->top_k);
+                        n = (size_t) p->top_k;
+                }
         }
 
         /* Both see softmax(logits) of the survivors so far, before the
          * temperature; the best candidate always survives (weight 1). */
         if ((p->top_p < 1.0f || p->min_p > 0.0f) && n > 1) {
-                double total = 0.0;
+                double total = 0.0, bin_mass[TOP_P_BINS] = {};
                 for (size_t i = 0; i < n; i++) {
-                        c[i].w = exp_det((double) c[i].logit - (double) max);
+                        double x = (double) c[i].logit - (double) max;
+                        c[i].w = exp_det(x);
                         total += c[i].w;
+                        bin_mass[top_p_bin(x)] += c[i].w;
                 }
 
                 if (p->top_p < 1.0f)
-                        n = select_mass(c, n, (double) p->top_p * total);
+                        n = top_p(c, n, max, bin_mass, (double) p->top_p * total);
 
                 if (p->min_p > 0.0f && n > 1) {
                         /* p_i >= min_p * p_max, and p_max is weight 1. */
@@ -442,12 +581,14 @@ static size_t run_filters(Sampler *s, float *logits, float *ret_max) {
 /* The draw's weights, exp((logit - max) / T), into c[].w; returns their sum,
  * added up in candidate order. */
 static double weigh(Sampler *s, size_t n, float max) {
-        const double temperature = (double) s->params.temperature;
+        /* A multiplication per token instead of a division: 1/T rounds once,
+         * the same way everywhere. */
+        const double inv_temperature = 1.0 / (double) s->params.temperature;
         Candidate *c = s->cand;
         double total = 0.0;
 
         for (size_t i = 0; i < n; i++) {
-                c[i].w = exp_det(((double) c[i].logit - (double) max) / temperature);
+                c[i].w = exp_det(((double) c[i].logit - (double) max) * inv_temperature);
                 total += c[i].w;
         }
         return total;
@@ -459,8 +600,7 @@ int32_t sampler_sample(Sampler *s, float *logits) {
 
         if (s->params.temperature == 0.0f) {
                 apply_penalty(s, logits);
-                sanitize(logits, s->n_vocab);
-                return argmax(logits, s->n_vocab);
+                return sanitize_argmax(logits, s->n_vocab);
         }
 
         float max;
@@ -501,8 +641,7 @@ size_t sampler_candidates(Sampler *s, float *logits, int32_t *ret_ids, double *r
 
         if (s->params.temperature == 0.0f) {
                 apply_penalty(s, logits);
-                sanitize(logits, s->n_vocab);
-                ret_ids[0] = argmax(logits, s->n_vocab);
+                ret_ids[0] = sanitize_argmax(logits, s->n_vocab);
                 if (ret_probs)
                         ret_probs[0] = 1.0;
                 return 1;

@@ -288,22 +288,19 @@ static void test_reset_replays(void **state) {
  * every machine and compiler. If this fails on a new platform, the sampler
  * is not reproducible there (FMA contraction, x87, a changed PRNG or exp()).
  */
-static void test_golden_sequence(void **state) {
-        static const int32_t golden[24] = {
-                742, 275, 253, 594, 400, 456, 325, 437, 510, 144, 248, 67,
-                171, 924, 509, 235, 208, 472, 483, 897, 690, 53, 654, 195,
-        };
+static void golden_run(uint32_t n, int32_t top_k, float top_p, const int32_t golden[static 24]) {
         SamplerParams p;
         sampler_params_default(&p);
         p.seed = 42;
         p.temperature = 1.3f;
-        p.top_k = 0;
+        p.top_k = top_k;
+        p.top_p = top_p;
         p.repeat_penalty = 1.1f;
-        const uint32_t n = 1000;
         _cleanup_(sampler_freep) Sampler *s = sampler_new(&p, n);
-        float l[1000];
+        _cleanup_free_ float *l = malloc(n * sizeof(float));
         int32_t got[24];
         assert_non_null(s);
+        assert_non_null(l);
 
         for (size_t t = 0; t < ELEMENTSOF(got); t++) {
                 for (uint32_t i = 0; i < n; i++)
@@ -315,8 +312,26 @@ static void test_golden_sequence(void **state) {
                 for (size_t t = 0; t < ELEMENTSOF(got); t++)
                         print_message("%d, ", got[t]);
                 print_message("\n");
-                fail_msg("the token stream for seed 42 changed");
+                fail_msg("the token stream for seed 42, n=%u top_k=%d top_p=%g changed", n, top_k, (double) top_p);
         }
+}
+
+static void test_golden_sequence(void **state) {
+        /* top-p by bins and weighted quickselect, min-p, penalty */
+        golden_run(1000, 0, 0.95f, (const int32_t[24]) {
+                81, 379, 676, 924, 989, 768, 716, 849, 756, 573, 676, 288,
+                807, 312, 705, 871, 612, 846, 707, 704, 81, 182, 430, 598,
+        });
+        /* top-k by heap */
+        golden_run(1000, 40, 0.95f, (const int32_t[24]) {
+                794, 832, 769, 209, 509, 367, 533, 754, 52, 535, 936, 780,
+                586, 482, 236, 757, 481, 650, 950, 65, 507, 938, 26, 326,
+        });
+        /* top-k by quickselect, no top-p */
+        golden_run(3000, 1500, 1.0f, (const int32_t[24]) {
+                130, 417, 1495, 449, 965, 2861, 612, 2591, 751, 2080, 794, 2368,
+                758, 318, 1235, 978, 770, 1196, 1040, 1744, 81, 2524, 2158, 1527,
+        });
 }
 
 /*
@@ -327,15 +342,21 @@ static void test_golden_sequence(void **state) {
  * would differ from everyone else's now and then.
  */
 static void test_probabilities(void **state) {
-        static const uint64_t golden = UINT64_C(0x1ee434413b7747b3);
-        const uint32_t n = 64;
-        float l[64], copy[64];
-        int32_t ids[64];
-        double probs[64], ref[64], total = 0.0, sum = 0.0;
+        static const uint64_t golden = UINT64_C(0xc9b24933b960a3c6);
+        /* Enough values that a rounding difference shows somewhere: with 64,
+         * FMA contraction of the exp() polynomial went unnoticed. */
+        enum { n = 4096 };
+        static float l[n], copy[n];
+        static int32_t ids[n];
+        static double probs[n], ref[n];
+        double total = 0.0, sum = 0.0, max = -INFINITY;
 
         for (uint32_t i = 0; i < n; i++) {
-                l[i] = (float) ((i * 29) % 64) / 7.0f - 3.0f;
-                ref[i] = exp(((double) l[i] - 6.0) / (double) 0.7f);  /* the max is 63/7 - 3 = 6 */
+                l[i] = (float) ((i * UINT32_C(2654435761)) % 100003u) / 4000.0f - 12.5f;
+                max = MAX(max, (double) l[i]);
+        }
+        for (uint32_t i = 0; i < n; i++) {
+                ref[i] = exp(((double) l[i] - max) / (double) 0.7f);
                 total += ref[i];
         }
 
@@ -370,7 +391,7 @@ static void test_probabilities(void **state) {
         assert_non_null(sg);
         memcpy(copy, l, sizeof(l));
         assert_int_equal(sampler_candidates(sg, copy, ids, probs), 1);
-        assert_int_equal(ids[0], 11);           /* 11 * 29 % 64 = 63 */
+        assert_true(l[ids[0]] == (float) max);
         assert_true(probs[0] == 1.0);
 }
 
