@@ -22,6 +22,14 @@
 //      reading V rows straight from memory (consecutive invocations read
 //      consecutive pairs: coalesced).
 // The running sum stays per invocation (its own keys) and is reduced once.
+//
+// POS_BUFFER=1 takes the query's position from an int32 buffer (the one
+// RoPE reads) instead of the push constants, so one recording serves every
+// position: n_kv = pos[0] + 1, and the chunk length follows from n_kv the way
+// the host picks it for the push-constant path (whole sub-blocks, spread
+// over the n_chunks workgroups the host dispatched for the largest n_kv).
+// Chunks that start at or past n_kv hold no key: they write an empty partial
+// (max NEG_INIT, sum 0, output 0) that attn_combine skips.
 
 #define ATTN_DECODE
 #include "attn_common.glsl"
@@ -49,6 +57,9 @@ layout(binding = 1, std430) readonly buffer Kb { uvec4 k_cache[]; };
 layout(binding = 2, std430) readonly buffer Vb { uint v_cache[]; };
 // Scratch: O partials [n_head][n_chunks][D], then (m, l) pairs [n_head][n_chunks].
 layout(binding = 3, std430) writeonly buffer Sb { float part[]; };
+#if POS_BUFFER
+layout(binding = 4, std430) readonly buffer Pos { int pos[]; };
+#endif
 
 shared vec4 qs[GB * 2 * D4];
 shared uvec4 Ks[WG * KSS];
@@ -63,8 +74,28 @@ void main() {
     const uint g = gl_WorkGroupID.y / n_hb, hb = gl_WorkGroupID.y % n_hb;
     const uint h0 = g * G + hb * GB;                    // first query head here
     const uint nh = min(GB, G - hb * GB);               // valid heads in the block
-    const uint k0 = chunk * p.chunk, k1 = min(k0 + p.chunk, p.n_kv);
+#if POS_BUFFER
+    // Clamped to [1, n_ctx]: a bad position must not make the kernel read past the cache.
+    const uint n_kv = uint(clamp(pos[0], 0, int(p.n_ctx) - 1)) + 1;
+    const uint clen = WG * ((((n_kv + WG - 1) / WG) + p.n_chunks - 1) / p.n_chunks);
+#else
+    const uint n_kv = p.n_kv, clen = p.chunk;
+#endif
+    const uint k0 = chunk * clen, k1 = min(k0 + clen, n_kv);
     const uint kv_base = g * p.n_ctx * D2, kv_base4 = g * p.n_ctx * D4;
+
+    if (k0 >= n_kv) {
+        // The whole workgroup leaves here (k0 is uniform), before any barrier.
+        const uint n = p.n_chunks;
+        for (uint i = tid; i < nh * D; i += WG)
+            part[((h0 + i / D) * n + chunk) * D + i % D] = 0.0;
+        if (tid < nh) {
+            const uint a = p.n_head * n * D + ((h0 + tid) * n + chunk) * 2;
+            part[a] = NEG_INIT;
+            part[a + 1] = 0.0;
+        }
+        return;
+    }
 
     const float qscale = p.scale * LOG2E;
     for (uint i = tid; i < GB * 2 * D4; i += WG) {

@@ -143,8 +143,6 @@ int gpu_cmd_begin(GpuCmd *c) {
         res = vkBeginCommandBuffer(c->cb, &bi);
         if (res != VK_SUCCESS)
                 return gpu_vk_errno(res);
-        if (c->queries)
-                vkCmdResetQueryPool(c->cb, c->queries, 0, MAX_TIMESTAMPS);
         c->n_timestamps = 0;
         c->recording = true;
         c->recorded = false;
@@ -241,6 +239,16 @@ void gpu_cmd_barrier(GpuCmd *c) {
         vkCmdPipelineBarrier(c->cb, st, st, 0, 1, &mb, 0, NULL, 0, NULL);
 }
 
+void gpu_cmd_barrier_host(GpuCmd *c) {
+        VkMemoryBarrier mb = {
+                .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+                .dstAccessMask = VK_ACCESS_HOST_READ_BIT,
+        };
+        vkCmdPipelineBarrier(c->cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                             VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, NULL, 0, NULL);
+}
+
 void gpu_cmd_copy(GpuCmd *c, GpuBuffer *src, uint64_t src_offset, GpuBuffer *dst, uint64_t dst_offset,
                   uint64_t size) {
         VkBufferCopy region = { .srcOffset = src_offset, .dstOffset = dst_offset, .size = size };
@@ -256,6 +264,9 @@ int gpu_cmd_timestamp(GpuCmd *c) {
                 return -EOPNOTSUPP;
         if (c->n_timestamps >= MAX_TIMESTAMPS)
                 return -ENOSPC;
+        /* Reset with the first one, so recordings without timestamps (replayed decode passes) carry no reset. */
+        if (c->n_timestamps == 0)
+                vkCmdResetQueryPool(c->cb, c->queries, 0, MAX_TIMESTAMPS);
         vkCmdWriteTimestamp(c->cb, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, c->queries, c->n_timestamps);
         return (int) c->n_timestamps++;
 }

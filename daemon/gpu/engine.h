@@ -171,6 +171,14 @@ int gpu_cmd_dispatch(GpuCmd *c, GpuPipeline *p, const GpuBinding *bindings, uint
 /* Makes the writes of earlier dispatches/copies visible to later ones. */
 void gpu_cmd_barrier(GpuCmd *c);
 
+/*
+ * Makes the writes of earlier dispatches/copies visible to host reads once
+ * gpu_cmd_submit returns (the fence alone does not). A recording that ends
+ * with a copy into a GPU_MEMORY_HOST buffer and this barrier lets the host
+ * read the results from gpu_buffer_map() without a second submission.
+ */
+void gpu_cmd_barrier_host(GpuCmd *c);
+
 void gpu_cmd_copy(GpuCmd *c, GpuBuffer *src, uint64_t src_offset, GpuBuffer *dst, uint64_t dst_offset,
                   uint64_t size);
 void gpu_cmd_fill(GpuCmd *c, GpuBuffer *dst, uint64_t offset, uint64_t size, uint32_t value);

@@ -29,12 +29,22 @@ static uint32_t div_up(uint32_t a, uint32_t b) {
         return (a + b - 1) / b;
 }
 
+static bool pos_from_buffer(const GpuAttentionParams *p) {
+        return p->pos_buffer.buffer != NULL;
+}
+
 static int check_shape(const GpuAttentionParams *p) {
         if (!p || p->n_tokens == 0 || p->n_head == 0 || p->n_head_kv == 0 || p->n_head % p->n_head_kv != 0)
                 return -EINVAL;
         if (p->head_dim < 8 || p->head_dim > 256 || p->head_dim % 8 != 0)
                 return -EINVAL;
-        if (p->n_ctx == 0 || p->pos0 >= p->n_ctx || p->n_tokens > p->n_ctx - p->pos0)
+        if (p->n_ctx == 0)
+                return -EINVAL;
+        if (pos_from_buffer(p)) {
+                /* The positions are only known on the device, which checks each against n_ctx. */
+                if (p->n_tokens > p->n_ctx || !gpu_binding_covers(p->pos_buffer, (uint64_t) p->n_tokens * 4))
+                        return -EINVAL;
+        } else if (p->pos0 >= p->n_ctx || p->n_tokens > p->n_ctx - p->pos0)
                 return -EINVAL;
         /* Word indices into the cache are 32-bit in the kernels. */
         if ((uint64_t) p->n_head_kv * p->n_ctx * p->head_dim / 2 > UINT32_MAX)
@@ -99,11 +109,15 @@ int gpu_op_kv_store(GpuCmd *c, GpuDevice *d, GpuBinding k_new, GpuBinding v_new,
         uint32_t gx = (uint32_t) MIN((pairs + KV_STORE_WG - 1) / KV_STORE_WG,
                                      (uint64_t) gpu_device_caps(d)->max_workgroup_count[0]);
         GpuSpec spec = { .v = { KV_STORE_WG }, .n = 1 };
-        r = gpu_pipeline_get(d, GPU_SHADER_KV_STORE_F32_F16, &spec, &pl);
+        bool from_buffer = pos_from_buffer(p);
+        r = gpu_pipeline_get(d, from_buffer ? GPU_SHADER_KV_STORE_F32_F16_POS : GPU_SHADER_KV_STORE_F32_F16, &spec,
+                             &pl);
         if (r < 0)
                 return r;
-        GpuBinding b[4] = { k_new, v_new, k_cache, v_cache };
-        return gpu_cmd_dispatch(c, pl, b, 4, &push, sizeof push, gx, 1, 1);
+        if (from_buffer)
+                push.pos0 = 0;
+        GpuBinding b[5] = { k_new, v_new, k_cache, v_cache, p->pos_buffer };
+        return gpu_cmd_dispatch(c, pl, b, from_buffer ? 5 : 4, &push, sizeof push, gx, 1, 1);
 }
 
 /* ---- prefill ------------------------------------------------------------- */
@@ -150,6 +164,9 @@ int gpu_op_attention_prefill(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k
         r = check_shape(p);
         if (r < 0)
                 return r;
+        /* attn_prefill takes pos0 only: a position buffer would be silently ignored. */
+        if (pos_from_buffer(p))
+                return -EINVAL;
         r = check_qkv_out(q, k_cache, v_cache, out, p);
         if (r < 0)
                 return r;
@@ -189,10 +206,12 @@ int gpu_op_attention_prefill(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k
  * chunks of 64. Longer caches get longer chunks, which also amortise the
  * partial results each chunk writes.
  */
-static uint32_t decode_chunk(uint32_t n_kv, uint32_t groups_per_chunk) {
-        uint32_t blocks = div_up(n_kv, DECODE_WG);
-        uint32_t splits = MIN(div_up(DECODE_TARGET_GROUPS, groups_per_chunk), GPU_ATTN_MAX_SPLITS);
-        return DECODE_WG * div_up(blocks, splits);
+static uint32_t decode_splits(uint32_t groups_per_chunk) {
+        return MIN(div_up(DECODE_TARGET_GROUPS, groups_per_chunk), GPU_ATTN_MAX_SPLITS);
+}
+
+static uint32_t decode_chunk(uint32_t n_kv, uint32_t splits) {
+        return DECODE_WG * div_up(div_up(n_kv, DECODE_WG), splits);
 }
 
 uint64_t gpu_attention_scratch_size(uint32_t n_head, uint32_t head_dim, uint32_t n_ctx) {
@@ -233,9 +252,17 @@ int gpu_op_attention_decode(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k_
                 return -EOPNOTSUPP;
         n_hb = div_up(group, gb);
 
-        uint32_t n_kv = p->pos0 + 1;
-        uint32_t chunk = decode_chunk(n_kv, p->n_head_kv * n_hb);
-        uint32_t n_chunks = div_up(n_kv, chunk);
+        /*
+         * With a position buffer the grid must do for any position: as many chunks as the longest cache
+         * splits into. attn_decode then recomputes the chunk length from the n_kv it reads, with this
+         * n_chunks in place of splits, which gives the same chunks as here (when n_chunks < splits, every
+         * n_kv fits in n_chunks sub-blocks and chunks are one sub-block either way).
+         */
+        uint32_t splits = decode_splits(p->n_head_kv * n_hb);
+        bool from_buffer = pos_from_buffer(p);
+        uint32_t n_kv = from_buffer ? 0 : p->pos0 + 1;
+        uint32_t chunk = from_buffer ? 0 : decode_chunk(n_kv, splits);
+        uint32_t n_chunks = from_buffer ? MIN(splits, div_up(p->n_ctx, DECODE_WG)) : div_up(n_kv, chunk);
         assert(n_chunks <= GPU_ATTN_MAX_SPLITS);
         if (!gpu_binding_covers(scratch, (uint64_t) p->n_head * n_chunks * (p->head_dim + 2) * sizeof(float)))
                 return -EINVAL;
@@ -251,8 +278,10 @@ int gpu_op_attention_decode(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k_
                 .scale = p->scale,
         };
         GpuSpec spec = { .v = { DECODE_WG, 1, 1, p->head_dim, gb }, .n = 5 };
-        r = gpu_pipeline_get(d, gpu_device_use_subgroup(d) ? GPU_SHADER_ATTN_DECODE_F16 : GPU_SHADER_ATTN_DECODE_F16_NOSG,
-                             &spec, &pl_dec);
+        bool sg = gpu_device_use_subgroup(d);
+        GpuShaderId id = from_buffer ? (sg ? GPU_SHADER_ATTN_DECODE_F16_POS : GPU_SHADER_ATTN_DECODE_F16_POS_NOSG)
+                                     : (sg ? GPU_SHADER_ATTN_DECODE_F16 : GPU_SHADER_ATTN_DECODE_F16_NOSG);
+        r = gpu_pipeline_get(d, id, &spec, &pl_dec);
         if (r < 0)
                 return r;
         GpuSpec cspec = { .v = { COMBINE_WG, 1, 1, GPU_ATTN_MAX_SPLITS }, .n = 4 };
@@ -260,8 +289,8 @@ int gpu_op_attention_decode(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k_
         if (r < 0)
                 return r;
 
-        GpuBinding b[4] = { q, k_cache, v_cache, scratch };
-        r = gpu_cmd_dispatch(c, pl_dec, b, 4, &push, sizeof push, n_chunks, p->n_head_kv * n_hb, 1);
+        GpuBinding b[5] = { q, k_cache, v_cache, scratch, p->pos_buffer };
+        r = gpu_cmd_dispatch(c, pl_dec, b, from_buffer ? 5 : 4, &push, sizeof push, n_chunks, p->n_head_kv * n_hb, 1);
         if (r < 0)
                 return r;
         gpu_cmd_barrier(c);

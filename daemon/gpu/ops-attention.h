@@ -36,8 +36,21 @@
  * two decode kernels are barriered inside; nothing is barriered before or
  * after an op.
  *
+ * Positions from a buffer: with p->pos_buffer set (int32 per token, the
+ * buffer RoPE reads), kv_store stores token t at position pos[t] and decode
+ * attends to pos[0] + 1 keys; pos0 is then not used. Such a recording does
+ * not depend on the position, so a decode pass recorded once is replayed for
+ * every token after the host writes the new position into the buffer. The
+ * decode grid is then sized for the largest position (n_ctx - 1) and the
+ * kernel derives its chunk length from the position it reads; workgroups
+ * past the last key only write an empty partial result. Prefill always
+ * takes pos0.
+ *
  * Shapes: head_dim a multiple of 8, 8..256; n_head a multiple of n_head_kv;
- * pos0 + n_tokens <= n_ctx. Anything else is -EINVAL.
+ * pos0 + n_tokens <= n_ctx (n_tokens <= n_ctx with a position buffer, whose
+ * positions must lie in [0, n_ctx): the kernels skip a store and clamp a
+ * decode position outside it rather than touch memory past the cache).
+ * Anything else is -EINVAL.
  */
 
 #include <assert.h>
@@ -55,6 +68,7 @@ typedef struct GpuAttentionParams {
         float scale;            /* usually 1/sqrt(head_dim) */
         uint32_t q_stride;      /* floats from one token's q to the next; 0: n_head * head_dim */
         uint32_t kv_stride;     /* same for k_new/v_new of gpu_op_kv_store; 0: n_head_kv * head_dim */
+        GpuBinding pos_buffer;  /* int32 [n_tokens] positions for kv_store and decode; .buffer NULL: pos0 */
 } GpuAttentionParams;
 
 /* Decode splits the keys into at most this many chunks per head. */
@@ -68,8 +82,8 @@ uint64_t gpu_attention_scratch_size(uint32_t n_head, uint32_t head_dim, uint32_t
 
 /*
  * Records the conversion of k_new/v_new to F16 and their store into the
- * caches at positions pos0..pos0+n_tokens-1 (uses n_tokens, n_head_kv,
- * head_dim, n_ctx, pos0, kv_stride of p).
+ * caches at positions pos0..pos0+n_tokens-1, or pos_buffer's (uses n_tokens,
+ * n_head_kv, head_dim, n_ctx, pos0 or pos_buffer, kv_stride of p).
  */
 int gpu_op_kv_store(GpuCmd *c, GpuDevice *d, GpuBinding k_new, GpuBinding v_new, GpuBinding k_cache,
                     GpuBinding v_cache, const GpuAttentionParams *p);
@@ -116,9 +130,9 @@ typedef struct AttnDecodePush {
         uint32_t n_head;
         uint32_t n_group;
         uint32_t n_ctx;
-        uint32_t n_kv;          /* keys to attend: pos0 + 1 */
-        uint32_t chunk;         /* keys per chunk, a multiple of the workgroup size */
-        uint32_t n_chunks;
+        uint32_t n_kv;          /* keys to attend: pos0 + 1 (0 and unused with a position buffer) */
+        uint32_t chunk;         /* keys per chunk, a multiple of the workgroup size (same) */
+        uint32_t n_chunks;      /* chunks dispatched */
         uint32_t q_stride;
         float scale;
 } AttnDecodePush;

@@ -17,12 +17,18 @@
  * directly (host writes before vkQueueSubmit are visible to the device
  * without a barrier).
  *
- * Decode re-records its single-token pass for every token: the attention
- * and KV-store kernels take the position as a push constant (and the decode
- * kernel's grid depends on it), so a recording is only valid for one
- * position. The rest of the pass already reads ids and positions from
- * buffers; once those two kernels read theirs from a buffer too, the decode
- * pass can be recorded once per context and replayed.
+ * Decode does not record anything per token: every kernel of the
+ * single-token pass reads the token id and its position from that buffer
+ * (KV store and decode attention through GpuAttentionParams.pos_buffer, the
+ * decode grid sized for the whole context), so the pass is recorded once per
+ * context and wanted output (none, logits, argmax), each in its own GpuCmd,
+ * and replayed: a token costs two stores into the buffer and one submission.
+ * Nothing in those recordings depends on the position, so truncating the
+ * context leaves them valid. Prefill chunks (n > 1) are recorded per chunk.
+ *
+ * Results come back in the same submission: the pass ends with a copy of
+ * the logits (or the argmax) into a host-visible buffer and a host barrier,
+ * and the host reads them from its mapping once the submission is done.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -78,6 +84,7 @@ typedef enum EvalOutput {
         EVAL_NONE,              /* only fill the KV cache (all but the last prompt chunk) */
         EVAL_LOGITS,
         EVAL_ARGMAX,
+        EVAL__MAX,
 } EvalOutput;
 
 struct ModelContext {
@@ -101,8 +108,11 @@ struct ModelContext {
         GpuBuffer *scratch;     /* decode attention's partial results */
         GpuBuffer *io;          /* host-visible: ids [n_batch] at 0, positions at pos_offset */
         uint64_t pos_offset;
+        GpuBuffer *out;         /* host-visible: logits [n_vocab] at 0, the argmax at argmax_offset */
+        uint64_t argmax_offset;
 
-        GpuCmd *cmd;
+        GpuCmd *cmd;            /* prefill chunks, recorded for each */
+        GpuCmd *step[EVAL__MAX]; /* the single-token pass per output, recorded on first use, then replayed */
 };
 
 static uint64_t align_up(uint64_t v, uint64_t a) {
@@ -638,6 +648,8 @@ ModelContext *model_context_free(ModelContext *c) {
         if (!c)
                 return NULL;
         gpu_cmd_free(c->cmd);
+        for (size_t i = 0; i < ELEMENTSOF(c->step); i++)
+                gpu_cmd_free(c->step[i]);
         for (uint32_t il = 0; il < c->model->hp.n_layer; il++) {
                 if (c->k_cache)
                         gpu_buffer_free(c->k_cache[il]);
@@ -647,7 +659,7 @@ ModelContext *model_context_free(ModelContext *c) {
         free(c->k_cache);
         free(c->v_cache);
         GpuBuffer *bufs[] = { c->x, c->h, c->q, c->k, c->v, c->att, c->g, c->u,
-                              c->logits, c->argmax, c->scratch, c->io };
+                              c->logits, c->argmax, c->scratch, c->io, c->out };
         for (size_t i = 0; i < ELEMENTSOF(bufs); i++)
                 gpu_buffer_free(bufs[i]);
         free(c);
@@ -726,6 +738,12 @@ int model_context_new(Model *m, uint32_t n_ctx, ModelContext **ret) {
                 return r;
         if (!gpu_buffer_map(c->io))
                 return -EIO;
+        c->argmax_offset = align_up((uint64_t) hp->n_vocab * 4, BIND_ALIGN);
+        r = gpu_buffer_new(m->dev, c->argmax_offset + 4, GPU_MEMORY_HOST, &c->out);
+        if (r < 0)
+                return r;
+        if (!gpu_buffer_map(c->out))
+                return -EIO;
         r = gpu_cmd_new(m->dev, &c->cmd);
         if (r < 0)
                 return r;
@@ -743,7 +761,8 @@ uint32_t model_context_pos(const ModelContext *c) {
 }
 
 int model_context_truncate(ModelContext *c, uint32_t pos) {
-        /* The cache past pos is never read again: attention only reads positions < the current one. */
+        /* The cache past pos is never read again: attention only reads positions < the current one.
+         * The recorded single-token passes stay valid: they read the position from c->io. */
         if (pos < c->pos)
                 c->pos = pos;
         return 0;
@@ -775,13 +794,14 @@ static int project(GpuCmd *cmd, GpuDevice *d, const GpuTensor *w, GpuBuffer *x, 
 
 /*
  * Records the pass of n tokens at positions pos0.. (ids and positions already
- * in c->io) into c->cmd. out: what to compute from the last token.
+ * in c->io) into cmd. out: what to compute from the last token. A single
+ * token (n == 1) is recorded for any position: pos0 is not used, every
+ * kernel reads the position from c->io, so the recording may be replayed.
  */
-static int record_pass(ModelContext *c, uint32_t n, uint32_t pos0, EvalOutput out) {
+static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, EvalOutput out) {
         Model *m = c->model;
         const ModelHParams *hp = &m->hp;
         GpuDevice *d = m->dev;
-        GpuCmd *cmd = c->cmd;
         uint32_t kv_dim = hp->n_head_kv * hp->head_dim;
         GpuBinding ids = bind_at(c->io, 0, (uint64_t) n * 4);
         GpuBinding pos = bind_at(c->io, c->pos_offset, (uint64_t) n * 4);
@@ -803,8 +823,9 @@ static int record_pass(ModelContext *c, uint32_t n, uint32_t pos0, EvalOutput ou
                 .n_head_kv = hp->n_head_kv,
                 .head_dim = hp->head_dim,
                 .n_ctx = c->n_ctx,
-                .pos0 = pos0,
+                .pos0 = n == 1 ? 0 : pos0,
                 .scale = 1.0f / sqrtf((float) hp->head_dim),
+                .pos_buffer = n == 1 ? pos : (GpuBinding) {},
         };
 
         TRY(gpu_cmd_begin(cmd));
@@ -874,11 +895,34 @@ static int record_pass(ModelContext *c, uint32_t n, uint32_t pos0, EvalOutput ou
                            hp->rms_eps));
         gpu_cmd_barrier(cmd);
         TRY(gpu_op_matvec(cmd, d, m->output ? m->output : m->tok_embd, bind_at(c->h, 0, row), bind(c->logits), 1));
+        gpu_cmd_barrier(cmd);
+        /* Into the host-visible buffer, readable as soon as the submission is done. */
         if (out == EVAL_ARGMAX) {
-                gpu_cmd_barrier(cmd);
                 TRY(gpu_op_argmax(cmd, d, bind(c->logits), bind(c->argmax), 1, hp->n_vocab));
-        }
+                gpu_cmd_barrier(cmd);
+                gpu_cmd_copy(cmd, c->argmax, 0, c->out, c->argmax_offset, 4);
+        } else
+                gpu_cmd_copy(cmd, c->logits, 0, c->out, 0, (uint64_t) hp->n_vocab * 4);
+        gpu_cmd_barrier_host(cmd);
         return 0;
+}
+
+/* Runs the single-token pass for the token and position already in c->io: recorded once, then replayed. */
+static int step(ModelContext *c, EvalOutput out) {
+        int r;
+
+        if (!c->step[out]) {
+                _cleanup_(gpu_cmd_freep) GpuCmd *cmd = NULL;
+
+                r = gpu_cmd_new(c->model->dev, &cmd);
+                if (r < 0)
+                        return r;
+                r = record_pass(c, cmd, 1, 0, out);
+                if (r < 0)
+                        return r;
+                c->step[out] = TAKE_PTR(cmd);
+        }
+        return gpu_cmd_submit(c->step[out]);
 }
 
 static int eval(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, EvalOutput out) {
@@ -905,10 +949,13 @@ static int eval(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, EvalO
                         ids[i] = (uint32_t) tokens[done + i];
                         positions[i] = (int32_t) (pos + i);
                 }
-                r = record_pass(c, n, pos, last ? out : EVAL_NONE);
-                if (r < 0)
-                        return r;
-                r = gpu_cmd_submit(c->cmd);
+                if (n == 1)
+                        r = step(c, last ? out : EVAL_NONE);
+                else {
+                        r = record_pass(c, c->cmd, n, pos, last ? out : EVAL_NONE);
+                        if (r >= 0)
+                                r = gpu_cmd_submit(c->cmd);
+                }
                 if (r < 0)
                         return r;
                 done += n;
@@ -920,16 +967,14 @@ static int eval(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, EvalO
 }
 
 int model_eval(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, float *logits) {
-        uint32_t pos = c->pos;
         int r;
 
         r = eval(c, tokens, n_tokens, logits ? EVAL_LOGITS : EVAL_NONE);
         if (r < 0 || !logits)
                 return r;
-        r = gpu_buffer_read(c->logits, 0, logits, (uint64_t) c->model->hp.n_vocab * sizeof(float));
-        if (r < 0)
-                c->pos = pos;
-        return r;
+        /* The pass copied them to c->out behind a host barrier: no transfer left to wait for. */
+        memcpy(logits, gpu_buffer_map(c->out), (size_t) c->model->hp.n_vocab * sizeof(float));
+        return 0;
 }
 
 int model_eval_greedy(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, int32_t *ret_token) {
@@ -939,12 +984,10 @@ int model_eval_greedy(ModelContext *c, const int32_t *tokens, uint32_t n_tokens,
         r = eval(c, tokens, n_tokens, EVAL_ARGMAX);
         if (r < 0)
                 return r;
-        r = gpu_buffer_read(c->argmax, 0, &token, sizeof token);
-        if (r >= 0 && token >= c->model->hp.n_vocab)
-                r = -EIO;       /* NaN logits: the argmax is unspecified */
-        if (r < 0) {
-                c->pos = pos;
-                return r;
+        memcpy(&token, (const uint8_t *) gpu_buffer_map(c->out) + c->argmax_offset, sizeof token);
+        if (token >= c->model->hp.n_vocab) {
+                c->pos = pos;   /* NaN logits: the argmax is unspecified */
+                return -EIO;
         }
         if (ret_token)
                 *ret_token = (int32_t) token;

@@ -5,6 +5,12 @@
  * poisons its output), then prefill or decode. Run twice by meson, the second
  * time with INFERD_GPU_NO_SUBGROUP=1 for the shared-memory reductions.
  *
+ * The position-buffer path (GpuAttentionParams.pos_buffer): kv_store to
+ * scattered positions read from the buffer, and one recording of kv_store +
+ * decode replayed at many positions (short and long, up and down), only the
+ * buffers rewritten between submissions; the cache past each position is NaN
+ * again before every replay.
+ *
  * Tolerances:
  *  - kv_store: every F16 within one unit in the last place of the
  *    round-to-nearest-even conversion (packHalf2x16 leaves the rounding to
@@ -245,6 +251,244 @@ static void test_decode_odd(void **state) {
         run_cases(cases, ELEMENTSOF(cases));
 }
 
+/* ---- positions from a buffer ------------------------------------------------ */
+
+static void write_i32(GpuBuffer *b, const int32_t *v, size_t n) {
+        assert_int_equal(gpu_buffer_write(b, 0, v, n * sizeof *v), 0);
+}
+
+/* kv_store to the positions in the buffer, some out of range (skipped); the rest of the cache untouched. */
+static void run_kv_store_positions(uint32_t n_head_kv, uint32_t dim, uint32_t n_ctx, uint32_t kv_pad,
+                                   const int32_t *pos, uint32_t n_tokens, uint64_t seed) {
+        const size_t row = (size_t) n_head_kv * dim, stride = row + kv_pad;
+        const size_t cache_n = (size_t) n_head_kv * n_ctx * dim, src_n = (n_tokens - 1) * stride + row;
+        GpuAttentionParams p = {
+                .n_tokens = n_tokens, .n_head = n_head_kv, .n_head_kv = n_head_kv, .head_dim = dim,
+                .n_ctx = n_ctx, .kv_stride = kv_pad ? (uint32_t) stride : 0,
+        };
+        float *k = malloc(sizeof(float) * src_n), *v = malloc(sizeof(float) * src_n);
+        uint16_t *kc = malloc(2 * cache_n), *vc = malloc(2 * cache_n);
+        uint16_t *kc_ref = malloc(2 * cache_n), *vc_ref = malloc(2 * cache_n);
+        assert_non_null(k && v && kc && vc && kc_ref && vc_ref);
+        test_fill_random(k, src_n, seed * 2 + 1);
+        test_fill_random(v, src_n, seed * 2 + 2);
+
+        GpuBuffer *kb = upload(k, sizeof(float) * src_n), *vb = upload(v, sizeof(float) * src_n);
+        GpuBuffer *kcb = new_buffer(2 * cache_n), *vcb = new_buffer(2 * cache_n), *pb = new_buffer(4 * n_tokens);
+        GpuCmd *c = NULL;
+        write_i32(pb, pos, n_tokens);
+        p.pos_buffer = (GpuBinding) { pb };
+        assert_int_equal(gpu_cmd_new(T.dev, &c), 0);
+        assert_int_equal(gpu_cmd_begin(c), 0);
+        gpu_cmd_fill(c, kcb, 0, 2 * cache_n, CACHE_POISON);
+        gpu_cmd_fill(c, vcb, 0, 2 * cache_n, CACHE_POISON);
+        gpu_cmd_barrier(c);
+        assert_int_equal(gpu_op_kv_store(c, T.dev, (GpuBinding) { kb }, (GpuBinding) { vb }, (GpuBinding) { kcb },
+                                         (GpuBinding) { vcb }, &p),
+                         0);
+        assert_int_equal(gpu_cmd_submit(c), 0);
+        assert_int_equal(gpu_buffer_read(kcb, 0, kc, 2 * cache_n), 0);
+        assert_int_equal(gpu_buffer_read(vcb, 0, vc, 2 * cache_n), 0);
+
+        /* The reference one token at a time, at its position. */
+        bool *stored = calloc(n_ctx, sizeof *stored);
+        assert_non_null(stored);
+        for (size_t i = 0; i < cache_n; i++)
+                kc_ref[i] = vc_ref[i] = (uint16_t) CACHE_POISON;
+        for (uint32_t t = 0; t < n_tokens; t++) {
+                if (pos[t] < 0 || (uint32_t) pos[t] >= n_ctx)
+                        continue;
+                GpuAttentionParams one = p;
+                one.pos_buffer = (GpuBinding) {};
+                one.n_tokens = 1;
+                one.pos0 = (uint32_t) pos[t];
+                gpu_kv_store_ref(&one, k + t * stride, v + t * stride, kc_ref, vc_ref);
+                stored[pos[t]] = true;
+        }
+        for (size_t i = 0; i < cache_n; i++) {
+                int dk = abs((int) kc[i] - (int) kc_ref[i]), dv = abs((int) vc[i] - (int) vc_ref[i]);
+                bool in_batch = stored[(i / dim) % n_ctx];
+                if ((in_batch && (dk > 1 || dv > 1)) || (!in_batch && (dk || dv)))
+                        fail_msg("cache[%zu]: k %04x (want %04x), v %04x (want %04x)", i, kc[i], kc_ref[i], vc[i],
+                                 vc_ref[i]);
+        }
+
+        gpu_cmd_free(c);
+        gpu_buffer_free(kb);
+        gpu_buffer_free(vb);
+        gpu_buffer_free(kcb);
+        gpu_buffer_free(vcb);
+        gpu_buffer_free(pb);
+        free(stored);
+        free(k);
+        free(v);
+        free(kc);
+        free(vc);
+        free(kc_ref);
+        free(vc_ref);
+}
+
+static void test_kv_store_positions(void **state) {
+        static const int32_t scattered[] = { 5, 3, 100, 0, 255, 17, 18 };
+        static const int32_t out_of_range[] = { 7, -1, 256, 9, INT32_MIN, 1000000 };
+        static const int32_t one[] = { 4999 };
+        int32_t many[300];
+        for (uint32_t i = 0; i < ELEMENTSOF(many); i++)
+                many[i] = (int32_t) ((i * 37 + 11) % 311);      /* a permutation of part of 0..310 */
+
+        run_kv_store_positions(4, 8, 256, 0, scattered, ELEMENTSOF(scattered), 1);
+        run_kv_store_positions(4, 8, 256, 0, out_of_range, ELEMENTSOF(out_of_range), 2);
+        run_kv_store_positions(8, 64, 8192, 0, one, 1, 3);
+        run_kv_store_positions(2, 40, 320, 6, many, ELEMENTSOF(many), 4);
+}
+
+typedef struct ReplayCase {
+        uint32_t n_head, n_head_kv, dim, n_ctx;
+        float qmul;
+} ReplayCase;
+
+/*
+ * One recording of kv_store + decode through the position buffer, replayed at
+ * each of positions[]: before each submission the host writes the new
+ * token's q/k/v and its position, and the cache (earlier positions random,
+ * this one and later ones NaN). Each replay must store at that position and
+ * attend to exactly positions 0..pos.
+ */
+static void run_replay(const ReplayCase *cs, const uint32_t *positions, size_t n_pos, uint64_t seed) {
+        const uint32_t dim = cs->dim;
+        const size_t kv_row = (size_t) cs->n_head_kv * dim, q_row = (size_t) cs->n_head * dim;
+        const size_t cache_n = (size_t) cs->n_head_kv * cs->n_ctx * dim;
+        GpuAttentionParams p = {
+                .n_tokens = 1,
+                .n_head = cs->n_head,
+                .n_head_kv = cs->n_head_kv,
+                .head_dim = dim,
+                .n_ctx = cs->n_ctx,
+                .scale = 1.0f / sqrtf((float) dim),
+        };
+        float *hist = malloc(sizeof(float) * cache_n), *kn = malloc(sizeof(float) * kv_row);
+        float *vn = malloc(sizeof(float) * kv_row), *q = malloc(sizeof(float) * q_row);
+        float *out = malloc(sizeof(float) * q_row), *ref = malloc(sizeof(float) * q_row);
+        uint16_t *kc_hist = malloc(2 * cache_n), *vc_hist = malloc(2 * cache_n);
+        uint16_t *kc_up = malloc(2 * cache_n), *vc_up = malloc(2 * cache_n);
+        uint16_t *kc = malloc(2 * cache_n), *vc = malloc(2 * cache_n);
+        assert_non_null(hist && kn && vn && q && out && ref && kc_hist && vc_hist && kc_up && vc_up && kc && vc);
+
+        /* The history the earlier positions hold (already F16, as after kv_store). */
+        test_fill_random(hist, cache_n, seed * 8 + 1);
+        for (size_t i = 0; i < cache_n; i++)
+                kc_hist[i] = float_to_half(hist[i]);
+        test_fill_random(hist, cache_n, seed * 8 + 2);
+        for (size_t i = 0; i < cache_n; i++)
+                vc_hist[i] = float_to_half(hist[i]);
+
+        GpuBuffer *kb = new_buffer(sizeof(float) * kv_row), *vb = new_buffer(sizeof(float) * kv_row);
+        GpuBuffer *qb = new_buffer(sizeof(float) * q_row), *ob = new_buffer(sizeof(float) * q_row);
+        GpuBuffer *kcb = new_buffer(2 * cache_n), *vcb = new_buffer(2 * cache_n), *pb = new_buffer(4);
+        GpuBuffer *scratch = new_buffer(gpu_attention_scratch_size(cs->n_head, dim, cs->n_ctx));
+        GpuCmd *c = NULL;
+        double worst = 0;
+
+        p.pos_buffer = (GpuBinding) { pb };
+        assert_int_equal(gpu_cmd_new(T.dev, &c), 0);
+        assert_int_equal(gpu_cmd_begin(c), 0);
+        assert_int_equal(gpu_op_kv_store(c, T.dev, (GpuBinding) { kb }, (GpuBinding) { vb }, (GpuBinding) { kcb },
+                                         (GpuBinding) { vcb }, &p),
+                         0);
+        gpu_cmd_barrier(c);
+        assert_int_equal(gpu_op_attention(c, T.dev, (GpuBinding) { qb }, (GpuBinding) { kcb }, (GpuBinding) { vcb },
+                                          (GpuBinding) { ob }, (GpuBinding) { scratch }, &p),
+                         0);
+
+        for (size_t step = 0; step < n_pos; step++) {
+                const uint32_t P = positions[step];
+                const int32_t pos = (int32_t) P;
+
+                test_fill_random(kn, kv_row, seed * 1000 + step * 4 + 1);
+                test_fill_random(vn, kv_row, seed * 1000 + step * 4 + 2);
+                test_fill_random(q, q_row, seed * 1000 + step * 4 + 3);
+                for (size_t i = 0; i < q_row; i++)
+                        q[i] *= cs->qmul > 0 ? cs->qmul : 1.0f;
+                for (size_t i = 0; i < cache_n; i++) {
+                        bool before = (i / dim) % cs->n_ctx < P;
+                        kc_up[i] = before ? kc_hist[i] : (uint16_t) CACHE_POISON;
+                        vc_up[i] = before ? vc_hist[i] : (uint16_t) CACHE_POISON;
+                }
+                assert_int_equal(gpu_buffer_write(kcb, 0, kc_up, 2 * cache_n), 0);
+                assert_int_equal(gpu_buffer_write(vcb, 0, vc_up, 2 * cache_n), 0);
+                assert_int_equal(gpu_buffer_write(kb, 0, kn, sizeof(float) * kv_row), 0);
+                assert_int_equal(gpu_buffer_write(vb, 0, vn, sizeof(float) * kv_row), 0);
+                assert_int_equal(gpu_buffer_write(qb, 0, q, sizeof(float) * q_row), 0);
+                write_i32(pb, &pos, 1);
+
+                assert_int_equal(gpu_cmd_submit(c), 0);     /* the same recording every time */
+                assert_int_equal(gpu_buffer_read(ob, 0, out, sizeof(float) * q_row), 0);
+                assert_int_equal(gpu_buffer_read(kcb, 0, kc, 2 * cache_n), 0);
+                assert_int_equal(gpu_buffer_read(vcb, 0, vc, 2 * cache_n), 0);
+
+                /* Stored at P (one F16 step at most), nothing else touched. */
+                GpuAttentionParams at = p;
+                at.pos_buffer = (GpuBinding) {};
+                at.pos0 = P;
+                gpu_kv_store_ref(&at, kn, vn, kc_up, vc_up);
+                for (size_t i = 0; i < cache_n; i++) {
+                        int dk = abs((int) kc[i] - (int) kc_up[i]), dv = abs((int) vc[i] - (int) vc_up[i]);
+                        bool here = (i / dim) % cs->n_ctx == P;
+                        if ((here && (dk > 1 || dv > 1)) || (!here && (dk || dv)))
+                                fail_msg("pos %u: cache[%zu]: k %04x (want %04x), v %04x (want %04x)", P, i, kc[i],
+                                         kc_up[i], vc[i], vc_up[i]);
+                }
+
+                gpu_attention_ref(&at, q, kc, vc, ref);
+                double nmse = test_nmse(out, ref, q_row);
+                if (!(nmse < NMSE_BOUND))
+                        fail_msg("heads %u/%u dim %u ctx %u: replay at pos %u: nmse %.3g", cs->n_head, cs->n_head_kv,
+                                 dim, cs->n_ctx, P, nmse);
+                worst = MAX(worst, nmse);
+        }
+        fprintf(stderr, "# heads %u/%u dim %u ctx %u: one decode recording replayed at %zu positions: worst nmse %.3g\n",
+                cs->n_head, cs->n_head_kv, dim, cs->n_ctx, n_pos, worst);
+
+        gpu_cmd_free(c);
+        GpuBuffer *bufs[] = { kb, vb, qb, ob, kcb, vcb, pb, scratch };
+        for (size_t i = 0; i < ELEMENTSOF(bufs); i++)
+                gpu_buffer_free(bufs[i]);
+        free(hist);
+        free(kn);
+        free(vn);
+        free(q);
+        free(out);
+        free(ref);
+        free(kc_hist);
+        free(vc_hist);
+        free(kc_up);
+        free(vc_up);
+        free(kc);
+        free(vc);
+}
+
+static void test_decode_replay(void **state) {
+        /* 128 chunks of one sub-block: most are empty at short positions. */
+        static const ReplayCase tiny = { 8, 4, 8, 8192 };
+        static const uint32_t tiny_pos[] = { 4999, 0, 32, 63, 64, 65, 1499, 8191, 1 };
+        /* 64 chunks dispatched; chunks of 3 sub-blocks near the end, 1 at short positions. */
+        static const ReplayCase gqa = { 32, 8, 128, 8400 };
+        static const uint32_t gqa_pos[] = { 8299, 0, 1023, 127, 8399, 4095 };
+        /* Two head blocks of 6, 128 chunks; a peaky softmax; Falcon-style MQA over a short cache. */
+        static const ReplayCase odd = { 12, 1, 32, 8192 };
+        static const uint32_t odd_pos[] = { 7, 4999, 8191, 100 };
+        static const ReplayCase peaky = { 8, 2, 64, 4096, 30 };
+        static const uint32_t peaky_pos[] = { 2000, 3, 4095 };
+        static const ReplayCase mqa = { 71, 1, 64, 512 };
+        static const uint32_t mqa_pos[] = { 300, 0, 511, 64 };
+
+        run_replay(&tiny, tiny_pos, ELEMENTSOF(tiny_pos), 1);
+        run_replay(&gqa, gqa_pos, ELEMENTSOF(gqa_pos), 2);
+        run_replay(&odd, odd_pos, ELEMENTSOF(odd_pos), 3);
+        run_replay(&peaky, peaky_pos, ELEMENTSOF(peaky_pos), 4);
+        run_replay(&mqa, mqa_pos, ELEMENTSOF(mqa_pos), 5);
+}
+
 static void test_bad_shapes(void **state) {
         GpuBuffer *b = new_buffer(1 << 20);
         GpuBuffer *small = new_buffer(256);
@@ -280,6 +524,18 @@ static void test_bad_shapes(void **state) {
         /* Prefill needs no scratch. */
         p = good, p.n_tokens = 3;
         assert_int_equal(gpu_op_attention(c, T.dev, x, x, x, x, (GpuBinding) {}, &p), 0);
+        /* A position buffer: pos0 is not checked; the buffer must hold n_tokens positions; not for prefill. */
+        p = good, p.pos0 = 1000, p.pos_buffer = x;
+        assert_int_equal(gpu_op_attention(c, T.dev, x, x, x, x, x, &p), 0);
+        p.n_tokens = 64;
+        assert_int_equal(gpu_op_kv_store(c, T.dev, x, x, x, x, &p), 0);
+        p.n_tokens = 65;
+        assert_int_equal(gpu_op_kv_store(c, T.dev, x, x, x, x, &p), -EINVAL);
+        p = good, p.pos_buffer = (GpuBinding) { b, 1 << 20 };  /* past the end: empty */
+        assert_int_equal(gpu_op_attention(c, T.dev, x, x, x, x, x, &p), -EINVAL);
+        p = good, p.n_tokens = 3, p.pos_buffer = x;
+        assert_int_equal(gpu_op_kv_store(c, T.dev, x, x, x, x, &p), 0);
+        assert_int_equal(gpu_op_attention(c, T.dev, x, x, x, x, x, &p), -EINVAL);
 
         /* Scratch: n_head x chunks x (head_dim + 2) floats, chunks capped. */
         assert_int_equal(gpu_attention_scratch_size(32, 128, 64), 32 * 1 * 130 * 4);
@@ -319,6 +575,8 @@ int main(void) {
                 cmocka_unit_test(test_decode_tiny),
                 cmocka_unit_test(test_decode_gqa),
                 cmocka_unit_test(test_decode_odd),
+                cmocka_unit_test(test_kv_store_positions),
+                cmocka_unit_test(test_decode_replay),
                 cmocka_unit_test(test_bad_shapes),
         };
         gpu_test_open(&T);

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* The Vulkan runtime on a real device: buffers, transfers, pipelines, dispatch, timestamps. */
+/* The Vulkan runtime on a real device: buffers, transfers, pipelines, dispatch, timestamps, host read-back. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -127,6 +127,55 @@ static void test_many_dispatches_one_submission(void **state) {
         gpu_buffer_free(b);
 }
 
+/*
+ * Results read by the host straight from a GPU_MEMORY_HOST buffer after the
+ * submission that produced them, no second one: a dispatch into device
+ * memory, a copy into the host buffer and gpu_cmd_barrier_host; and a
+ * dispatch writing into the host buffer itself. The recording is replayed
+ * with new input and the host sees the new results each time.
+ */
+static void test_host_readback(void **state) {
+        const uint32_t n = 4099, n4 = (n + 3) / 4; /* whole vec4s: 1025 */
+        GpuBuffer *src = NULL, *mid = NULL, *host = NULL;
+        GpuPipeline *p = NULL;
+        GpuCmd *c = NULL;
+        float *x = malloc(n4 * 16);
+        GpuSpec spec = { .v = { 64 }, .n = 1 };
+
+        assert_non_null(x);
+        assert_int_equal(gpu_buffer_new(T.dev, n4 * 16, GPU_MEMORY_DEVICE, &src), 0);
+        assert_int_equal(gpu_buffer_new(T.dev, n4 * 16, GPU_MEMORY_DEVICE, &mid), 0);
+        /* The copy at 0, the dispatch's output at a 256-byte aligned offset after it. */
+        uint64_t second = (n4 * 16 + 255) / 256 * 256;
+        assert_int_equal(gpu_buffer_new(T.dev, second + n4 * 16, GPU_MEMORY_HOST, &host), 0);
+        const uint8_t *map = gpu_buffer_map(host);
+        assert_non_null(map);
+        assert_int_equal(gpu_pipeline_get(T.dev, GPU_SHADER_COPY_F32, &spec, &p), 0);
+
+        assert_int_equal(gpu_cmd_new(T.dev, &c), 0);
+        assert_int_equal(gpu_cmd_begin(c), 0);
+        GpuBinding b1[2] = { { src, 0, 0 }, { mid, 0, 0 } };
+        GpuBinding b2[2] = { { src, 0, 0 }, { host, second, n4 * 16 } };
+        assert_int_equal(gpu_cmd_dispatch(c, p, b1, 2, &n4, sizeof n4, (n4 + 63) / 64, 1, 1), 0);
+        assert_int_equal(gpu_cmd_dispatch(c, p, b2, 2, &n4, sizeof n4, (n4 + 63) / 64, 1, 1), 0);
+        gpu_cmd_barrier(c);
+        gpu_cmd_copy(c, mid, 0, host, 0, n4 * 16);
+        gpu_cmd_barrier_host(c);
+        for (int round = 0; round < 3; round++) {
+                test_fill_random(x, n4 * 4, 10 + round);
+                assert_int_equal(gpu_buffer_write(src, 0, x, n4 * 16), 0);
+                assert_int_equal(gpu_cmd_submit(c), 0);
+                assert_memory_equal(map, x, n4 * 16);
+                assert_memory_equal(map + second, x, n4 * 16);
+        }
+
+        gpu_cmd_free(c);
+        gpu_buffer_free(src);
+        gpu_buffer_free(mid);
+        gpu_buffer_free(host);
+        free(x);
+}
+
 static void test_pipeline_cache_persisted(void **state) {
         char dir[] = "/tmp/inferd-gpu-cache-XXXXXX";
         GpuDevice *d = NULL;
@@ -158,6 +207,7 @@ int main(void) {
                 cmocka_unit_test(test_buffer_limits),
                 cmocka_unit_test(test_dispatch_copy_and_timestamps),
                 cmocka_unit_test(test_many_dispatches_one_submission),
+                cmocka_unit_test(test_host_readback),
                 cmocka_unit_test(test_pipeline_cache_persisted),
         };
         gpu_test_open(&T);

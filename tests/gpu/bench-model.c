@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Prompt processing and generation speed of a GGUF model on one device, in
+ * this process (no daemon), measured the way BenchModel does it:
+ *
+ *   build/tests/bench-model MODEL.gguf [-p 512] [-n 128] [-r 3] [--device N] [--json]
+ *
+ * Also prints the decode roofline: generated tokens/s x bytes of weights read
+ * per token, against the device's measured copy bandwidth.
+ */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench.h"
+#include "engine.h"
+#include "macro.h"
+#include "model.h"
+#include "time-util.h"
+
+static void stats(const double *v, int n, double *mean, double *sd) {
+        double s = 0, q = 0;
+        for (int i = 0; i < n; i++)
+                s += v[i];
+        *mean = s / n;
+        for (int i = 0; i < n; i++)
+                q += (v[i] - *mean) * (v[i] - *mean);
+        *sd = n > 1 ? sqrt(q / (n - 1)) : 0;
+}
+
+int main(int argc, char *argv[]) {
+        static const struct option opts[] = {
+                { "device", required_argument, NULL, 'd' }, { "json", no_argument, NULL, 'j' }, {}
+        };
+        unsigned n_prompt = 512, n_gen = 128, reps = 3, device = 0;
+        bool json = false;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "p:n:r:", opts, NULL)) >= 0)
+                switch (c) {
+                case 'p': n_prompt = (unsigned) atoi(optarg); break;
+                case 'n': n_gen = (unsigned) atoi(optarg); break;
+                case 'r': reps = (unsigned) MAX(1, atoi(optarg)); break;
+                case 'd': device = (unsigned) atoi(optarg); break;
+                case 'j': json = true; break;
+                default: return 2;
+                }
+        if (optind >= argc) {
+                fprintf(stderr, "usage: bench-model MODEL.gguf [-p N] [-n N] [-r N] [--device N] [--json]\n");
+                return 2;
+        }
+
+        _cleanup_(gpu_instance_freep) GpuInstance *inst = NULL;
+        _cleanup_(gpu_device_freep) GpuDevice *dev = NULL;
+        _cleanup_(model_freep) Model *m = NULL;
+        _cleanup_(model_context_freep) ModelContext *ctx = NULL;
+        _cleanup_free_ char *err = NULL;
+        if (gpu_instance_new(&inst) < 0 || gpu_device_new(inst, device, NULL, &dev) < 0) {
+                fprintf(stderr, "no device %u\n", device);
+                return 1;
+        }
+        double copy_bps = 0;
+        (void) gpu_bench_copy_bandwidth(dev, MIN(gpu_device_caps(dev)->max_storage_buffer_range / 2, 256ULL << 20),
+                                        &copy_bps);
+        ModelOptions mo = { .max_ctx = n_prompt + n_gen + 16 };
+        uint64_t t0 = now_usec(CLOCK_MONOTONIC);
+        r = model_load(dev, argv[optind], &mo, &m, &err);
+        if (r < 0) {
+                fprintf(stderr, "load: %s\n", err ? err : strerror(-r));
+                return 1;
+        }
+        double load_s = (now_usec(CLOCK_MONOTONIC) - t0) * 1e-6;
+        r = model_context_new(m, n_prompt + n_gen + 8, &ctx);
+        if (r < 0) {
+                fprintf(stderr, "context: %s\n", strerror(-r));
+                return 1;
+        }
+        uint32_t n_vocab = model_hparams(m)->n_vocab;
+        int32_t *tokens = calloc(MAX(n_prompt, 1), sizeof(int32_t));
+        double *pp = calloc(reps, sizeof(double)), *tg = calloc(reps, sizeof(double));
+        for (unsigned i = 0; i < n_prompt; i++)
+                tokens[i] = (int32_t) ((i * 7919u + 13u) % n_vocab);
+        for (unsigned rep = 0; rep <= reps; rep++) {
+                int32_t t = 1;
+                uint64_t a, b;
+                model_context_truncate(ctx, 0);
+                a = now_usec(CLOCK_MONOTONIC);
+                if (n_prompt && (r = model_eval_greedy(ctx, tokens, n_prompt, &t)) < 0)
+                        break;
+                b = now_usec(CLOCK_MONOTONIC);
+                if (rep)
+                        pp[rep - 1] = n_prompt ? n_prompt / ((b - a) * 1e-6) : 0;
+                model_context_truncate(ctx, 0);
+                t = 1;
+                a = now_usec(CLOCK_MONOTONIC);
+                for (unsigned i = 0; i < n_gen && r >= 0; i++)
+                        r = model_eval_greedy(ctx, &t, 1, &t);
+                b = now_usec(CLOCK_MONOTONIC);
+                if (rep)
+                        tg[rep - 1] = n_gen ? n_gen / ((b - a) * 1e-6) : 0;
+        }
+        if (r < 0) {
+                fprintf(stderr, "eval: %s\n", strerror(-r));
+                return 1;
+        }
+        double ppm, pps, tgm, tgs;
+        stats(pp, (int) reps, &ppm, &pps);
+        stats(tg, (int) reps, &tgm, &tgs);
+        const ModelInfo *info = model_info(m);
+        /* Bytes read per generated token: every weight once (the output head included). */
+        double roofline = copy_bps > 0 ? tgm * (double) info->device_bytes / copy_bps : 0;
+        if (json)
+                printf("{\"model\":\"%s\",\"device\":\"%s\",\"params\":%llu,\"type\":\"%s\",\"bytes\":%llu,"
+                       "\"load_s\":%.2f,\"pp\":%u,\"pp_tps\":%.2f,\"pp_sd\":%.2f,\"tg\":%u,\"tg_tps\":%.2f,"
+                       "\"tg_sd\":%.2f,\"copy_gbs\":%.1f,\"tg_roofline_fraction\":%.3f}\n",
+                       info->name, gpu_device_info(dev)->name, (unsigned long long) info->n_params, info->file_type,
+                       (unsigned long long) info->device_bytes, load_s, n_prompt, ppm, pps, n_gen, tgm, tgs,
+                       copy_bps / 1e9, roofline);
+        else {
+                printf("model %s (%s, %.2fB params, %.2f GB on device), %s, copy %.1f GB/s, load %.1f s\n",
+                       info->name, info->file_type, info->n_params / 1e9, info->device_bytes / 1e9,
+                       gpu_device_info(dev)->name, copy_bps / 1e9, load_s);
+                printf("pp%u: %.2f ± %.2f t/s\ntg%u: %.2f ± %.2f t/s (%.0f%% of the bandwidth roofline)\n", n_prompt, ppm,
+                       pps, n_gen, tgm, tgs, 100 * roofline);
+        }
+        free(tokens);
+        free(pp);
+        free(tg);
+        return 0;
+}
