@@ -675,7 +675,7 @@ static int print_model_table(const char *name, const BenchModelInfo *info, const
         format_size_2(size, sizeof size,
                       (uint64_t) json_number(res, "model_bytes", (double) info->file_size));
         format_params_2(params, sizeof params, info->parameters);
-        snprintf(backend, sizeof backend, device ? "Vulkan (%s)" : "Vulkan", device);
+        snprintf(backend, sizeof backend, device ? "Vulkan: %s" : "Vulkan", device);
 
         for (size_t i = 0; i < ELEMENTSOF(tests); i++) {
                 int64_t arg = i == 0 ? arg_n_prompt : arg_n_gen;

@@ -29,6 +29,9 @@
 #ifndef INFERD_MODEL_PATH_PREFIX
 #define INFERD_MODEL_PATH_PREFIX "/org/inferd/infer1/model"
 #endif
+#ifndef INFERD_JOB_PATH_PREFIX
+#define INFERD_JOB_PATH_PREFIX  "/org/inferd/infer1/job"
+#endif
 
 /* "system" or "session", for messages. */
 const char *ctl_bus_name(const Context *ctx);

@@ -4,13 +4,15 @@
  * TEXT. None needs authorization.
  *
  * run and chat start a job (Generate, Chat) and follow it: inferd sends the
- * job's Piece signals to us alone, then one Finished. The reply names the
- * job and comes from the daemon's unique name; the matches for the job's
- * signals are installed after it, which loses nothing, as sd-bus keeps what
- * arrived meanwhile in its read queue and runs the matches when it processes
- * it. The matches name the daemon's unique name as sender, so that nobody
- * else on the bus can speak for the job. If the daemon leaves the bus
- * (NameOwnerChanged), the job is over.
+ * job's Piece signals to us alone, then one Finished. The matches for them
+ * are installed before the call, not after the reply: a signal may come right
+ * behind the reply, and sd-bus runs a match only on messages read after its
+ * AddMatch completed (even those still in its read queue are skipped). The
+ * job's path and the daemon's unique name come with the reply, and a signal
+ * counts only if it comes from that name for that path, so that nobody else
+ * on the bus can speak for the job. Nothing is dispatched before the reply is
+ * in, so the filter is always known when a signal is looked at. If the daemon
+ * leaves the bus (NameOwnerChanged), the job is over.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -207,7 +209,7 @@ typedef struct Job {
         char *path;
         char *daemon;                   /* the daemon's unique name */
         sd_bus_slot *signals_slot;
-        sd_bus_slot *owner_slots[2];    /* NameOwnerChanged of the unique and the well-known name */
+        sd_bus_slot *owner_slot;        /* NameOwnerChanged of org.inferd.infer1 */
         bool print;                     /* stream the text to stdout as it comes */
 
         char *text;                     /* all pieces so far, NUL-terminated */
@@ -228,8 +230,7 @@ typedef struct Job {
 
 static void job_done(Job *j) {
         sd_bus_slot_unref(j->signals_slot);
-        sd_bus_slot_unref(j->owner_slots[0]);
-        sd_bus_slot_unref(j->owner_slots[1]);
+        sd_bus_slot_unref(j->owner_slot);
         free(j->path);
         free(j->daemon);
         free(j->text);
@@ -265,7 +266,9 @@ static int on_job_signal(sd_bus_message *m, void *userdata, sd_bus_error *ret_er
         Job *j = userdata;
         int r;
 
-        if (j->finished)
+        /* Before the reply, nothing is dispatched; another job's or another peer's signals do not count. */
+        if (j->finished || !j->path || !streq_ptr(sd_bus_message_get_path(m), j->path) ||
+            !streq_ptr(sd_bus_message_get_sender(m), j->daemon))
                 return 0;
 
         if (sd_bus_message_is_signal(m, INFERD_JOB_IFACE, "Piece")) {
@@ -310,14 +313,18 @@ static int on_job_signal(sd_bus_message *m, void *userdata, sd_bus_error *ret_er
         return 0;
 }
 
-/* The daemon left the bus, or gave up its name: nobody will finish the job. */
+/*
+ * The daemon that runs the job left the bus, or gave its name up: nobody will
+ * finish the job. Changes before it took the name (activation, a restart
+ * while we called) do not count.
+ */
 static int on_name_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
         const char *name, *old_owner, *new_owner;
         Job *j = userdata;
 
         if (sd_bus_message_read(m, "sss", &name, &old_owner, &new_owner) < 0)
                 return 0;
-        if (!*new_owner)
+        if (j->daemon && streq(old_owner, j->daemon))
                 j->daemon_gone = true;
         return 0;
 }
@@ -327,13 +334,25 @@ static int on_name_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error
  * Prints why on failure.
  */
 static int job_start(sd_bus *bus, const Context *ctx, sd_bus_message *m, bool print, Job *j) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL, *has = NULL;
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         const char *method = sd_bus_message_get_member(m), *path, *sender;
-        char match[256];
-        int r, b;
+        int r;
 
         *j = (Job) { .print = print };
+
+        /* Before the call: see the top of this file. on_job_signal() filters by path and sender. */
+        r = sd_bus_add_match(bus, &j->signals_slot,
+                             "type='signal',sender='" INFERD_BUS_NAME "',interface='" INFERD_JOB_IFACE "',"
+                             "path_namespace='" INFERD_JOB_PATH_PREFIX "'",
+                             on_job_signal, j);
+        if (r < 0)
+                return ctl_error_errno(r, "Failed to watch the job's signals: %m");
+        r = sd_bus_add_match(bus, &j->owner_slot,
+                             "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
+                             "interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='" INFERD_BUS_NAME "'",
+                             on_name_owner_changed, j);
+        if (r < 0)
+                return ctl_error_errno(r, "Failed to watch inferd on the bus: %m");
 
         r = ctl_bus_send(bus, ctx, m, &reply);
         if (r < 0)
@@ -348,27 +367,6 @@ static int job_start(sd_bus *bus, const Context *ctx, sd_bus_message *m, bool pr
         j->daemon = strdup(sender);
         if (!j->path || !j->daemon)
                 return ctl_oom();
-
-        r = sd_bus_match_signal(bus, &j->signals_slot, j->daemon, j->path, INFERD_JOB_IFACE, NULL, on_job_signal, j);
-        if (r < 0)
-                return ctl_error_errno(r, "Failed to watch the job's signals: %m");
-
-        /* Both names: the daemon's connection closing, and the daemon giving its name up. */
-        for (size_t i = 0; i < 2; i++) {
-                snprintf(match, sizeof match,
-                         "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
-                         "interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='%s'",
-                         i == 0 ? j->daemon : INFERD_BUS_NAME);
-                r = sd_bus_add_match(bus, &j->owner_slots[i], match, on_name_owner_changed, j);
-                if (r < 0)
-                        return ctl_error_errno(r, "Failed to watch inferd on the bus: %m");
-        }
-
-        /* It may have gone before the match was in place. */
-        r = sd_bus_call_method(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
-                               "NameHasOwner", &error, &has, "s", j->daemon);
-        if (r >= 0 && sd_bus_message_read(has, "b", &b) >= 0 && !b)
-                j->daemon_gone = true;
         return 0;
 }
 
@@ -382,8 +380,16 @@ static bool connection_lost(int r) {
  * UINT64_MAX) passes (-ETIMEDOUT). Else a negative errno: the connection
  * broke (or a signal was not what the API promises: -EBADMSG and the like).
  */
+static int read_signal(int sigfd) {
+        struct signalfd_siginfo si;
+
+        if (sigfd >= 0 && read(sigfd, &si, sizeof si) == (ssize_t) sizeof si)
+                return (int) si.ssi_signo;
+        return 0;
+}
+
 static int job_wait(sd_bus *bus, Job *j, int sigfd, uint64_t deadline) {
-        for (;;) {
+        for (unsigned n = 1;; n++) {
                 struct pollfd p[2];
                 uint64_t until, t, now;
                 int r, events, timeout_ms = -1;
@@ -397,8 +403,12 @@ static int job_wait(sd_bus *bus, Job *j, int sigfd, uint64_t deadline) {
                         return 0;
                 if (j->daemon_gone)
                         return -ESRCH;
-                if (r > 0)
+                if (r > 0) {
+                        /* A fast model may keep the queue full: Ctrl-C must not wait for a pause. */
+                        if (n % 64 == 0 && (r = read_signal(sigfd)) > 0)
+                                return r;
                         continue;
+                }
 
                 events = sd_bus_get_events(bus);
                 if (events < 0)
@@ -421,12 +431,8 @@ static int job_wait(sd_bus *bus, Job *j, int sigfd, uint64_t deadline) {
                                 continue;
                         return -errno;
                 }
-                if (sigfd >= 0 && (p[1].revents & POLLIN)) {
-                        struct signalfd_siginfo si;
-
-                        if (read(sigfd, &si, sizeof si) == (ssize_t) sizeof si)
-                                return (int) si.ssi_signo;
-                }
+                if (sigfd >= 0 && (p[1].revents & POLLIN) && (r = read_signal(sigfd)) > 0)
+                        return r;
         }
 }
 
@@ -726,20 +732,25 @@ int verb_chat(Context *ctx, int argc, char *argv[]) {
                 }
 
                 r = chat_turn(bus, ctx, argv[0], &c, sigfd, &mask, &j);
-                if (r < 0)
-                        goto finish;
-                if (r > 0) {
-                        /* At a terminal, Ctrl-C stops the reply only; the prompt comes back. */
-                        if (!tty || r != 128 + SIGINT)
-                                goto finish;
-                } else {
+                if (r == 0) {
                         if (ctx->json == JSON_OFF)
                                 putchar('\n');
                         r = job_result(&j);
                         if (r >= 0 && ctx->json != JSON_OFF)
                                 r = job_print_json(ctx, &j);
-                        if (r < 0)
+                } else if (r > 0 && (!tty || r != 128 + SIGINT))
+                        goto finish;
+
+                /*
+                 * At a terminal, Ctrl-C stops the reply only, and a turn that failed (a full
+                 * context, say) is said and forgotten: the prompt comes back. A turn that gave
+                 * nothing is as if it had not been sent.
+                 */
+                if (r < 0 || (r > 0 && j.n_text == 0)) {
+                        if (!tty || sd_bus_is_open(bus) <= 0)
                                 goto finish;
+                        free(c.contents[--c.n]);
+                        continue;
                 }
 
                 /* The reply, also a partial one, is part of the conversation now. */

@@ -3,17 +3,17 @@
 // (batch-1 decode and small batches), over one chunk of a GpuTensor
 // (daemon/gpu/ops-weights.c). Memory-bound, so the design is about bytes:
 //   - a workgroup takes a group of NUM_ROWS rows at a time and walks the
-//     groups gl_NumWorkGroups apart (the host caps the grid, so the bytes in
-//     flight on the whole device stay near what saturates memory: when every
-//     load of the matrix is issued at once, data arrives in no useful order
-//     and the arithmetic piles up after the last byte instead of overlapping
-//     with the transfer);
+//     groups gl_NumWorkGroups apart: the host may cap the grid (persistent
+//     workgroups; on an H100 that measured slower, so by default every group
+//     gets its own workgroup);
 //   - each invocation walks "units" of the rows, u = tid, tid + BLOCK_SIZE,
 //     ...: one 16-byte load (4 bytes with WORD_UNITS) of quants per row per
 //     unit, consecutive invocations on consecutive words (coalesced), every
 //     weight byte read once for all NV vectors;
 //   - NUM_UNITS units per loop iteration, all their loads issued before any
-//     arithmetic: NUM_UNITS x NUM_ROWS loads in flight per invocation;
+//     arithmetic: NUM_UNITS x NUM_ROWS loads in flight per invocation; with
+//     PIPELINE the next iteration's loads are issued before this one's
+//     arithmetic (software pipelining), so memory never waits for the ALUs;
 //   - x is read once per unit (vec4 loads, L1-resident) and reused for the
 //     NUM_ROWS rows (NUM_ROWS also divides the L1 traffic for x, which for
 //     4-bit weights is 8 bytes of x per byte of weights);
@@ -23,10 +23,15 @@
 //     sum((a q + c) x) = a 2^B S1 + (c - a 2^B) Sx;
 //   - subgroupAdd reduction (USE_SUBGROUP=1) or a shared-memory tree, once
 //     per row group.
+// Measured on an H100 (bench-weights --sweep): time is close to bytes /
+// bandwidth + instructions / issue rate for every type, i.e. the arithmetic
+// hardly overlaps the transfer whatever the grid, pipelining or unit size,
+// so for the quantised types the instructions per element (about 3.5-5.5
+// here) are what is left to cut.
 // Spec constants: 0 BLOCK_SIZE (a power of two), 3 NUM_ROWS, 4 NV,
 // 5 DEQ_HALF, 6 NUM_UNITS, 7 WORD_UNITS (Q8_0/Q4_0: 4-byte units, so a
-// subgroup's x loads touch 8 cache lines instead of 16-32). One WTYPE_*
-// define selects the weight type.
+// subgroup's x loads touch 8 cache lines instead of 16-32), 8 PIPELINE.
+// One WTYPE_* define selects the weight type.
 
 #extension GL_EXT_control_flow_attributes : require
 #if USE_SUBGROUP
@@ -41,6 +46,7 @@ layout(constant_id = 4) const uint NV = 1;
 layout(constant_id = 5) const uint DEQ_HALF = 1;  // quants to floats via f16 (wt_unorm4h) or f32 (wt_unorm4)
 layout(constant_id = 6) const uint NUM_UNITS = 2;
 layout(constant_id = 7) const uint WORD_UNITS = 0;
+layout(constant_id = 8) const uint PIPELINE = 1;
 
 #include "weights.glsl"
 
@@ -373,49 +379,115 @@ void reduce_store(uint row0, uint tid) {
 #endif
 }
 
+void rows_of(uint rg, out uint rows[NUM_ROWS]) {
+    [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
+        rows[r] = min(rg * NUM_ROWS + r, p.nrows - 1u);
+}
+
+void acc_zero() {
+    [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
+        [[unroll]] for (uint v = 0; v < NV; v++)
+            acc[r][v] = 0.0;
+}
+
+// The loads of one iteration: units u0 + i BLOCK_SIZE (clamped, so unconditional).
+void load_units(out Unit d[NUM_UNITS][NUM_ROWS], uint rows[NUM_ROWS], uint u0, uint U) {
+    [[unroll]] for (uint i = 0; i < NUM_UNITS; i++) {
+        const uint u = min(u0 + i * BLOCK_SIZE, U - 1u);
+        [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
+            d[i][r] = unit_load(rows[r], u);
+    }
+}
+
+void math_units(Unit d[NUM_UNITS][NUM_ROWS], uint u0, uint U) {
+    [[unroll]] for (uint i = 0; i < NUM_UNITS; i++)
+        if (u0 + i * BLOCK_SIZE < U)
+            unit_math(u0 + i * BLOCK_SIZE, d[i]);
+}
+
 void main() {
     const uint n_groups = gl_NumWorkGroups.x * gl_NumWorkGroups.y;
     const uint tid = gl_LocalInvocationID.x;
     const uint K = p.ncols;
     const uint n_rg = (p.nrows + NUM_ROWS - 1u) / NUM_ROWS;
+    uint rg = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
 
+    if (rg >= n_rg)
+        return;         // the whole workgroup: the 2D grid's overhang
     [[unroll]] for (uint v = 0; v < NV; v++)
         xb[v] = (v * p.x_stride) >> 2;
 
-    for (uint rg = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x; rg < n_rg; rg += n_groups) {
-        const uint row0 = rg * NUM_ROWS;
-        [[unroll]] for (uint r = 0; r < NUM_ROWS; r++) {
-            rr[r] = min(row0 + r, p.nrows - 1u);
-            [[unroll]] for (uint v = 0; v < NV; v++)
-                acc[r][v] = 0.0;
-        }
-
 #if WTYPE_F32 || WTYPE_F16
-        if ((K % UNIT_COLS) != 0u || (p.x_stride & 3u) != 0u) {
-            // Rows not 16-byte aligned: element by element (odd shapes only).
+    if ((K % UNIT_COLS) != 0u || (p.x_stride & 3u) != 0u) {
+        // Rows not 16-byte aligned: element by element (odd shapes only).
+        for (; rg < n_rg; rg += n_groups) {
+            rows_of(rg, rr);
+            acc_zero();
             for (uint k = tid; k < K; k += BLOCK_SIZE)
                 [[unroll]] for (uint v = 0; v < NV; v++) {
                     float xv = x1[v * p.x_stride + k];
                     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
                         acc[r][v] += wt_get1(rr[r], k, K) * xv;
                 }
-        } else
-#endif
-        {
-            const uint U = K / UNIT_COLS;
-            for (uint u0 = tid; u0 < U; u0 += NUM_UNITS * BLOCK_SIZE) {
-                // Every load of the iteration first (clamped, so unconditional), then the arithmetic.
-                Unit d[NUM_UNITS][NUM_ROWS];
-                [[unroll]] for (uint i = 0; i < NUM_UNITS; i++) {
-                    const uint u = min(u0 + i * BLOCK_SIZE, U - 1u);
-                    [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
-                        d[i][r] = unit_load(rr[r], u);
-                }
-                [[unroll]] for (uint i = 0; i < NUM_UNITS; i++)
-                    if (u0 + i * BLOCK_SIZE < U)
-                        unit_math(u0 + i * BLOCK_SIZE, d[i]);
-            }
+            reduce_store(rg * NUM_ROWS, tid);
         }
-        reduce_store(row0, tid);
+        return;
+    }
+#endif
+    const uint U = K / UNIT_COLS;
+    const uint STEP = NUM_UNITS * BLOCK_SIZE;
+    Unit cur[NUM_UNITS][NUM_ROWS];
+
+    if (PIPELINE == 0u) {
+        // Each iteration: its loads, then its arithmetic.
+        for (; rg < n_rg; rg += n_groups) {
+            rows_of(rg, rr);
+            acc_zero();
+            for (uint u0 = tid; u0 < U; u0 += STEP) {
+                load_units(cur, rr, u0, U);
+                math_units(cur, u0, U);
+            }
+            reduce_store(rg * NUM_ROWS, tid);
+        }
+        return;
+    }
+
+    // Software-pipelined: the next iteration's loads (possibly the next row
+    // group's) are issued before this iteration's arithmetic, so every
+    // invocation always has loads in flight. n_it iterations per row group
+    // for every invocation (units past the row are skipped), so the
+    // reductions stay in uniform control flow.
+    const uint n_it = (U + STEP - 1u) / STEP;
+    Unit nxt[NUM_UNITS][NUM_ROWS];
+    uint rn[NUM_ROWS];
+    uint it = 0u;
+    rows_of(rg, rr);
+    acc_zero();
+    load_units(cur, rr, tid, U);
+    for (;;) {
+        uint it_n = it + 1u, rg_n = rg;
+        if (it_n == n_it) {
+            it_n = 0u;
+            rg_n = rg + n_groups;
+        }
+        const bool more = rg_n < n_rg;
+        if (more) {
+            rows_of(rg_n, rn);
+            load_units(nxt, rn, tid + it_n * STEP, U);
+        }
+        math_units(cur, tid + it * STEP, U);
+        if (it_n == 0u) {
+            reduce_store(rg * NUM_ROWS, tid);
+            acc_zero();
+        }
+        if (!more)
+            break;
+        rg = rg_n;
+        it = it_n;
+        [[unroll]] for (uint r = 0; r < NUM_ROWS; r++) {
+            rr[r] = rn[r];
+            [[unroll]] for (uint i = 0; i < NUM_UNITS; i++)
+                cur[i][r] = nxt[i][r];
+        }
     }
 }

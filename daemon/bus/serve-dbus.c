@@ -94,13 +94,15 @@ void jobs_gc(Manager *m) {
         uint64_t now = now_usec(CLOCK_MONOTONIC);
         for (Job **p = &m->jobs; *p;) {
                 Job *j = *p;
-                if (job_ended(j) && (now - j->ended_usec > JOB_LINGER_USEC || !j->owner)) {
+                if (job_ended(j) && j->worker_done && (now - j->ended_usec > JOB_LINGER_USEC || !j->owner)) {
                         *p = j->next;
                         job_free(j);
                 } else
                         p = &j->next;
         }
 }
+
+static void job_end(Job *j, const char *reason, const char *error, uint64_t prompt_usec, uint64_t generate_usec);
 
 /* ---- errors ---- */
 
@@ -229,7 +231,7 @@ int method_load_model(sd_bus_message *msg, void *userdata, sd_bus_error *error) 
         if (!S_ISREG(st.st_mode))
                 return invalid(error, "'%s' is not a regular file.", path);
 
-        uint32_t dev;
+        uint32_t dev = 0;
         r = pick_device(m, device, have_device, error, &dev);
         if (r < 0)
                 return r;
@@ -372,6 +374,8 @@ static int job_owner_vanished(sd_bus_message *msg, void *userdata, sd_bus_error 
         free(j->owner);
         j->owner = NULL;
         log_debug("Job %u: its caller left the bus, cancelling.", j->id);
+        if (j->state == JOB_QUEUED)
+                job_end(j, "cancelled", NULL, 0, 0);
         jobs_gc(j->manager);
         return 0;
 }
@@ -792,13 +796,16 @@ static int send_to_owner(Job *j, sd_bus_message *sig) {
 }
 
 void job_started(Job *j, size_t n_prompt) {
-        j->state = JOB_RUNNING;
+        if (!job_ended(j))
+                j->state = JOB_RUNNING;
 }
 
 void job_piece(Job *j, const char *text, const int32_t *tokens, size_t n_tokens) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *sig = NULL;
         int r;
 
+        if (job_ended(j))
+                return;
         j->generated += (uint32_t) n_tokens;
         if (!j->owner)
                 return;
@@ -837,7 +844,8 @@ static void bench_reply(Job *j, const char *error) {
                 log_debug_errno(r, "Failed to send benchmark results: %m");
 }
 
-void job_finished(Job *j, const char *reason, const char *error, uint64_t prompt_usec, uint64_t generate_usec) {
+/* The job is over for its caller: state, counts, the Finished signal (or the benchmark's reply). */
+static void job_end(Job *j, const char *reason, const char *error, uint64_t prompt_usec, uint64_t generate_usec) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *sig = NULL;
         Manager *m = j->manager;
         int r;
@@ -869,8 +877,15 @@ void job_finished(Job *j, const char *reason, const char *error, uint64_t prompt
         }
         if (!j->owner)
                 j->owner_watch = sd_bus_slot_unref(j->owner_watch);
-        jobs_gc(m);
         bus_loop_kick(m->bus_loop);
+}
+
+void job_finished(Job *j, const char *reason, const char *error, uint64_t prompt_usec, uint64_t generate_usec) {
+        j->worker_done = true;
+        /* A job cancelled while queued has already ended for its caller. */
+        if (!job_ended(j))
+                job_end(j, reason, error, prompt_usec, generate_usec);
+        jobs_gc(j->manager);
 }
 
 /* ---- Model and Job objects ---- */
@@ -1001,6 +1016,9 @@ static int method_job_cancel(sd_bus_message *msg, void *userdata, sd_bus_error *
                 return sd_bus_error_setf(error, INFERD_ERROR_ACCESS_DENIED,
                                          "Access denied: only the caller that started job %u may cancel it.", j->id);
         atomic_store(&j->cancel, true);
+        /* Queued: the worker would only skip it later; end it now so the caller is not kept waiting. */
+        if (j->state == JOB_QUEUED)
+                job_end(j, "cancelled", NULL, 0, 0);
         return sd_bus_reply_method_return(msg, NULL);
 }
 
@@ -1047,10 +1065,11 @@ int serve_init(Manager *m) {
         if (!m->workers)
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
-                char name[16];
+                char name[32];
                 if (!m->engines || !m->engines[i])
                         continue;
-                snprintf(name, sizeof name, "inferd-gpu%zu", i);
+                /* Thread names are at most 15 bytes. */
+                snprintf(name, sizeof name, "inferd-gpu%u", (unsigned) (i % 100000));
                 r = worker_new(m->event, name, &m->workers[i]);
                 if (r < 0)
                         return r;

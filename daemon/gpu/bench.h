@@ -4,8 +4,9 @@
 /*
  * GPU-side timings for `inferctl bench ops`: each records its dispatches
  * between two timestamps in one submission, submits once to warm up and
- * once to measure, and reports GPU time (not host time). -EOPNOTSUPP when
- * the device has no timestamps.
+ * five times to measure (once, if that takes 10 ms or more), and reports
+ * the median GPU time (not host time). -EOPNOTSUPP when the device has no
+ * timestamps.
  */
 
 #include <stdint.h>

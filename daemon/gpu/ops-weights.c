@@ -69,37 +69,72 @@ static uint32_t unit_cols(GgmlType t, uint32_t wide_cols, GpuMatvecUnits units) 
         return t == GGML_TYPE_Q8_0 ? 4 : t == GGML_TYPE_Q4_0 ? 8 : wide_cols;
 }
 
+/*
+ * GPU defaults per type, from sweeps on an NVIDIA H100 (bench-weights --sweep, 4096 x 14336
+ * and 14336 x 4096, one vector; the setting with the best worst case of the two shapes). What
+ * they showed: an uncapped grid wins everywhere (capping it, persistent workgroups, loses
+ * 5-25%); 4 rows per group, 8 for Q4_0 (whose x loads are the costliest per weight byte), 2
+ * for F32/F16 (whose x loads are cheap) and Q5_K; software pipelining and 4-byte units never
+ * won by more than noise; f16 dequantisation always beats f32.
+ */
+typedef struct TypeDefaults {
+        GgmlType type;
+        uint8_t block_max, num_rows, num_units;
+        GpuMatvecUnits units;
+        GpuMatvecPipeline pipeline;
+} TypeDefaults;
+
+static const TypeDefaults type_defaults[] = {
+        { GGML_TYPE_F32, 128, 2, 2, GPU_MATVEC_UNITS_WIDE, GPU_MATVEC_PIPELINE_OFF },
+        { GGML_TYPE_F16, 128, 2, 2, GPU_MATVEC_UNITS_WIDE, GPU_MATVEC_PIPELINE_OFF },
+        { GGML_TYPE_Q8_0, 128, 4, 2, GPU_MATVEC_UNITS_WIDE, GPU_MATVEC_PIPELINE_OFF },
+        { GGML_TYPE_Q4_0, 128, 8, 1, GPU_MATVEC_UNITS_WIDE, GPU_MATVEC_PIPELINE_OFF },
+        { GGML_TYPE_Q4_K, 64, 4, 1, GPU_MATVEC_UNITS_WIDE, GPU_MATVEC_PIPELINE_OFF },
+        { GGML_TYPE_Q5_K, 64, 2, 1, GPU_MATVEC_UNITS_WIDE, GPU_MATVEC_PIPELINE_OFF },
+        { GGML_TYPE_Q6_K, 64, 4, 2, GPU_MATVEC_UNITS_WIDE, GPU_MATVEC_PIPELINE_OFF },
+};
+
 void gpu_matvec_default_params(const GpuDevice *d, GgmlType type, uint32_t n_cols, uint32_t n_vectors,
                                GpuMatvecParams *ret) {
         const GpuCaps *caps = gpu_device_caps(d);
         const char *dev_type = gpu_device_info(d)->type;
+        TypeDefaults td = { type, 128, 4, 2, GPU_MATVEC_UNITS_WIDE, GPU_MATVEC_PIPELINE_OFF };
         TypeShaders ts = { .unit_cols = 4 };
         (void) type_shaders(type, &ts);
 
-        ret->units = GPU_MATVEC_UNITS_WIDE;
-        ret->num_units = 2;
+        for (size_t i = 0; i < ELEMENTSOF(type_defaults); i++)
+                if (type_defaults[i].type == type)
+                        td = type_defaults[i];
+        ret->units = td.units;
+        ret->num_units = td.num_units;
+        ret->pipeline = td.pipeline;
         ret->dequant = GPU_MATVEC_DEQUANT_F16;
-        ret->num_rows = n_vectors <= 2 ? 4 : 2;
-        ret->max_groups = 1024;
+        /* Registers grow with rows x vectors. */
+        ret->num_rows = n_vectors <= 2 ? td.num_rows : MIN(td.num_rows, 2u);
+        ret->max_groups = UINT32_MAX;
 
         /* Rows not 16-byte aligned take the element-by-element path: a unit is one column. */
         uint32_t cols = unit_cols(type, ts.unit_cols, ret->units);
         uint32_t units = n_cols % cols == 0 ? n_cols / cols : n_cols;
-        /* At least num_units units per invocation, so each has that many loads per row in flight;
-         * at least one whole subgroup; at most 128, which keeps enough workgroups per
-         * multiprocessor. */
-        uint32_t lo = MAX(32u, caps->subgroup_size), hi = MAX(128u, lo);
-        uint32_t bs = pow2_floor(MAX(units / ret->num_units, 1u));
+        /* At least two units per invocation (and num_units), so each has loads per row in flight;
+         * at least one whole subgroup; at most the type's measured best, which keeps enough
+         * workgroups per multiprocessor. */
+        uint32_t lo = MAX(32u, caps->subgroup_size), hi = MAX((uint32_t) td.block_max, lo);
+        uint32_t bs = pow2_floor(MAX(units / MAX(ret->num_units, 2u), 1u));
         bs = MIN(MAX(bs, lo), hi);
         bs = MIN(bs, pow2_floor(MAX(caps->max_workgroup_invocations, 8u)));
         ret->block_size = pow2_floor(bs);
         if (dev_type && strcmp(dev_type, "cpu") == 0) {
                 /* lavapipe runs a workgroup as a loop over SIMD-wide subgroups: one subgroup per
                  * workgroup (no shared-memory step) and integer-only dequantisation measure 20-40%
-                 * faster there; its few threads need no cap on the grid. */
+                 * faster there; the rest as the kernel always ran there (software pipelining only
+                 * makes the shader slower to compile). */
                 ret->block_size = MAX(8u, pow2_floor(MAX(caps->subgroup_size, 1u)));
                 ret->dequant = GPU_MATVEC_DEQUANT_F32;
-                ret->max_groups = UINT32_MAX;
+                ret->pipeline = GPU_MATVEC_PIPELINE_OFF;
+                ret->units = GPU_MATVEC_UNITS_WIDE;
+                ret->num_units = 2;
+                ret->num_rows = n_vectors <= 2 ? 4 : 2;
         }
 }
 
@@ -133,10 +168,12 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
                 mp.units = params->units;
         if (params && params->max_groups)
                 mp.max_groups = params->max_groups;
+        if (params && params->pipeline)
+                mp.pipeline = params->pipeline;
         if (mp.block_size < 8 || (mp.block_size & (mp.block_size - 1)) != 0 ||
             mp.block_size > caps->max_workgroup_invocations || mp.num_rows == 0 || mp.num_rows > 16 ||
             mp.dequant > GPU_MATVEC_DEQUANT_F16 || mp.num_units == 0 || mp.num_units > 4 ||
-            mp.units > GPU_MATVEC_UNITS_WORD)
+            mp.units > GPU_MATVEC_UNITS_WORD || mp.pipeline > GPU_MATVEC_PIPELINE_ON)
                 return -EINVAL;
         /* The reduction's shared array: rows x vectors x block floats. */
         while ((uint64_t) mp.num_rows * n_vectors * mp.block_size * sizeof(float) > caps->max_shared_memory &&
@@ -146,8 +183,8 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
 
         GpuSpec spec = {
                 .v = { mp.block_size, 1, 1, mp.num_rows, n_vectors, mp.dequant == GPU_MATVEC_DEQUANT_F16,
-                       mp.num_units, word },
-                .n = 8,
+                       mp.num_units, word, mp.pipeline == GPU_MATVEC_PIPELINE_ON },
+                .n = 9,
         };
         r = gpu_pipeline_get(d, gpu_device_use_subgroup(d) ? ts.mv : ts.mv_nosg, &spec, &p);
         if (r < 0)

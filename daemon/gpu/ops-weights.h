@@ -42,6 +42,13 @@ typedef enum GpuMatvecUnits {
         GPU_MATVEC_UNITS_WORD,          /* 4 bytes (Q8_0 and Q4_0; the other types always load 16) */
 } GpuMatvecUnits;
 
+/* Whether an iteration's loads are issued before the previous iteration's arithmetic. */
+typedef enum GpuMatvecPipeline {
+        GPU_MATVEC_PIPELINE_DEFAULT,
+        GPU_MATVEC_PIPELINE_OFF,
+        GPU_MATVEC_PIPELINE_ON,         /* software-pipelined: twice the registers for loads */
+} GpuMatvecPipeline;
+
 /*
  * The kernel's tuning knobs (specialization constants of mul_mv.comp, and
  * the grid). block_size: invocations per workgroup, a power of two >= 8
@@ -49,10 +56,10 @@ typedef enum GpuMatvecUnits {
  * reusing its x loads for all of them; dequant: how quants become floats
  * (constant 5; no effect on F32/F16 weights); num_units: units per loop
  * iteration, 1..4, whose loads are all issued before the arithmetic
- * (constant 6); units: the unit size (constant 7); max_groups: at most this
- * many workgroups per dispatch, each looping over row groups (bounds the
- * bytes in flight). 0 in a field: the default for this device and shape
- * (gpu_matvec_default_params()).
+ * (constant 6); units: the unit size (constant 7); pipeline: software
+ * pipelining (constant 8); max_groups: at most this many workgroups per
+ * dispatch, each looping over row groups. 0 in a field: the default for
+ * this device and shape (gpu_matvec_default_params()).
  */
 typedef struct GpuMatvecParams {
         uint32_t block_size;
@@ -61,6 +68,7 @@ typedef struct GpuMatvecParams {
         uint32_t num_units;
         GpuMatvecUnits units;
         uint32_t max_groups;
+        GpuMatvecPipeline pipeline;
 } GpuMatvecParams;
 
 /*

@@ -248,6 +248,10 @@ static void job_run(Worker *w, void *userdata) {
         uint64_t t0, t1, t2;
         int r;
 
+        if (atomic_load(&j->cancel)) {
+                post_done(w, j, "cancelled", 0, NULL, 0, 0);
+                return;
+        }
         post(w, j, JOB_EVENT_STARTED, NULL, NULL, j->n_prompt);
 
         uint32_t n_vocab = model_hparams(model)->n_vocab;

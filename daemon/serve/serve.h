@@ -88,6 +88,7 @@ struct Job {
         uint32_t generated;
         uint64_t prompt_usec, generate_usec;
         uint64_t ended_usec;            /* CLOCK_MONOTONIC; finished jobs linger a while */
+        bool worker_done;               /* the worker will not touch it again: it may be freed */
 };
 
 int serve_init(Manager *m);

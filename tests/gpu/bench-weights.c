@@ -2,14 +2,15 @@
 /*
  * Tuning aid for the matrix x vector kernels (not a test): GPU time and
  * bandwidth per weight type at one shape, with the default parameters and,
- * with --sweep, a grid of block_size x num_rows x num_units x max_groups
- * (x dequant and unit size for quantised types), as a fraction of the
+ * with --sweep, a grid of pipeline x block_size x num_rows x num_units x
+ * max_groups (x dequant, and unit size for Q8_0/Q4_0), as a fraction of the
  * device's measured copy bandwidth. Each line is one setting; a sweep ends
  * with the best setting per type and shape.
  *
  *   bench-weights [--sweep] [--nv=N] [--rows=R] [--cols=K] [--iter=N]
  *                 [--block=N] [--num-rows=N] [--dequant=f32|f16]
- *                 [--num-units=N] [--units=wide|word] [--groups=N] [TYPE...]
+ *                 [--num-units=N] [--units=wide|word] [--groups=N]
+ *                 [--pipeline=on|off] [TYPE...]
  *
  * Fixed knobs (--block= ...) pin that knob in a sweep too. Defaults: 4096
  * rows x 14336 columns and 14336 x 4096, one vector, all weight types.
@@ -62,10 +63,13 @@ static double run(GpuDevice *dev, const GpuTensor *w, uint32_t nv, uint32_t iter
                 eff.units = mp->units;
         if (mp && mp->max_groups)
                 eff.max_groups = mp->max_groups;
+        if (mp && mp->pipeline)
+                eff.pipeline = mp->pipeline;
         bool quant = t != GGML_TYPE_F32 && t != GGML_TYPE_F16;
         bool has_word = t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_0;
-        snprintf(desc, sizeof desc, "%-5s %5ux%-5u nv %u bs %3u r %2u nu %u g %5d dq %s %s", ggml_type_name(t),
-                 w->n_rows, w->n_cols, nv, eff.block_size, eff.num_rows, eff.num_units,
+        snprintf(desc, sizeof desc, "%-5s %5ux%-5u nv %u pl %d bs %3u r %2u nu %u g %5d dq %s %s",
+                 ggml_type_name(t), w->n_rows, w->n_cols, nv, eff.pipeline == GPU_MATVEC_PIPELINE_ON,
+                 eff.block_size, eff.num_rows, eff.num_units,
                  eff.max_groups == UINT32_MAX ? -1 : (int) eff.max_groups,
                  !quant ? "-  " : eff.dequant == GPU_MATVEC_DEQUANT_F32 ? "f32" : "f16",
                  !has_word ? "-   " : eff.units == GPU_MATVEC_UNITS_WORD ? "word" : "wide");
@@ -87,55 +91,70 @@ static double run(GpuDevice *dev, const GpuTensor *w, uint32_t nv, uint32_t iter
         return pct;
 }
 
+#define MAX_SETTINGS 1024
+
+/* The sweep's grid, with pinned knobs taking one value; returns the number of settings. */
+static size_t sweep_grid(const GpuDevice *dev, GgmlType t, const GpuMatvecParams *fixed,
+                         GpuMatvecParams grid[MAX_SETTINGS]) {
+        const GpuCaps *caps = gpu_device_caps(dev);
+        static const uint32_t blocks[] = { 32, 64, 128 }, nrows[] = { 2, 4 }, nunits[] = { 1, 2 },
+                              groups[] = { UINT32_MAX, 1024, 512 };
+        bool has_word = t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_0;
+        size_t n = 0;
+
+        for (int pl = GPU_MATVEC_PIPELINE_ON; pl >= GPU_MATVEC_PIPELINE_OFF; pl--)
+                for (int un = GPU_MATVEC_UNITS_WIDE; un <= (has_word ? GPU_MATVEC_UNITS_WORD : 1); un++)
+                        /* f32 dequantisation only for Q4_0: the K-quants and Q8_0 measured no better. */
+                        for (int dq = GPU_MATVEC_DEQUANT_F16;
+                             dq >= (t == GGML_TYPE_Q4_0 ? GPU_MATVEC_DEQUANT_F32 : 2); dq--)
+                                for (size_t b = 0; b < ELEMENTSOF(blocks); b++)
+                                        for (size_t r = 0; r < ELEMENTSOF(nrows); r++)
+                                                for (size_t u = 0; u < ELEMENTSOF(nunits); u++)
+                                                        for (size_t g = 0; g < ELEMENTSOF(groups); g++) {
+                                                                GpuMatvecParams mp = {
+                                                                        fixed->block_size ?: blocks[b],
+                                                                        fixed->num_rows ?: nrows[r],
+                                                                        fixed->dequant ?: (GpuMatvecDequant) dq,
+                                                                        fixed->num_units ?: nunits[u],
+                                                                        fixed->units ?: (GpuMatvecUnits) un,
+                                                                        fixed->max_groups ?: groups[g],
+                                                                        fixed->pipeline ?: (GpuMatvecPipeline) pl,
+                                                                };
+                                                                /* Pinned knobs repeat settings: only the first. */
+                                                                if ((fixed->block_size && b > 0) ||
+                                                                    (fixed->num_rows && r > 0) ||
+                                                                    (fixed->num_units && u > 0) ||
+                                                                    (fixed->max_groups && g > 0) ||
+                                                                    (fixed->dequant && dq != 2) ||
+                                                                    (fixed->units && un != 1) ||
+                                                                    (fixed->pipeline && pl != 2))
+                                                                        continue;
+                                                                if (mp.block_size < caps->subgroup_size ||
+                                                                    mp.block_size > caps->max_workgroup_invocations ||
+                                                                    n >= MAX_SETTINGS)
+                                                                        continue;
+                                                                grid[n++] = mp;
+                                                        }
+        return n;
+}
+
 static void sweep(GpuDevice *dev, const GpuTensor *w, uint32_t nv, uint32_t iter, const GpuMatvecParams *fixed,
                   double copy_bps, Best *best) {
-        const GpuCaps *caps = gpu_device_caps(dev);
-        static const uint32_t blocks[] = { 32, 64, 128, 256 }, nrows[] = { 2, 4, 8 }, nunits[] = { 1, 2, 4 },
-                              groups[] = { 512, 1024, 2048, 4096, UINT32_MAX };
-        bool quant = w->type != GGML_TYPE_F32 && w->type != GGML_TYPE_F16;
-        bool has_word = w->type == GGML_TYPE_Q8_0 || w->type == GGML_TYPE_Q4_0;
+        static GpuMatvecParams grid[MAX_SETTINGS];
+        size_t n = sweep_grid(dev, w->type, fixed, grid);
+        double ns;
 
-        for (int un = GPU_MATVEC_UNITS_WIDE; un <= (has_word ? GPU_MATVEC_UNITS_WORD : GPU_MATVEC_UNITS_WIDE); un++)
-                for (int dq = GPU_MATVEC_DEQUANT_F16; dq >= (quant ? GPU_MATVEC_DEQUANT_F32 : 2); dq--)
-                        for (size_t b = 0; b < ELEMENTSOF(blocks); b++)
-                                for (size_t n = 0; n < ELEMENTSOF(nrows); n++)
-                                        for (size_t u = 0; u < ELEMENTSOF(nunits); u++)
-                                                for (size_t g = 0; g < ELEMENTSOF(groups); g++) {
-                                                        GpuMatvecParams mp = {
-                                                                blocks[b], nrows[n], (GpuMatvecDequant) dq,
-                                                                nunits[u], (GpuMatvecUnits) un, groups[g],
-                                                        };
-                                                        if (fixed->block_size)
-                                                                mp.block_size = fixed->block_size;
-                                                        if (fixed->num_rows)
-                                                                mp.num_rows = fixed->num_rows;
-                                                        if (fixed->dequant)
-                                                                mp.dequant = fixed->dequant;
-                                                        if (fixed->num_units)
-                                                                mp.num_units = fixed->num_units;
-                                                        if (fixed->units)
-                                                                mp.units = fixed->units;
-                                                        if (fixed->max_groups)
-                                                                mp.max_groups = fixed->max_groups;
-                                                        if (mp.block_size < caps->subgroup_size ||
-                                                            mp.block_size > caps->max_workgroup_invocations)
-                                                                continue;
-                                                        /* Pinned knobs repeat settings: only the first of each. */
-                                                        if ((fixed->block_size && b > 0) ||
-                                                            (fixed->num_rows && n > 0) ||
-                                                            (fixed->num_units && u > 0) ||
-                                                            (fixed->max_groups && g > 0) ||
-                                                            (fixed->dequant && quant &&
-                                                             dq != GPU_MATVEC_DEQUANT_F16) ||
-                                                            (fixed->units && has_word &&
-                                                             un != GPU_MATVEC_UNITS_WIDE))
-                                                                continue;
-                                                        run(dev, w, nv, iter, &mp, copy_bps, best);
-                                                }
+        /* Build every pipeline first and then keep the GPU busy for a while: compiling between
+         * timings leaves it idle, and its clocks (memory clock included) drop with the load. */
+        for (size_t i = 0; i < n; i++)
+                (void) gpu_bench_matvec_tensor(dev, w, nv, 1, &grid[i], &ns);
+        (void) gpu_bench_matvec_tensor(dev, w, nv, 2000, NULL, &ns);
+        for (size_t i = 0; i < n; i++)
+                run(dev, w, nv, iter, &grid[i], copy_bps, best);
 }
 
 int main(int argc, char **argv) {
-        uint32_t rows = 0, cols = 0, nv = 1, iter = 20;
+        uint32_t rows = 0, cols = 0, nv = 1, iter = 50;
         bool do_sweep = false;
         GpuMatvecParams fixed = {};
         GgmlType types[ELEMENTSOF(all_types)];
@@ -169,6 +188,10 @@ int main(int argc, char **argv) {
                         fixed.units = GPU_MATVEC_UNITS_WORD;
                 else if (strncmp(argv[i], "--groups=", 9) == 0)
                         fixed.max_groups = (uint32_t) strtoul(argv[i] + 9, NULL, 10);
+                else if (strcmp(argv[i], "--pipeline=on") == 0)
+                        fixed.pipeline = GPU_MATVEC_PIPELINE_ON;
+                else if (strcmp(argv[i], "--pipeline=off") == 0)
+                        fixed.pipeline = GPU_MATVEC_PIPELINE_OFF;
                 else if (strncmp(argv[i], "--iter=", 7) == 0)
                         iter = (uint32_t) atoi(argv[i] + 7);
                 else if (type_by_name(argv[i]) != GGML_TYPE__MAX && n_types < ELEMENTSOF(types))
@@ -177,7 +200,8 @@ int main(int argc, char **argv) {
                         fprintf(stderr,
                                 "usage: %s [--sweep] [--nv=N] [--rows=R] [--cols=K] [--iter=N]\n"
                                 "       [--block=N] [--num-rows=N] [--dequant=f32|f16]\n"
-                                "       [--num-units=N] [--units=wide|word] [--groups=N] [TYPE...]\n",
+                                "       [--num-units=N] [--units=wide|word] [--groups=N] [--pipeline=on|off]\n"
+                                "       [TYPE...]\n",
                                 argv[0]);
                         return 2;
                 }
@@ -200,13 +224,13 @@ int main(int argc, char **argv) {
         const uint32_t shapes[][2] = { { 4096, 14336 }, { 14336, 4096 } };
         Best best[ELEMENTSOF(shapes)][ELEMENTSOF(all_types)] = {};
         bool has_fixed = fixed.block_size || fixed.num_rows || fixed.dequant || fixed.num_units || fixed.units ||
-                         fixed.max_groups;
-        for (size_t s = 0; s < ELEMENTSOF(shapes); s++) {
-                uint32_t R = rows ? rows : shapes[s][0], C = cols ? cols : shapes[s][1];
-                if (s > 0 && (rows || cols))
-                        break;
-                for (size_t i = 0; i < n_types; i++) {
+                         fixed.max_groups || fixed.pipeline;
+        for (size_t i = 0; i < n_types; i++)
+                for (size_t s = 0; s < ELEMENTSOF(shapes); s++) {
+                        uint32_t R = rows ? rows : shapes[s][0], C = cols ? cols : shapes[s][1];
                         GpuTensor *w = NULL;
+                        if (s > 0 && (rows || cols))
+                                break;
                         r = gpu_bench_weights(T.dev, types[i], R, C, &w);
                         if (r < 0) {
                                 printf("%s %ux%u: %s\n", ggml_type_name(types[i]), R, C, strerror(-r));
@@ -219,7 +243,6 @@ int main(int argc, char **argv) {
                                 sweep(T.dev, w, nv, iter, &fixed, copy_bps, &best[s][i]);
                         gpu_tensor_free(w);
                 }
-        }
         if (do_sweep) {
                 printf("# best per type and shape\n");
                 for (size_t s = 0; s < ELEMENTSOF(shapes); s++)

@@ -45,8 +45,10 @@ def test_filter_and_table():
 
 
 def test_bad_arguments():
-    r = subprocess.run([INFERCTL, "bench", "nope"], capture_output=True, text=True)
-    check_eq(r.returncode, 2, "exit code for an unknown benchmark")
+    r = subprocess.run([INFERCTL, "bench"], capture_output=True, text=True)
+    check_eq(r.returncode, 2, "exit code for bench without an argument")
+    r = subprocess.run([INFERCTL, "bench", "ops", "-p", "8"], capture_output=True, text=True)
+    check_eq(r.returncode, 2, "exit code for a model-benchmark option given to bench ops")
     r = subprocess.run([INFERCTL, "bench", "ops", "--device=99"], capture_output=True, text=True)
     check(r.returncode == 1 and "99" in r.stderr, f"bad device: {r.returncode} {r.stderr}")
 
