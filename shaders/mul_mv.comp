@@ -34,6 +34,15 @@
 // One WTYPE_* define selects the weight type.
 
 #extension GL_EXT_control_flow_attributes : require
+#if F16MATH
+// Packed half arithmetic (GPU_MATVEC_DEQUANT_F16MATH, devices with
+// shaderFloat16 only): a word's quants become two f16vec2 with one mask-or
+// each, are centred exactly (u - C) and multiplied into f16vec2 span sums
+// (two lanes per instruction); x is rounded to f16 once per load and shared
+// by the rows. Only the span sums are f16 (16-32 terms, centred values, so
+// no cancellation); the block's scale and the row total stay f32.
+#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#endif
 #if USE_SUBGROUP
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
@@ -76,16 +85,53 @@ float s1[NUM_ROWS][NV];
 float sx[NV];
 uvec4 wq[NUM_ROWS];     // the unit's quant words, per row
 
+#if F16MATH
+// K-quants keep a min term, so they need Sx; the others centre on their
+// zero point (C = 1.5: q - 2^(B-1)) and drop it.
+#if WTYPE_Q4_K || WTYPE_Q5_K
+const bool SX_NEEDED = true;
+const float16_t HC = float16_t(1.0);
+#else
+const bool SX_NEEDED = false;
+const float16_t HC = float16_t(1.5);
+#endif
+f16vec2 h1[NUM_ROWS][NV];
+#else
+const bool SX_NEEDED = true;
+#endif
+
 void span_begin() {
     [[unroll]] for (uint v = 0; v < NV; v++) {
         sx[v] = 0.0;
-        [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
+        [[unroll]] for (uint r = 0; r < NUM_ROWS; r++) {
             s1[r][v] = 0.0;
+#if F16MATH
+            h1[r][v] = f16vec2(0.0);
+#endif
+        }
     }
 }
 
 // S1 += unorm(word j of wq) . x and Sx += x; xi: x4 index of the four elements.
 void span_word(uint j, uint xi, const int BITS, const int LSB) {
+#if F16MATH
+    // Halves of (w shifted & mask) | 1.0 are 1 + q/2^BITS for elements 0, 2 and 1, 3.
+    uint m = ((1u << BITS) - 1u) << (10 - BITS);
+    m |= m << 16;
+    f16vec2 e02[NUM_ROWS], e13[NUM_ROWS];
+    [[unroll]] for (uint r = 0; r < NUM_ROWS; r++) {
+        e02[r] = unpackFloat2x16((wt_shift(wq[r][j], 10 - BITS - LSB) & m) | 0x3C003C00u) - HC;
+        e13[r] = unpackFloat2x16((wt_shift(wq[r][j], 2 - BITS - LSB) & m) | 0x3C003C00u) - HC;
+    }
+    [[unroll]] for (uint v = 0; v < NV; v++) {
+        vec4 xv = x4[xb[v] + xi];
+        if (SX_NEEDED)
+            sx[v] += (xv.x + xv.y) + (xv.z + xv.w);
+        f16vec2 xa = f16vec2(xv.xz), xc = f16vec2(xv.yw);
+        [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
+            h1[r][v] = fma(e13[r], xc, fma(e02[r], xa, h1[r][v]));
+    }
+#else
     vec4 f[NUM_ROWS];
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
         f[r] = unorm4(wq[r][j], BITS, LSB);
@@ -95,6 +141,7 @@ void span_word(uint j, uint xi, const int BITS, const int LSB) {
         [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
             s1[r][v] += dot(f[r], xv);
     }
+#endif
 }
 
 // The same over the four words of wq; xi: x4 index of the first.
@@ -104,10 +151,18 @@ void span_dot(uint xi, const int BITS, const int LSB) {
 }
 
 // acc += A S1 + B Sx per row (A, B: the span's folded scale and offset).
+// F16MATH: S1 = sum of the centred products, S1 + C Sx the uncentred one.
 void span_end(float A[NUM_ROWS], float B[NUM_ROWS]) {
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
-        [[unroll]] for (uint v = 0; v < NV; v++)
+        [[unroll]] for (uint v = 0; v < NV; v++) {
+#if F16MATH
+            vec2 h = vec2(h1[r][v]);
+            const float b = B[r] + A[r] * float(HC);
+            acc[r][v] += A[r] * (h.x + h.y) + (SX_NEEDED ? b * sx[v] : 0.0);
+#else
             acc[r][v] += A[r] * s1[r][v] + B[r] * sx[v];
+#endif
+        }
 }
 
 // Small non-negative integers (< 2^23) to float without a conversion instruction.

@@ -13,6 +13,8 @@
 typedef struct TypeShaders {
         GpuShaderId mv, mv_nosg, get_rows;
         uint32_t unit_cols;     /* columns per 16-byte load of a row */
+        bool has_h;             /* quantised: packed-f16 variants mv_h, mv_h_nosg */
+        GpuShaderId mv_h, mv_h_nosg;
 } TypeShaders;
 
 static int type_shaders(GgmlType t, TypeShaders *ret) {
@@ -25,23 +27,28 @@ static int type_shaders(GgmlType t, TypeShaders *ret) {
                 return 0;
         case GGML_TYPE_Q8_0:
                 *ret = (TypeShaders) { GPU_SHADER_MUL_MV_Q8_0, GPU_SHADER_MUL_MV_Q8_0_NOSG, GPU_SHADER_GET_ROWS_Q8_0,
-                                       16 };
+                                       16, true,
+                                       GPU_SHADER_MUL_MV_Q8_0_H, GPU_SHADER_MUL_MV_Q8_0_H_NOSG };
                 return 0;
         case GGML_TYPE_Q4_0:
                 *ret = (TypeShaders) { GPU_SHADER_MUL_MV_Q4_0, GPU_SHADER_MUL_MV_Q4_0_NOSG, GPU_SHADER_GET_ROWS_Q4_0,
-                                       32 };
+                                       32, true,
+                                       GPU_SHADER_MUL_MV_Q4_0_H, GPU_SHADER_MUL_MV_Q4_0_H_NOSG };
                 return 0;
         case GGML_TYPE_Q4_K:
                 *ret = (TypeShaders) { GPU_SHADER_MUL_MV_Q4_K, GPU_SHADER_MUL_MV_Q4_K_NOSG, GPU_SHADER_GET_ROWS_Q4_K,
-                                       32 };
+                                       32, true,
+                                       GPU_SHADER_MUL_MV_Q4_K_H, GPU_SHADER_MUL_MV_Q4_K_H_NOSG };
                 return 0;
         case GGML_TYPE_Q5_K:
                 *ret = (TypeShaders) { GPU_SHADER_MUL_MV_Q5_K, GPU_SHADER_MUL_MV_Q5_K_NOSG, GPU_SHADER_GET_ROWS_Q5_K,
-                                       32 };
+                                       32, true,
+                                       GPU_SHADER_MUL_MV_Q5_K_H, GPU_SHADER_MUL_MV_Q5_K_H_NOSG };
                 return 0;
         case GGML_TYPE_Q6_K:
                 *ret = (TypeShaders) { GPU_SHADER_MUL_MV_Q6_K, GPU_SHADER_MUL_MV_Q6_K_NOSG, GPU_SHADER_GET_ROWS_Q6_K,
-                                       32 };
+                                       32, true,
+                                       GPU_SHADER_MUL_MV_Q6_K_H, GPU_SHADER_MUL_MV_Q6_K_H_NOSG };
                 return 0;
         default:
                 return -EINVAL;
@@ -77,6 +84,17 @@ static uint32_t unit_cols(GgmlType t, uint32_t wide_cols, GpuMatvecUnits units) 
  * for F32/F16 (whose x loads are cheap) and Q5_K; software pipelining and 4-byte units never
  * won by more than noise; f16 dequantisation always beats f32.
  */
+/* The knobs that won with packed f16 arithmetic: one unit per iteration, about 8 units per
+ * invocation (the block size rounded to the nearest power of two), at least a subgroup, at most 128. */
+static void f16math_knobs(const GpuCaps *caps, uint32_t units, GpuMatvecParams *ret) {
+        uint32_t b8 = MAX(units / 8, 1u), p = pow2_floor(b8), lo = MAX(32u, caps->subgroup_size);
+        if (b8 - p > p / 2)
+                p *= 2;
+        p = MIN(MAX(p, lo), MAX(128u, lo));
+        ret->num_units = 1;
+        ret->block_size = MIN(p, pow2_floor(MAX(caps->max_workgroup_invocations, 8u)));
+}
+
 typedef struct TypeDefaults {
         GgmlType type;
         uint8_t block_max, num_rows, num_units;
@@ -124,6 +142,13 @@ void gpu_matvec_default_params(const GpuDevice *d, GgmlType type, uint32_t n_col
         bs = MIN(MAX(bs, lo), hi);
         bs = MIN(bs, pow2_floor(MAX(caps->max_workgroup_invocations, 8u)));
         ret->block_size = pow2_floor(bs);
+        /* One unit per loop iteration and about 8 units per invocation (H100, % of copy bandwidth at
+         * 4096x14336 / 14336x4096, was with 2 units and the block rule above): Q8_0 78.0/83.3
+         * (77.4/78.6), Q4_K 61.5/62.8 (60.5/60.8), Q5_K 56.8/56.2 (56.6/56.0); Q6_K lost with f16
+         * dequantisation (60.6/56.2, was 62.4/63.5) but won with packed f16 arithmetic, so it gets
+         * these knobs only with that (f16math_knobs() in gpu_op_matvec_params()). */
+        if (type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_K || type == GGML_TYPE_Q5_K)
+                f16math_knobs(caps, units, ret);
         if (dev_type && strcmp(dev_type, "cpu") == 0) {
                 /* lavapipe runs a workgroup as a loop over SIMD-wide subgroups: one subgroup per
                  * workgroup (no shared-memory step) and integer-only dequantisation measure 20-40%
@@ -162,6 +187,19 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
                 mp.num_rows = params->num_rows;
         if (params && params->dequant)
                 mp.dequant = params->dequant;
+        if (mp.dequant == GPU_MATVEC_DEQUANT_F16MATH && ts.has_h && w->type != GGML_TYPE_Q4_0 &&
+            !(gpu_device_info(d)->type && strcmp(gpu_device_info(d)->type, "cpu") == 0)) {
+                /* Packed f16 arithmetic (H100, bench-weights --dequant=h16, % of copy bandwidth at
+                 * 4096x14336 / 14336x4096, was with the defaults): Q8_0 79.0/84.5 (78.0/83.3), Q4_0
+                 * 69.2/60.4 (64.7/57.9, its own knobs), Q4_K 60.0/63.1 (61.5/62.8), Q5_K 58.2/57.5
+                 * (56.8/56.2), Q6_K 67.9/70.6 (62.4/63.5), with these knobs. Not the default: it
+                 * rounds x to f16 (NMSE ~1e-6, and test-gpu-model's llama logits moved by 2.25e-3 of
+                 * the largest, over its 2e-3 bound). */
+                uint32_t cols = unit_cols(w->type, ts.unit_cols, mp.units);
+                f16math_knobs(caps, w->n_cols % cols == 0 ? w->n_cols / cols : w->n_cols, &mp);
+                if (params->block_size)
+                        mp.block_size = params->block_size;
+        }
         if (params && params->num_units)
                 mp.num_units = params->num_units;
         if (params && params->units)
@@ -172,7 +210,7 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
                 mp.pipeline = params->pipeline;
         if (mp.block_size < 8 || (mp.block_size & (mp.block_size - 1)) != 0 ||
             mp.block_size > caps->max_workgroup_invocations || mp.num_rows == 0 || mp.num_rows > 16 ||
-            mp.dequant > GPU_MATVEC_DEQUANT_F16 || mp.num_units == 0 || mp.num_units > 4 ||
+            mp.dequant > GPU_MATVEC_DEQUANT_F16MATH || mp.num_units == 0 || mp.num_units > 4 ||
             mp.units > GPU_MATVEC_UNITS_WORD || mp.pipeline > GPU_MATVEC_PIPELINE_ON)
                 return -EINVAL;
         /* The reduction's shared array: rows x vectors x block floats. */
@@ -186,7 +224,13 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
                        mp.num_units, word, mp.pipeline == GPU_MATVEC_PIPELINE_ON },
                 .n = 9,
         };
-        r = gpu_pipeline_get(d, gpu_device_use_subgroup(d) ? ts.mv : ts.mv_nosg, &spec, &p);
+        GpuShaderId sh = gpu_device_use_subgroup(d) ? ts.mv : ts.mv_nosg;
+        if (mp.dequant == GPU_MATVEC_DEQUANT_F16MATH && ts.has_h) {
+                if (!caps->fp16)
+                        return -EOPNOTSUPP;
+                sh = gpu_device_use_subgroup(d) ? ts.mv_h : ts.mv_h_nosg;
+        }
+        r = gpu_pipeline_get(d, sh, &spec, &p);
         if (r < 0)
                 return r;
 

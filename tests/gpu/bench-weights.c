@@ -8,7 +8,7 @@
  * with the best setting per type and shape.
  *
  *   bench-weights [--sweep] [--nv=N] [--rows=R] [--cols=K] [--iter=N]
- *                 [--block=N] [--num-rows=N] [--dequant=f32|f16]
+ *                 [--block=N] [--num-rows=N] [--dequant=f32|f16|h16]
  *                 [--num-units=N] [--units=wide|word] [--groups=N]
  *                 [--pipeline=on|off] [TYPE...]
  *
@@ -71,7 +71,8 @@ static double run(GpuDevice *dev, const GpuTensor *w, uint32_t nv, uint32_t iter
                  ggml_type_name(t), w->n_rows, w->n_cols, nv, eff.pipeline == GPU_MATVEC_PIPELINE_ON,
                  eff.block_size, eff.num_rows, eff.num_units,
                  eff.max_groups == UINT32_MAX ? -1 : (int) eff.max_groups,
-                 !quant ? "-  " : eff.dequant == GPU_MATVEC_DEQUANT_F32 ? "f32" : "f16",
+                 !quant ? "-  " : eff.dequant == GPU_MATVEC_DEQUANT_F32 ? "f32"
+                         : eff.dequant == GPU_MATVEC_DEQUANT_F16 ? "f16" : "h16",
                  !has_word ? "-   " : eff.units == GPU_MATVEC_UNITS_WORD ? "word" : "wide");
         r = gpu_bench_matvec_tensor(dev, w, nv, iter, mp, &ns);
         if (r < 0) {
@@ -100,12 +101,15 @@ static size_t sweep_grid(const GpuDevice *dev, GgmlType t, const GpuMatvecParams
         static const uint32_t blocks[] = { 32, 64, 128 }, nrows[] = { 2, 4 }, nunits[] = { 1, 2 },
                               groups[] = { UINT32_MAX, 1024, 512 };
         bool has_word = t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_0;
+        bool quant = t != GGML_TYPE_F32 && t != GGML_TYPE_F16;
+        /* Packed f16 arithmetic where the device has it. */
+        int dq_hi = quant && caps->fp16 ? GPU_MATVEC_DEQUANT_F16MATH : GPU_MATVEC_DEQUANT_F16;
         size_t n = 0;
 
         for (int pl = GPU_MATVEC_PIPELINE_ON; pl >= GPU_MATVEC_PIPELINE_OFF; pl--)
                 for (int un = GPU_MATVEC_UNITS_WIDE; un <= (has_word ? GPU_MATVEC_UNITS_WORD : 1); un++)
                         /* f32 dequantisation only for Q4_0: the K-quants and Q8_0 measured no better. */
-                        for (int dq = GPU_MATVEC_DEQUANT_F16;
+                        for (int dq = dq_hi;
                              dq >= (t == GGML_TYPE_Q4_0 ? GPU_MATVEC_DEQUANT_F32 : 2); dq--)
                                 for (size_t b = 0; b < ELEMENTSOF(blocks); b++)
                                         for (size_t r = 0; r < ELEMENTSOF(nrows); r++)
@@ -125,7 +129,7 @@ static size_t sweep_grid(const GpuDevice *dev, GgmlType t, const GpuMatvecParams
                                                                     (fixed->num_rows && r > 0) ||
                                                                     (fixed->num_units && u > 0) ||
                                                                     (fixed->max_groups && g > 0) ||
-                                                                    (fixed->dequant && dq != 2) ||
+                                                                    (fixed->dequant && dq != dq_hi) ||
                                                                     (fixed->units && un != 1) ||
                                                                     (fixed->pipeline && pl != 2))
                                                                         continue;
@@ -180,6 +184,8 @@ int main(int argc, char **argv) {
                         fixed.dequant = GPU_MATVEC_DEQUANT_F32;
                 else if (strcmp(argv[i], "--dequant=f16") == 0)
                         fixed.dequant = GPU_MATVEC_DEQUANT_F16;
+                else if (strcmp(argv[i], "--dequant=h16") == 0)
+                        fixed.dequant = GPU_MATVEC_DEQUANT_F16MATH;
                 else if (strncmp(argv[i], "--num-units=", 12) == 0)
                         fixed.num_units = (uint32_t) atoi(argv[i] + 12);
                 else if (strcmp(argv[i], "--units=wide") == 0)
@@ -199,7 +205,7 @@ int main(int argc, char **argv) {
                 else {
                         fprintf(stderr,
                                 "usage: %s [--sweep] [--nv=N] [--rows=R] [--cols=K] [--iter=N]\n"
-                                "       [--block=N] [--num-rows=N] [--dequant=f32|f16]\n"
+                                "       [--block=N] [--num-rows=N] [--dequant=f32|f16|h16]\n"
                                 "       [--num-units=N] [--units=wide|word] [--groups=N] [--pipeline=on|off]\n"
                                 "       [TYPE...]\n",
                                 argv[0]);

@@ -11,6 +11,9 @@
  * (c - a 2^B) Sx), which cancels a few bits:
  *   F32, F16 (exact dequantisation)              1e-10
  *   Q8_0, Q4_0, Q4_K, Q5_K, Q6_K                 1e-8
+ *   the same with packed f16 arithmetic          2e-5
+ *     (GPU_MATVEC_DEQUANT_F16MATH: x rounded to f16, 2^-11 relative, and
+ *     f16 span sums of 16-32 centred products; scale and row total in f32)
  * get_rows dequantises exactly as the reference (up to a fused
  * multiply-add in the K-quants): 1e-12.
  */
@@ -32,6 +35,24 @@ static const GgmlType all_types[] = {
 
 static double matvec_bound(GgmlType t) {
         return t == GGML_TYPE_F32 || t == GGML_TYPE_F16 ? 1e-10 : 1e-8;
+}
+
+static bool is_quant(GgmlType t) {
+        return t != GGML_TYPE_F32 && t != GGML_TYPE_F16;
+}
+
+/* Whether these parameters (0 = this device's default) use packed f16 arithmetic. */
+static bool uses_f16math(GgmlType t, uint32_t n_cols, uint32_t n_vectors, const GpuMatvecParams *mp) {
+        GpuMatvecParams eff;
+        gpu_matvec_default_params(T.dev, t, n_cols, n_vectors, &eff);
+        if (mp && mp->dequant)
+                eff.dequant = mp->dequant;
+        return is_quant(t) && eff.dequant == GPU_MATVEC_DEQUANT_F16MATH;
+}
+
+/* The bound for these parameters: packed f16 arithmetic rounds x and the span sums. */
+static double matvec_bound_params(GgmlType t, uint32_t n_cols, uint32_t n_vectors, const GpuMatvecParams *mp) {
+        return uses_f16math(t, n_cols, n_vectors, mp) ? 2e-5 : matvec_bound(t);
 }
 
 static uint32_t block_cols(GgmlType t) {
@@ -127,9 +148,11 @@ static void check_matvec_params(GgmlType type, uint32_t n_rows, uint32_t n_cols,
         assert_memory_equal(after, canary, sizeof canary);
 
         double e = test_nmse(y, ref, ny);
-        fprintf(stderr, "# matvec %-4s %5u x %-5u nv %u chunks %u: nmse %.3g (bound %.0e)\n", ggml_type_name(type),
-                n_rows, n_cols, n_vectors, t->n_chunks, e, matvec_bound(type));
-        assert_true(e < matvec_bound(type));
+        fprintf(stderr, "# matvec %-4s %5u x %-5u nv %u chunks %u%s: nmse %.3g (bound %.0e)\n", ggml_type_name(type),
+                n_rows, n_cols, n_vectors, t->n_chunks,
+                uses_f16math(type, n_cols, n_vectors, mp) ? " f16 math" : "", e,
+                matvec_bound_params(type, n_cols, n_vectors, mp));
+        assert_true(e < matvec_bound_params(type, n_cols, n_vectors, mp));
 
         gpu_cmd_free(c);
         gpu_buffer_free(bx);
@@ -375,7 +398,7 @@ static void test_bad_input(void **state) {
         assert_int_equal(gpu_op_get_rows(c, T.dev, t, whole, (GpuBinding) { b, 0, 64 * 4 * 3 - 4 }, 3), -EINVAL);
         GpuMatvecParams bad = { .block_size = 48 };
         assert_int_equal(gpu_op_matvec_params(c, T.dev, t, whole, whole, 1, &bad), -EINVAL);
-        bad = (GpuMatvecParams) { .dequant = 3 };
+        bad = (GpuMatvecParams) { .dequant = GPU_MATVEC_DEQUANT_F16MATH + 1 };
         assert_int_equal(gpu_op_matvec_params(c, T.dev, t, whole, whole, 1, &bad), -EINVAL);
         bad = (GpuMatvecParams) { .num_units = 5 };
         assert_int_equal(gpu_op_matvec_params(c, T.dev, t, whole, whole, 1, &bad), -EINVAL);
@@ -389,6 +412,43 @@ static void test_bad_input(void **state) {
         gpu_cmd_free(c);
         gpu_buffer_free(b);
         gpu_tensor_free(t);
+}
+
+static void test_matvec_f16math(void **state) {
+        /* Packed f16 arithmetic, every quantised type (F32/F16 ignore it): the defaults, then
+         * discrete-GPU-like knobs (several subgroups, word units, pipelining, a capped grid),
+         * over several chunks, with long rows (many blocks per row) and several vectors. */
+        static const GpuMatvecParams h_default = { .dequant = GPU_MATVEC_DEQUANT_F16MATH };
+        static const GpuMatvecParams h_128 = { 128, 4, GPU_MATVEC_DEQUANT_F16MATH, 2, GPU_MATVEC_UNITS_WIDE, 16 };
+        static const GpuMatvecParams h_64 = { 64, 4, GPU_MATVEC_DEQUANT_F16MATH, 1, GPU_MATVEC_UNITS_WORD, 7,
+                                              GPU_MATVEC_PIPELINE_ON };
+
+        if (!gpu_device_caps(T.dev)->fp16) {
+                GpuTensor *t = NULL;
+                GpuBuffer *b = NULL;
+                GpuCmd *c = NULL;
+                Weights w;
+                weights_make(&w, GGML_TYPE_Q4_0, 4, 64, 3);
+                assert_int_equal(gpu_tensor_upload(T.dev, GGML_TYPE_Q4_0, 64, 4, w.data, &t), 0);
+                assert_int_equal(gpu_buffer_new(T.dev, 1024, GPU_MEMORY_DEVICE, &b), 0);
+                assert_int_equal(gpu_cmd_new(T.dev, &c), 0);
+                assert_int_equal(gpu_cmd_begin(c), 0);
+                assert_int_equal(gpu_op_matvec_params(c, T.dev, t, (GpuBinding) { b, 0, 0 },
+                                                      (GpuBinding) { b, 0, 0 }, 1, &h_default),
+                                 -EOPNOTSUPP);
+                gpu_cmd_free(c);
+                gpu_buffer_free(b);
+                gpu_tensor_free(t);
+                weights_free(&w);
+                skip();
+        }
+        for (size_t i = 0; i < ELEMENTSOF(all_types); i++) {
+                if (!is_quant(all_types[i]))
+                        continue;
+                check_matvec_params(all_types[i], 67, 256, 1, 0, false, 60, &h_default);
+                check_matvec_params(all_types[i], 45, 2048, 3, 16, true, 61, &h_128);
+                check_matvec_params(all_types[i], 37, 4096, 1, 0, false, 62, &h_64);
+        }
 }
 
 static void test_params(void **state) {
@@ -433,9 +493,10 @@ static void test_params(void **state) {
                         assert_int_equal(gpu_cmd_submit(c), 0);
                         assert_int_equal(gpu_buffer_read(by, 0, y, sizeof y), 0);
                         double e = test_nmse(y, ref, nv * n_rows);
-                        if (!(e < matvec_bound(all_types[i])))
+                        double bound = matvec_bound_params(all_types[i], n_cols, nv, &variants[v]);
+                        if (!(e < bound))
                                 fprintf(stderr, "# %s variant %zu: nmse %.3g\n", ggml_type_name(all_types[i]), v, e);
-                        assert_true(e < matvec_bound(all_types[i]));
+                        assert_true(e < bound);
                 }
                 gpu_tensor_free(t);
                 weights_free(&w);
@@ -458,6 +519,7 @@ int main(void) {
                 cmocka_unit_test(test_matvec_split),
                 cmocka_unit_test(test_matvec_auto_split),
                 cmocka_unit_test(test_params),
+                cmocka_unit_test(test_matvec_f16math),
                 cmocka_unit_test(test_get_rows),
         };
         gpu_test_open(&T);
