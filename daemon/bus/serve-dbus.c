@@ -5,6 +5,7 @@
  * objects. All on the loop thread; the work itself runs on the device
  * workers (serve/serve.c).
  */
+#include <assert.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -324,6 +325,17 @@ void served_unload_finished(Served *s) {
         log_fields(LOG_INFO, 0, LOG_FIELDS("MODEL", s->name), "Unloaded model '%s'.", s->name);
         if (call)
                 (void) sd_bus_reply_method_return(call, NULL);
+        /* The worker ran its jobs before this, so they have all ended: their
+         * objects go with the model they point to. */
+        for (Job **p = &m->jobs; *p;) {
+                Job *j = *p;
+                if (j->served == s) {
+                        assert(j->worker_done);
+                        *p = j->next;
+                        job_free(j);
+                } else
+                        p = &j->next;
+        }
         served_unlink(m, s);
         served_free(s);
         bus_loop_kick(m->bus_loop);

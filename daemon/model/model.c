@@ -447,7 +447,10 @@ static int load_tensors(Model *m, char **ret_error) {
         /* Llama 3.1+ files carry per-dimension RoPE frequency factors (llama3 scaling); rope.comp has no
          * input for them yet, so they are not applied: exact at short range, drifting at long range. */
         if (gguf_find_tensor(m->gguf, "rope_freqs.weight"))
-                log_debug("%s: rope_freqs.weight is not applied (RoPE frequency factors unsupported).", m->path);
+                /* Llama 3.1+ long-context scaling: exact below the original
+                 * context (8k), drifting beyond it. Said once, at load. */
+                log_warning("%s: rope_freqs.weight (Llama 3.1+ RoPE frequency factors) is not applied yet; "
+                            "output drifts past the model's original context of about 8k tokens.", m->path);
 
         m->layers = calloc(hp->n_layer, sizeof *m->layers);
         if (!m->layers)

@@ -258,8 +258,15 @@ def test_chat_with_piped_input():
 
 def test_unload_then_run_fails_clearly():
     with Env() as e:
-        start(e)
+        n = start(e)
+        # Jobs of an unloaded model go with it (their objects must not point at it).
+        e.ctl("run", "stories260K", PROMPT, "--max-tokens", "4", "--temp", "0")
         e.ctl("unload", "stories260K")
+        r = subprocess.run(["busctl", "--address=" + e.bus.address, "get-property", "org.inferd.infer1",
+                            "/org/inferd/infer1/job/1", "org.inferd.infer1.Job", "Model"],
+                           capture_output=True, text=True, timeout=30)
+        check(r.returncode != 0, f"the job object outlived its model: {r.stdout!r}")
+        check(n.proc.poll() is None, "inferd died after unloading a model with a finished job")
         check_eq(e.ctl_json("models"), [], "models after unload")
         one_line(e.ctl("run", "stories260K", PROMPT, check_rc=1), "stories260K")
         one_line(e.ctl("unload", "stories260K", check_rc=1), "stories260K")
