@@ -380,9 +380,42 @@ def test_help_and_usage_errors():
         one_line(e.ctl("load", os.path.join(e.tmp, "nothing.gguf"), check_rc=1), "nothing.gguf")
 
 
+def test_generated_text_reaches_only_its_caller():
+    """Under the real system bus policy, another user listening for Job signals hears nothing of a job's text."""
+    if os.geteuid() != 0:
+        raise SkipTest("needs root: only root may own the name on the system bus")
+    if not shutil.which("dbus-monitor"):
+        raise SkipTest("dbus-monitor is not installed")
+    need(STORIES)
+    with Env(kind="system-policy") as e:
+        n = e.node(bus_flag="--bus=system")
+        n.start()
+        if not any(d["active"] for d in e.ctl_json("devices", bus="system")):
+            raise SkipTest("no active Vulkan device")
+        e.ctl("load", STORIES, bus="system", timeout=600)
+        mon = subprocess.Popen(["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups",
+                                "dbus-monitor", "--system", "type='signal',interface='org.inferd.infer1.Job'",
+                                "type='signal',interface='org.freedesktop.DBus.Properties'"],
+                               env=e.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            time.sleep(1.0)  # the monitor's match is in place
+            r = e.ctl("run", "stories260K", PROMPT, "--temp", "0", "--max-tokens", "24", bus="system")
+            check("little girl" in r.stdout, f"the caller did not get the text: {r.stdout!r}")
+            # A control: a broadcast the monitor must hear, so silence above means something.
+            e.ctl("log-level", "debug", bus="system")
+            time.sleep(0.5)
+        finally:
+            mon.terminate()
+            out = mon.communicate(timeout=10)[0]
+        check("Piece" not in out and "little girl" not in out and "Finished" not in out,
+              f"another user saw a job's signals:\n{out}")
+        check("PropertiesChanged" in out, f"the monitor heard no broadcast either, so proves nothing:\n{out}")
+
+
 if __name__ == "__main__":
     run(test_load_and_list, test_tokenize_defaults_and_special, test_run_greedy_is_deterministic,
         test_run_greedy_matches_reference, test_seed_makes_sampling_reproducible, test_stop_text,
         test_chat_with_piped_input, test_unload_then_run_fails_clearly,
         test_bad_files_fail_clearly_and_daemon_survives, test_other_user_cannot_load_or_cancel,
-        test_killed_client_cancels_its_jobs, test_bench_model, test_help_and_usage_errors)
+        test_killed_client_cancels_its_jobs, test_bench_model, test_help_and_usage_errors,
+        test_generated_text_reaches_only_its_caller)
