@@ -122,6 +122,108 @@ static int not_found(sd_bus_error *error, const char *name) {
                                  "No model named '%s' is loaded (see 'inferctl models').", name);
 }
 
+/* ---- options: an a{sv} read into the destinations a table names ---- */
+
+typedef enum BusOptType {
+        OPT_U32,
+        OPT_I32,
+        OPT_U64,
+        OPT_BOOL,
+        OPT_FLOAT,      /* sent as d */
+        OPT_STRV,       /* as, malloc'ed */
+        OPT_STRING,     /* s, strdup'ed */
+} BusOptType;
+
+typedef struct BusOption {
+        const char *name;
+        BusOptType type;
+        void *dest;
+        bool *seen;     /* if not NULL, set when the option is given */
+} BusOption;
+
+static int read_one_option(sd_bus_message *msg, const BusOption *o) {
+        int b, r;
+        double d;
+        const char *str;
+
+        switch (o->type) {
+        case OPT_U32:
+                return sd_bus_message_read(msg, "v", "u", o->dest);
+        case OPT_I32:
+                return sd_bus_message_read(msg, "v", "i", o->dest);
+        case OPT_U64:
+                return sd_bus_message_read(msg, "v", "t", o->dest);
+        case OPT_BOOL:
+                r = sd_bus_message_read(msg, "v", "b", &b);
+                if (r >= 0)
+                        *(bool *) o->dest = b;
+                return r;
+        case OPT_FLOAT:
+                r = sd_bus_message_read(msg, "v", "d", &d);
+                if (r >= 0)
+                        *(float *) o->dest = (float) d;
+                return r;
+        case OPT_STRV:
+                r = sd_bus_message_enter_container(msg, 'v', "as");
+                if (r >= 0) {
+                        strv_free(*(char ***) o->dest);
+                        *(char ***) o->dest = NULL;
+                        r = sd_bus_message_read_strv(msg, o->dest);
+                }
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(msg);
+                return r;
+        case OPT_STRING:
+                r = sd_bus_message_read(msg, "v", "s", &str);
+                if (r >= 0) {
+                        free(*(char **) o->dest);
+                        if (!(*(char **) o->dest = strdup(str)))
+                                return -ENOMEM;
+                }
+                return r;
+        }
+        return -EINVAL;
+}
+
+/* Unknown keys and wrong types are InvalidArgument errors that name the key. */
+static int read_option_dict(sd_bus_message *msg, const BusOption *opts, size_t n, sd_bus_error *error) {
+        const char *key;
+        int r;
+
+        r = sd_bus_message_enter_container(msg, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(msg, 'e', "sv")) > 0) {
+                const BusOption *o = NULL;
+                r = sd_bus_message_read(msg, "s", &key);
+                if (r < 0)
+                        return r;
+                for (size_t i = 0; i < n && !o; i++)
+                        if (streq(opts[i].name, key))
+                                o = &opts[i];
+                if (!o) {
+                        char known[512] = "";
+                        for (size_t i = 0; i < n; i++)
+                                snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "",
+                                         opts[i].name);
+                        return invalid(error, "Unknown option '%s' (known: %s).", key, known);
+                }
+                r = read_one_option(msg, o);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0)
+                        return invalid(error, "Option '%s' has the wrong type (see org.inferd.infer1.Manager.xml).", key);
+                if (o->seen)
+                        *o->seen = true;
+                r = sd_bus_message_exit_container(msg);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        return sd_bus_message_exit_container(msg);
+}
+
 /* ---- loading and unloading ---- */
 
 static int pick_device(Manager *m, uint32_t want, bool have_want, sd_bus_error *error, uint32_t *ret) {
@@ -166,7 +268,7 @@ static bool model_name_valid(const char *s) {
 
 int method_load_model(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
-        const char *path, *name, *key;
+        const char *path, *name;
         uint32_t device = 0, context = 0;
         bool have_device = false;
         int r;
@@ -174,29 +276,11 @@ int method_load_model(sd_bus_message *msg, void *userdata, sd_bus_error *error) 
         r = sd_bus_message_read(msg, "ss", &path, &name);
         if (r < 0)
                 return r;
-        r = sd_bus_message_enter_container(msg, 'a', "{sv}");
-        if (r < 0)
-                return r;
-        while ((r = sd_bus_message_enter_container(msg, 'e', "sv")) > 0) {
-                r = sd_bus_message_read(msg, "s", &key);
-                if (r < 0)
-                        return r;
-                if (streq(key, "device")) {
-                        r = sd_bus_message_read(msg, "v", "u", &device);
-                        have_device = true;
-                } else if (streq(key, "context"))
-                        r = sd_bus_message_read(msg, "v", "u", &context);
-                else
-                        return invalid(error, "Unknown option '%s' for LoadModel (known: device, context).", key);
-                if (r < 0)
-                        return invalid(error, "Option '%s' has the wrong type.", key);
-                r = sd_bus_message_exit_container(msg);
-                if (r < 0)
-                        return r;
-        }
-        if (r < 0)
-                return r;
-        r = sd_bus_message_exit_container(msg);
+        const BusOption opts[] = {
+                { "device", OPT_U32, &device, &have_device },
+                { "context", OPT_U32, &context },
+        };
+        r = read_option_dict(msg, opts, ELEMENTSOF(opts), error);
         if (r < 0)
                 return r;
 
@@ -395,63 +479,23 @@ static int job_owner_vanished(sd_bus_message *msg, void *userdata, sd_bus_error 
 static int read_options(sd_bus_message *msg, Job *j, bool chat, bool *ret_add_bos, bool *ret_have_add_bos,
                         char **ret_template, sd_bus_error *error) {
         const Config *c = j->manager->config;
-        const char *key;
         int r;
 
-        r = sd_bus_message_enter_container(msg, 'a', "{sv}");
-        if (r < 0)
-                return r;
-        while ((r = sd_bus_message_enter_container(msg, 'e', "sv")) > 0) {
-                double d;
-                r = sd_bus_message_read(msg, "s", &key);
-                if (r < 0)
-                        return r;
-                if (streq(key, "max_tokens"))
-                        r = sd_bus_message_read(msg, "v", "u", &j->max_tokens);
-                else if (streq(key, "temperature") && (r = sd_bus_message_read(msg, "v", "d", &d)) >= 0)
-                        j->sampling.temperature = (float) d;
-                else if (streq(key, "top_k"))
-                        r = sd_bus_message_read(msg, "v", "i", &j->sampling.top_k);
-                else if (streq(key, "top_p") && (r = sd_bus_message_read(msg, "v", "d", &d)) >= 0)
-                        j->sampling.top_p = (float) d;
-                else if (streq(key, "min_p") && (r = sd_bus_message_read(msg, "v", "d", &d)) >= 0)
-                        j->sampling.min_p = (float) d;
-                else if (streq(key, "repeat_penalty") && (r = sd_bus_message_read(msg, "v", "d", &d)) >= 0)
-                        j->sampling.repeat_penalty = (float) d;
-                else if (streq(key, "repeat_last_n"))
-                        r = sd_bus_message_read(msg, "v", "u", &j->sampling.repeat_last_n);
-                else if (streq(key, "seed"))
-                        r = sd_bus_message_read(msg, "v", "t", &j->sampling.seed);
-                else if (streq(key, "stop")) {
-                        r = sd_bus_message_enter_container(msg, 'v', "as");
-                        if (r >= 0)
-                                r = sd_bus_message_read_strv(msg, &j->stop);
-                        if (r >= 0)
-                                r = sd_bus_message_exit_container(msg);
-                } else if (streq(key, "add_bos") && !chat) {
-                        int b;
-                        r = sd_bus_message_read(msg, "v", "b", &b);
-                        *ret_add_bos = b;
-                        *ret_have_add_bos = true;
-                } else if (streq(key, "template") && chat) {
-                        const char *t;
-                        r = sd_bus_message_read(msg, "v", "s", &t);
-                        if (r >= 0 && !(*ret_template = strdup(t)))
-                                return -ENOMEM;
-                } else if (streq(key, "temperature") || streq(key, "top_p") || streq(key, "min_p") ||
-                           streq(key, "repeat_penalty"))
-                        ; /* r < 0 already: wrong type */
-                else
-                        return invalid(error, "Unknown option '%s'.", key);
-                if (r < 0)
-                        return invalid(error, "Option '%s' has the wrong type (see org.inferd.infer1.Manager.xml).", key);
-                r = sd_bus_message_exit_container(msg);
-                if (r < 0)
-                        return r;
-        }
-        if (r < 0)
-                return r;
-        r = sd_bus_message_exit_container(msg);
+        BusOption opts[] = {
+                { "max_tokens", OPT_U32, &j->max_tokens },
+                { "temperature", OPT_FLOAT, &j->sampling.temperature },
+                { "top_k", OPT_I32, &j->sampling.top_k },
+                { "top_p", OPT_FLOAT, &j->sampling.top_p },
+                { "min_p", OPT_FLOAT, &j->sampling.min_p },
+                { "repeat_penalty", OPT_FLOAT, &j->sampling.repeat_penalty },
+                { "repeat_last_n", OPT_U32, &j->sampling.repeat_last_n },
+                { "seed", OPT_U64, &j->sampling.seed },
+                { "stop", OPT_STRV, &j->stop },
+                /* Generate only, or Chat only: */
+                chat ? (BusOption) { "template", OPT_STRING, ret_template }
+                     : (BusOption) { "add_bos", OPT_BOOL, ret_add_bos, ret_have_add_bos },
+        };
+        r = read_option_dict(msg, opts, ELEMENTSOF(opts), error);
         if (r < 0)
                 return r;
 
@@ -513,11 +557,9 @@ static int job_new(Manager *m, sd_bus_message *msg, const char *model, JobKind k
                 r = sd_bus_creds_get_euid(creds, &j->owner_uid);
         if (r < 0)
                 j->owner_uid = (uid_t) -1;
-        char id[16];
-        snprintf(id, sizeof id, "%u", j->id);
-        r = sd_bus_path_encode(JOB_PATH_PREFIX, id, &j->object_path);
-        if (r < 0)
-                return r;
+        /* /org/inferd/infer1/job/N: plain digits are a valid path element. */
+        if (asprintf(&j->object_path, JOB_PATH_PREFIX "/%u", j->id) < 0)
+                return -ENOMEM;
         *ret = TAKE_PTR(j);
         return 0;
 }
@@ -678,8 +720,8 @@ int method_chat(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
 int method_tokenize(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         Manager *m = userdata;
-        const char *model, *text, *key;
-        int add_special = false, parse_special = false;
+        const char *model, *text;
+        bool add_special = false, parse_special = false;
         _cleanup_free_ int32_t *ids = NULL;
         size_t n = 0;
         int r;
@@ -687,25 +729,11 @@ int method_tokenize(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         r = sd_bus_message_read(msg, "ss", &model, &text);
         if (r < 0)
                 return r;
-        r = sd_bus_message_enter_container(msg, 'a', "{sv}");
-        if (r < 0)
-                return r;
-        while ((r = sd_bus_message_enter_container(msg, 'e', "sv")) > 0) {
-                r = sd_bus_message_read(msg, "s", &key);
-                if (r < 0)
-                        return r;
-                if (streq(key, "add_special"))
-                        r = sd_bus_message_read(msg, "v", "b", &add_special);
-                else if (streq(key, "parse_special"))
-                        r = sd_bus_message_read(msg, "v", "b", &parse_special);
-                else
-                        return invalid(error, "Unknown option '%s' (known: add_special, parse_special).", key);
-                if (r < 0)
-                        return invalid(error, "Option '%s' must be a boolean.", key);
-                r = sd_bus_message_exit_container(msg);
-                if (r < 0)
-                        return r;
-        }
+        const BusOption opts[] = {
+                { "add_special", OPT_BOOL, &add_special },
+                { "parse_special", OPT_BOOL, &parse_special },
+        };
+        r = read_option_dict(msg, opts, ELEMENTSOF(opts), error);
         if (r < 0)
                 return r;
         Served *s = served_find(m, model);
@@ -749,7 +777,7 @@ int method_tokenize(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
 
 int method_bench_model(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
-        const char *model, *key;
+        const char *model;
         _cleanup_(job_freep) Job *j = NULL;
         int r;
 
@@ -762,27 +790,12 @@ int method_bench_model(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         j->bench_prompt = 512;
         j->bench_gen = 128;
         j->bench_reps = 3;
-        r = sd_bus_message_enter_container(msg, 'a', "{sv}");
-        if (r < 0)
-                return r;
-        while ((r = sd_bus_message_enter_container(msg, 'e', "sv")) > 0) {
-                r = sd_bus_message_read(msg, "s", &key);
-                if (r < 0)
-                        return r;
-                if (streq(key, "n_prompt"))
-                        r = sd_bus_message_read(msg, "v", "u", &j->bench_prompt);
-                else if (streq(key, "n_gen"))
-                        r = sd_bus_message_read(msg, "v", "u", &j->bench_gen);
-                else if (streq(key, "repetitions"))
-                        r = sd_bus_message_read(msg, "v", "u", &j->bench_reps);
-                else
-                        return invalid(error, "Unknown option '%s' (known: n_prompt, n_gen, repetitions).", key);
-                if (r < 0)
-                        return invalid(error, "Option '%s' must be an unsigned integer (u).", key);
-                r = sd_bus_message_exit_container(msg);
-                if (r < 0)
-                        return r;
-        }
+        const BusOption opts[] = {
+                { "n_prompt", OPT_U32, &j->bench_prompt },
+                { "n_gen", OPT_U32, &j->bench_gen },
+                { "repetitions", OPT_U32, &j->bench_reps },
+        };
+        r = read_option_dict(msg, opts, ELEMENTSOF(opts), error);
         if (r < 0)
                 return r;
         if (j->bench_reps == 0 || j->bench_reps > 100 || (j->bench_prompt == 0 && j->bench_gen == 0))
@@ -970,12 +983,13 @@ static const sd_bus_vtable model_vtable[] = {
 static int job_object_find(sd_bus *bus, const char *path, const char *iface, void *userdata, void **ret_found,
                            sd_bus_error *error) {
         Manager *m = userdata;
-        _cleanup_free_ char *id = NULL;
+        const char *id = startswith(path, JOB_PATH_PREFIX "/");
         char *end;
-        if (sd_bus_path_decode(path, JOB_PATH_PREFIX, &id) <= 0)
+        if (!id || !*id || *id < '0' || *id > '9')
                 return 0;
+        errno = 0;
         unsigned long v = strtoul(id, &end, 10);
-        if (*end || v > UINT32_MAX)
+        if (errno || *end || v > UINT32_MAX)
                 return 0;
         Job *j = job_find(m, (uint32_t) v);
         if (!j || j->kind != JOB_GENERATE)

@@ -84,3 +84,9 @@ static inline int streq_ptr(const char *a, const char *b) {
 }
 
 #define streq(a, b) (strcmp((a), (b)) == 0)
+
+/* The rest of s after prefix, or NULL when s does not start with it. */
+static inline const char *startswith(const char *s, const char *prefix) {
+        size_t n = strlen(prefix);
+        return strncmp(s, prefix, n) == 0 ? s + n : NULL;
+}
