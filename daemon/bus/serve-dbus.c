@@ -91,15 +91,25 @@ static bool job_ended(const Job *j) {
         return j->state == JOB_DONE || j->state == JOB_FAILED || j->state == JOB_CANCELLED;
 }
 
+/* Ended jobs kept for their callers at most: a caller that stays connected
+ * and starts job after job must not make the daemon grow without bound. */
+#define JOBS_ENDED_MAX 256u
+
 void jobs_gc(Manager *m) {
         uint64_t now = now_usec(CLOCK_MONOTONIC);
+        unsigned kept = 0;
+        /* Newest first: past the limit, the oldest ended jobs go. */
         for (Job **p = &m->jobs; *p;) {
                 Job *j = *p;
-                if (job_ended(j) && j->worker_done && (now - j->ended_usec > JOB_LINGER_USEC || !j->owner)) {
+                bool ended = job_ended(j) && j->worker_done;
+                if (ended && (now - j->ended_usec > JOB_LINGER_USEC || !j->owner || kept >= JOBS_ENDED_MAX)) {
                         *p = j->next;
                         job_free(j);
-                } else
-                        p = &j->next;
+                        continue;
+                }
+                if (ended)
+                        kept++;
+                p = &j->next;
         }
 }
 
