@@ -90,7 +90,10 @@ static void chunk_layout(const Repack *rp, uint64_t blocks, uint64_t *ret_d_offs
 
 typedef struct Fill {
         const Repack *rp;
-        const uint8_t *src;     /* the chunk's first file block */
+        const uint8_t *const *parts;    /* each part's first file block; NULL: zero rows */
+        const uint64_t *part_block0;    /* part p holds blocks [part_block0[p], part_block0[p + 1]) */
+        uint32_t n_parts;
+        uint64_t block0;                /* the chunk's first block, counted over all parts */
         uint64_t blocks;
         uint64_t qs_bytes, d_offset, d_bytes;
 } Fill;
@@ -112,6 +115,28 @@ static void gather(uint8_t *dst, const uint8_t *src, uint32_t unit, uint32_t str
         }
 }
 
+/* gather() over the parts: each run of units that lies in one part is gathered from that part. */
+static void gather_parts(const Fill *f, uint8_t *dst, uint32_t unit, uint32_t from, uint64_t pos, uint64_t len) {
+        uint32_t p = 0;
+
+        while (len > 0) {
+                uint64_t block = f->block0 + pos / unit;
+                while (p + 1 < f->n_parts && block >= f->part_block0[p + 1])
+                        p++;
+                /* Bytes left in this part, in the region's numbering. */
+                uint64_t end = (f->part_block0[p + 1] - f->block0) * unit;
+                uint64_t n = MIN(len, end - pos);
+                uint64_t rel = pos + (f->block0 - f->part_block0[p]) * unit;
+                if (f->parts[p])
+                        gather(dst, f->parts[p], unit, f->rp->block_bytes, from, rel, n);
+                else
+                        memset(dst, 0, n);
+                dst += n;
+                pos += n;
+                len -= n;
+        }
+}
+
 static int fill_chunk(void *userdata, void *staging, uint64_t dst_offset, uint64_t len) {
         const Fill *f = userdata;
         uint8_t *out = staging;
@@ -120,10 +145,10 @@ static int fill_chunk(void *userdata, void *staging, uint64_t dst_offset, uint64
                 uint64_t n;
                 if (dst_offset < f->qs_bytes) {
                         n = MIN(len, f->qs_bytes - dst_offset);
-                        gather(out, f->src, f->rp->qs_unit, f->rp->block_bytes, f->rp->qs_from, dst_offset, n);
+                        gather_parts(f, out, f->rp->qs_unit, f->rp->qs_from, dst_offset, n);
                 } else if (f->d_bytes > 0 && dst_offset >= f->d_offset && dst_offset < f->d_offset + f->d_bytes) {
                         n = MIN(len, f->d_offset + f->d_bytes - dst_offset);
-                        gather(out, f->src, 2, f->rp->block_bytes, f->rp->d_from, dst_offset - f->d_offset, n);
+                        gather_parts(f, out, 2, f->rp->d_from, dst_offset - f->d_offset, n);
                 } else {
                         /* Padding: up to the D region, or to the end. */
                         uint64_t next = f->d_bytes > 0 && dst_offset < f->d_offset ? f->d_offset : UINT64_MAX;
@@ -147,23 +172,36 @@ GpuTensor *gpu_tensor_free(GpuTensor *t) {
         return NULL;
 }
 
-int gpu_tensor_upload_split(GpuDevice *d, GgmlType type, uint32_t n_cols, uint32_t n_rows, const void *data,
-                            uint32_t max_rows_per_chunk, GpuTensor **ret) {
+static int upload_parts(GpuDevice *d, GgmlType type, uint32_t n_cols, uint32_t n_parts, const void *const parts[],
+                        const uint32_t part_rows[], uint32_t max_rows_per_chunk, GpuTensor **ret) {
         _cleanup_(gpu_tensor_freep) GpuTensor *t = NULL;
+        _cleanup_free_ uint64_t *part_block0 = NULL;
         const GpuCaps *caps = gpu_device_caps(d);
+        uint64_t total_rows = 0;
         Repack rp;
         int r;
 
-        if (!data || !ret || n_rows == 0)
+        if (!ret || n_parts == 0 || !parts || !part_rows)
                 return -EINVAL;
         r = repack_of(type, &rp);
         if (r < 0)
                 return r;
         if (n_cols == 0 || n_cols % rp.block_elems != 0)
                 return -EINVAL;
-
         uint64_t blocks_per_row = n_cols / rp.block_elems;
-        uint64_t file_row_bytes = blocks_per_row * rp.block_bytes;
+
+        part_block0 = malloc(((size_t) n_parts + 1) * sizeof *part_block0);
+        if (!part_block0)
+                return -ENOMEM;
+        for (uint32_t p = 0; p < n_parts; p++) {
+                part_block0[p] = total_rows * blocks_per_row;
+                total_rows += part_rows[p];
+        }
+        part_block0[n_parts] = total_rows * blocks_per_row;
+        if (total_rows == 0 || total_rows > UINT32_MAX)
+                return -EINVAL;
+        uint32_t n_rows = (uint32_t) total_rows;
+
         uint64_t dev_row_bytes = blocks_per_row * (rp.qs_unit + (rp.has_d ? 2 : 0));
         uint64_t limit = MIN(MIN(caps->max_storage_buffer_range, caps->max_allocation), CHUNK_MAX_BYTES);
 
@@ -205,7 +243,10 @@ int gpu_tensor_upload_split(GpuDevice *d, GgmlType type, uint32_t n_cols, uint32
 
                 Fill f = {
                         .rp = &rp,
-                        .src = (const uint8_t *) data + (uint64_t) c->row0 * file_row_bytes,
+                        .parts = (const uint8_t *const *) parts,
+                        .part_block0 = part_block0,
+                        .n_parts = n_parts,
+                        .block0 = (uint64_t) c->row0 * blocks_per_row,
                         .blocks = blocks,
                         .qs_bytes = blocks * rp.qs_unit,
                         .d_offset = c->d_offset,
@@ -220,7 +261,19 @@ int gpu_tensor_upload_split(GpuDevice *d, GgmlType type, uint32_t n_cols, uint32
         return 0;
 }
 
+int gpu_tensor_upload_split(GpuDevice *d, GgmlType type, uint32_t n_cols, uint32_t n_rows, const void *data,
+                            uint32_t max_rows_per_chunk, GpuTensor **ret) {
+        if (!data || n_rows == 0)
+                return -EINVAL;
+        return upload_parts(d, type, n_cols, 1, &data, &n_rows, max_rows_per_chunk, ret);
+}
+
 int gpu_tensor_upload(GpuDevice *d, GgmlType type, uint32_t n_cols, uint32_t n_rows, const void *data,
                       GpuTensor **ret) {
         return gpu_tensor_upload_split(d, type, n_cols, n_rows, data, 0, ret);
+}
+
+int gpu_tensor_upload_rows(GpuDevice *d, GgmlType type, uint32_t n_cols, uint32_t n_parts, const void *const parts[],
+                           const uint32_t part_rows[], uint32_t max_rows_per_chunk, GpuTensor **ret) {
+        return upload_parts(d, type, n_cols, n_parts, parts, part_rows, max_rows_per_chunk, ret);
 }

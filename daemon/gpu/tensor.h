@@ -62,6 +62,17 @@ int gpu_tensor_upload(GpuDevice *d, GgmlType type, uint32_t n_cols, uint32_t n_r
 int gpu_tensor_upload_split(GpuDevice *d, GgmlType type, uint32_t n_cols, uint32_t n_rows, const void *data,
                             uint32_t max_rows_per_chunk, GpuTensor **ret);
 
+/*
+ * One tensor from several row ranges stacked in order: part p is
+ * part_rows[p] rows in file layout at parts[p], or, when parts[p] is NULL,
+ * that many zero rows (padding that keeps a later part's outputs at an
+ * aligned offset). Fuses projections that read the same input (q|k|v,
+ * gate|up) into one matrix without a host copy. max_rows_per_chunk as for
+ * gpu_tensor_upload_split (0 = automatic). -EINVAL for no rows at all.
+ */
+int gpu_tensor_upload_rows(GpuDevice *d, GgmlType type, uint32_t n_cols, uint32_t n_parts, const void *const parts[],
+                           const uint32_t part_rows[], uint32_t max_rows_per_chunk, GpuTensor **ret);
+
 GpuTensor *gpu_tensor_free(GpuTensor *t);
 static inline void gpu_tensor_freep(GpuTensor **t) {
         if (*t)

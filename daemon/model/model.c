@@ -13,9 +13,15 @@
  * activations for n_batch tokens. A batch of tokens is one forward pass,
  * recorded into one GpuCmd with a barrier between dependent ops and
  * submitted once; prompts longer than n_batch are split into chunks. Token
- * ids and positions travel in a small host-visible buffer the kernels read
- * directly (host writes before vkQueueSubmit are visible to the device
- * without a barrier).
+ * ids and positions travel in a small host-visible buffer (host writes
+ * before vkQueueSubmit are visible to the device without a barrier); each
+ * pass starts by copying it to a device-local one, which the kernels read.
+ *
+ * Projections that read the same input are fused at load into one matrix
+ * (q|k|v, gate|up; gpu_tensor_upload_rows), each part starting at a
+ * 64-float row so its output can be bound on its own: one matrix x vector
+ * instead of three or two, and the kernels after it (RoPE, KV store,
+ * attention, SwiGLU) read strided views of the fused output.
  *
  * Decode does not record anything per token: every kernel of the
  * single-token pass reads the token id and its position from that buffer
@@ -30,6 +36,7 @@
  * the logits (or the argmax) into a host-visible buffer and a host barrier,
  * and the host reads them from its mapping once the submission is done.
  */
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -55,12 +62,19 @@
 #define MAX_LAYERS 4096u
 #define MAX_NAME 256
 
+/* Rows of a fused projection's parts start at multiples of this (floats), so each part's output can be
+ * bound at a BIND_ALIGN offset. */
+#define PART_ALIGN (BIND_ALIGN / 4)
+
 typedef struct ModelLayer {
-        GpuTensor *wq, *wk, *wv, *wo;
-        GpuTensor *w_gate, *w_up, *w_down;
-        /* Offsets into Model.vecs (F32); the biases only with hp.qkv_bias. */
+        /* With Model.fuse_qkv: wqkv only, rows [q | 0 | k | 0 | v] at Model.k_off/v_off; else wq, wk, wv. */
+        GpuTensor *wqkv, *wq, *wk, *wv, *wo;
+        /* With Model.fuse_ffn: w_gu only, rows [gate | 0 | up] at Model.up_off; else w_gate, w_up. */
+        GpuTensor *w_gu, *w_gate, *w_up, *w_down;
+        /* Offsets into Model.vecs (F32); the biases only with hp.qkv_bias: bqkv (the three zero-padded like
+         * wqkv's rows) when fused, else bq, bk, bv. */
         uint64_t attn_norm, ffn_norm;
-        uint64_t bq, bk, bv;
+        uint64_t bqkv, bq, bk, bv;
 } ModelLayer;
 
 struct Model {
@@ -78,6 +92,15 @@ struct Model {
         GpuBuffer *vecs;        /* norm weights and biases, F32 */
         uint64_t output_norm;
         ModelLayer *layers;
+
+        /*
+         * Fused projections: one matrix x vector instead of three (q, k, v) or two (gate, up). Used when
+         * every layer's parts have one type (Q4_K_M files mix Q4_K and Q6_K in attn_v: those stay apart).
+         * Offsets and strides in floats of one token's output row.
+         */
+        bool fuse_qkv, fuse_ffn;
+        uint32_t k_off, v_off, qkv_stride;
+        uint32_t up_off, ffn_stride;
 };
 
 typedef enum EvalOutput {
@@ -100,13 +123,15 @@ struct ModelContext {
         /* Activations, [n_batch][...] F32. */
         GpuBuffer *x;           /* the residual stream */
         GpuBuffer *h;           /* normed input of a block; projection outputs */
-        GpuBuffer *q, *k, *v;
+        GpuBuffer *q, *k, *v;   /* fused: q holds [n_batch][qkv_stride], k and v are NULL */
         GpuBuffer *att;         /* attention output; FFN output */
-        GpuBuffer *g, *u;       /* FFN gate and up; SwiGLU in place into g */
+        GpuBuffer *g, *u;       /* FFN gate and up, SwiGLU in place into g; fused: g [n_batch][ffn_stride],
+                                 * SwiGLU into u [n_batch][n_ff] */
         GpuBuffer *logits;      /* [n_vocab] of the last token */
         GpuBuffer *argmax;      /* one uint32 */
         GpuBuffer *scratch;     /* decode attention's partial results */
         GpuBuffer *io;          /* host-visible: ids [n_batch] at 0, positions at pos_offset */
+        GpuBuffer *io_dev;      /* device-local copy of io, made at the start of every pass */
         uint64_t pos_offset;
         GpuBuffer *out;         /* host-visible: logits [n_vocab] at 0, the argmax at argmax_offset */
         uint64_t argmax_offset;
@@ -346,8 +371,65 @@ static int load_matrix(Model *m, const char *pattern, uint32_t layer, uint64_t n
         return 0;
 }
 
+/*
+ * The matrices `patterns` of this layer (ne0 columns, rows[i] rows each), stacked into one tensor with
+ * part i starting at row offs[i] and zero rows in the gaps, total rows in all.
+ */
+static int load_fused(Model *m, uint32_t layer, uint64_t ne0, uint32_t n, const char *const patterns[],
+                      const uint32_t rows[], const uint32_t offs[], uint32_t total, GpuTensor **ret,
+                      char **ret_error) {
+        const void *parts[8];
+        uint32_t part_rows[8], n_parts = 0, cur = 0;
+        GgmlType type = GGML_TYPE__MAX;
+        char name[MAX_NAME];
+        int r;
+
+        assert(2 * n + 1 <= ELEMENTSOF(parts));
+        for (uint32_t i = 0; i < n; i++) {
+                const GgufTensor *t = find_tensor(m, patterns[i], layer, name, sizeof name);
+                if (!t)
+                        return fail(ret_error, -EBADMSG, "%s: tensor '%s' is missing", m->path, name);
+                r = check_shape(m, t, 2, ne0, rows[i], ret_error);
+                if (r < 0)
+                        return r;
+                type = t->type;
+                if (offs[i] > cur) {
+                        parts[n_parts] = NULL;
+                        part_rows[n_parts++] = offs[i] - cur;
+                }
+                parts[n_parts] = t->data;
+                part_rows[n_parts++] = rows[i];
+                cur = offs[i] + rows[i];
+        }
+        if (total > cur) {
+                parts[n_parts] = NULL;
+                part_rows[n_parts++] = total - cur;
+        }
+        r = gpu_tensor_upload_rows(m->dev, type, (uint32_t) ne0, n_parts, parts, part_rows, 0, ret);
+        if (r < 0)
+                return fail(ret_error, r, "%s: uploading block %u's fused '%s' (%s, %" PRIu64 " x %u) failed: %s",
+                            m->path, layer, patterns[0], ggml_type_name(type), ne0, total, strerror(-r));
+        return 0;
+}
+
+/* Whether this layer's tensors `patterns` all exist with one type. */
+static bool same_type(Model *m, uint32_t layer, uint32_t n, const char *const patterns[]) {
+        char name[MAX_NAME];
+        GgmlType type = GGML_TYPE__MAX;
+
+        for (uint32_t i = 0; i < n; i++) {
+                const GgufTensor *t = find_tensor(m, patterns[i], layer, name, sizeof name);
+                if (!t || (i > 0 && t->type != type))
+                        return false;
+                type = t->type;
+        }
+        return true;
+}
+
 typedef struct VecSlot {
-        const GgufTensor *t;
+        const GgufTensor *t[3]; /* up to three vectors, concatenated (fused biases) */
+        uint64_t at[3];         /* where each starts in the slot, in floats */
+        uint64_t n;             /* floats in the slot; gaps are zeros */
         uint64_t *offset;       /* where the slot's offset in Model.vecs goes */
 } VecSlot;
 
@@ -363,7 +445,27 @@ static int add_vec(Model *m, VecSlot *slots, size_t *n_slots, const char *patter
         r = check_shape(m, t, 1, n, 1, ret_error);
         if (r < 0)
                 return r;
-        slots[(*n_slots)++] = (VecSlot) { .t = t, .offset = offset };
+        slots[(*n_slots)++] = (VecSlot) { .t = { t }, .n = n, .offset = offset };
+        return 0;
+}
+
+/* Appends vector pattern (n floats) at float `at` of the slot added last. */
+static int add_vec_part(Model *m, VecSlot *slots, size_t n_slots, uint32_t part, const char *pattern,
+                        uint32_t layer, uint64_t n, uint64_t at, uint64_t total, char **ret_error) {
+        char name[MAX_NAME];
+        const GgufTensor *t;
+        int r;
+
+        t = find_tensor(m, pattern, layer, name, sizeof name);
+        if (!t)
+                return fail(ret_error, -EBADMSG, "%s: tensor '%s' is missing", m->path, name);
+        r = check_shape(m, t, 1, n, 1, ret_error);
+        if (r < 0)
+                return r;
+        VecSlot *s = &slots[n_slots - 1];
+        s->t[part] = t;
+        s->at[part] = at;
+        s->n = total;
         return 0;
 }
 
@@ -387,7 +489,15 @@ static int load_vecs(Model *m, char **ret_error) {
                 r = add_vec(m, slots, &n_slots, nm->attn_norm, il, hp->n_embd, &l->attn_norm, ret_error);
                 if (r >= 0)
                         r = add_vec(m, slots, &n_slots, nm->ffn_norm, il, hp->n_embd, &l->ffn_norm, ret_error);
-                if (r >= 0 && hp->qkv_bias) {
+                if (r >= 0 && hp->qkv_bias && m->fuse_qkv) {
+                        r = add_vec(m, slots, &n_slots, nm->attn_q_bias, il, hp->n_embd, &l->bqkv, ret_error);
+                        if (r >= 0)
+                                r = add_vec_part(m, slots, n_slots, 1, nm->attn_k_bias, il, kv_dim, m->k_off,
+                                                 m->qkv_stride, ret_error);
+                        if (r >= 0)
+                                r = add_vec_part(m, slots, n_slots, 2, nm->attn_v_bias, il, kv_dim, m->v_off,
+                                                 m->qkv_stride, ret_error);
+                } else if (r >= 0 && hp->qkv_bias) {
                         r = add_vec(m, slots, &n_slots, nm->attn_q_bias, il, hp->n_embd, &l->bq, ret_error);
                         if (r >= 0)
                                 r = add_vec(m, slots, &n_slots, nm->attn_k_bias, il, kv_dim, &l->bk, ret_error);
@@ -400,8 +510,8 @@ static int load_vecs(Model *m, char **ret_error) {
 
         for (size_t i = 0; i < n_slots; i++) {
                 *slots[i].offset = size;
-                size += align_up(slots[i].t->ne[0] * sizeof(float), BIND_ALIGN);
-                max_n = MAX(max_n, (size_t) slots[i].t->ne[0]);
+                size += align_up(slots[i].n * sizeof(float), BIND_ALIGN);
+                max_n = MAX(max_n, (size_t) slots[i].n);
         }
         r = gpu_buffer_new(m->dev, size, GPU_MEMORY_DEVICE, &m->vecs);
         if (r < 0)
@@ -411,12 +521,15 @@ static int load_vecs(Model *m, char **ret_error) {
         if (!tmp)
                 return -ENOMEM;
         for (size_t i = 0; i < n_slots; i++) {
-                const GgufTensor *t = slots[i].t;
-                r = ggml_dequantize_row(t->type, t->data, tmp, t->ne[0]);
+                const VecSlot *sl = &slots[i];
+                memset(tmp, 0, sl->n * sizeof(float));
+                r = 0;
+                for (size_t j = 0; r >= 0 && j < ELEMENTSOF(sl->t) && sl->t[j]; j++)
+                        r = ggml_dequantize_row(sl->t[j]->type, sl->t[j]->data, tmp + sl->at[j], sl->t[j]->ne[0]);
                 if (r >= 0)
-                        r = gpu_buffer_write(m->vecs, *slots[i].offset, tmp, t->ne[0] * sizeof(float));
+                        r = gpu_buffer_write(m->vecs, *sl->offset, tmp, sl->n * sizeof(float));
                 if (r < 0)
-                        return fail(ret_error, r, "%s: uploading tensor '%s' failed: %s", m->path, t->name,
+                        return fail(ret_error, r, "%s: uploading tensor '%s' failed: %s", m->path, sl->t[0]->name,
                                     strerror(-r));
         }
         return 0;
@@ -455,14 +568,41 @@ static int load_tensors(Model *m, char **ret_error) {
         m->layers = calloc(hp->n_layer, sizeof *m->layers);
         if (!m->layers)
                 return -ENOMEM;
+
+        /* Fuse where every layer allows it; a missing tensor is reported by the unfused load. */
+        const char *const qkv[] = { nm->attn_q, nm->attn_k, nm->attn_v };
+        const char *const gu[] = { nm->ffn_gate, nm->ffn_up };
+        m->fuse_qkv = m->fuse_ffn = !getenv("INFERD_MODEL_NO_FUSE");
+        for (uint32_t il = 0; il < hp->n_layer; il++) {
+                m->fuse_qkv = m->fuse_qkv && same_type(m, il, 3, qkv);
+                m->fuse_ffn = m->fuse_ffn && same_type(m, il, 2, gu);
+        }
+        m->k_off = (uint32_t) align_up(hp->n_embd, PART_ALIGN);
+        m->v_off = m->k_off + (uint32_t) align_up(kv_dim, PART_ALIGN);
+        m->qkv_stride = m->v_off + kv_dim;
+        m->up_off = (uint32_t) align_up(hp->n_ff, PART_ALIGN);
+        m->ffn_stride = m->up_off + hp->n_ff;
+        const uint32_t qkv_rows[] = { hp->n_embd, kv_dim, kv_dim }, qkv_offs[] = { 0, m->k_off, m->v_off };
+        const uint32_t gu_rows[] = { hp->n_ff, hp->n_ff }, gu_offs[] = { 0, m->up_off };
+
         for (uint32_t il = 0; il < hp->n_layer; il++) {
                 ModelLayer *l = &m->layers[il];
-                if ((r = load_matrix(m, nm->attn_q, il, hp->n_embd, hp->n_embd, true, &l->wq, ret_error)) < 0 ||
-                    (r = load_matrix(m, nm->attn_k, il, hp->n_embd, kv_dim, true, &l->wk, ret_error)) < 0 ||
-                    (r = load_matrix(m, nm->attn_v, il, hp->n_embd, kv_dim, true, &l->wv, ret_error)) < 0 ||
-                    (r = load_matrix(m, nm->attn_output, il, hp->n_embd, hp->n_embd, true, &l->wo, ret_error)) < 0 ||
-                    (r = load_matrix(m, nm->ffn_gate, il, hp->n_embd, hp->n_ff, true, &l->w_gate, ret_error)) < 0 ||
-                    (r = load_matrix(m, nm->ffn_up, il, hp->n_embd, hp->n_ff, true, &l->w_up, ret_error)) < 0 ||
+                if (m->fuse_qkv)
+                        r = load_fused(m, il, hp->n_embd, 3, qkv, qkv_rows, qkv_offs, m->qkv_stride, &l->wqkv,
+                                       ret_error);
+                else if ((r = load_matrix(m, nm->attn_q, il, hp->n_embd, hp->n_embd, true, &l->wq, ret_error)) >= 0 &&
+                         (r = load_matrix(m, nm->attn_k, il, hp->n_embd, kv_dim, true, &l->wk, ret_error)) >= 0)
+                        r = load_matrix(m, nm->attn_v, il, hp->n_embd, kv_dim, true, &l->wv, ret_error);
+                if (r < 0)
+                        return r;
+                if (m->fuse_ffn)
+                        r = load_fused(m, il, hp->n_embd, 2, gu, gu_rows, gu_offs, m->ffn_stride, &l->w_gu,
+                                       ret_error);
+                else if ((r = load_matrix(m, nm->ffn_gate, il, hp->n_embd, hp->n_ff, true, &l->w_gate, ret_error)) >= 0)
+                        r = load_matrix(m, nm->ffn_up, il, hp->n_embd, hp->n_ff, true, &l->w_up, ret_error);
+                if (r < 0)
+                        return r;
+                if ((r = load_matrix(m, nm->attn_output, il, hp->n_embd, hp->n_embd, true, &l->wo, ret_error)) < 0 ||
                     (r = load_matrix(m, nm->ffn_down, il, hp->n_ff, hp->n_embd, true, &l->w_down, ret_error)) < 0)
                         return r;
         }
@@ -536,9 +676,11 @@ static int fill_info(Model *m) {
                                (m->output ? m->output->device_bytes : 0);
         for (uint32_t il = 0; il < m->hp.n_layer; il++) {
                 const ModelLayer *l = &m->layers[il];
-                const GpuTensor *ts[] = { l->wq, l->wk, l->wv, l->wo, l->w_gate, l->w_up, l->w_down };
+                const GpuTensor *ts[] = { l->wqkv, l->wq, l->wk, l->wv, l->wo, l->w_gu, l->w_gate, l->w_up,
+                                          l->w_down };
                 for (size_t i = 0; i < ELEMENTSOF(ts); i++)
-                        m->info.device_bytes += ts[i]->device_bytes;
+                        if (ts[i])
+                                m->info.device_bytes += ts[i]->device_bytes;
         }
         return 0;
 }
@@ -551,10 +693,12 @@ Model *model_free(Model *m) {
         if (m->layers)
                 for (uint32_t il = 0; il < m->hp.n_layer; il++) {
                         ModelLayer *l = &m->layers[il];
+                        gpu_tensor_free(l->wqkv);
                         gpu_tensor_free(l->wq);
                         gpu_tensor_free(l->wk);
                         gpu_tensor_free(l->wv);
                         gpu_tensor_free(l->wo);
+                        gpu_tensor_free(l->w_gu);
                         gpu_tensor_free(l->w_gate);
                         gpu_tensor_free(l->w_up);
                         gpu_tensor_free(l->w_down);
@@ -662,7 +806,7 @@ ModelContext *model_context_free(ModelContext *c) {
         free(c->k_cache);
         free(c->v_cache);
         GpuBuffer *bufs[] = { c->x, c->h, c->q, c->k, c->v, c->att, c->g, c->u,
-                              c->logits, c->argmax, c->scratch, c->io, c->out };
+                              c->logits, c->argmax, c->scratch, c->io, c->io_dev, c->out };
         for (size_t i = 0; i < ELEMENTSOF(bufs); i++)
                 gpu_buffer_free(bufs[i]);
         free(c);
@@ -694,6 +838,10 @@ int model_context_new(Model *m, uint32_t n_ctx, ModelContext **ret) {
 
         /* The batch: what was asked, no more than the context, and activations within one binding. */
         uint32_t widest = MAX(MAX(hp->n_embd, hp->n_ff), 1u);
+        if (m->fuse_qkv)
+                widest = MAX(widest, m->qkv_stride);
+        if (m->fuse_ffn)
+                widest = MAX(widest, m->ffn_stride);
         uint64_t max_rows = MIN(caps->max_storage_buffer_range, caps->max_allocation) / ((uint64_t) widest * 4);
         c->n_batch = m->opts.n_batch ? m->opts.n_batch : MODEL_DEFAULT_BATCH;
         c->n_batch = (uint32_t) MIN(MIN((uint64_t) c->n_batch, (uint64_t) n_ctx), max_rows);
@@ -720,17 +868,19 @@ int model_context_new(Model *m, uint32_t n_ctx, ModelContext **ret) {
         } acts[] = {
                 { &c->x, nb * hp->n_embd * 4 },
                 { &c->h, nb * hp->n_embd * 4 },
-                { &c->q, nb * hp->n_embd * 4 },
-                { &c->k, nb * kv_dim * 4 },
-                { &c->v, nb * kv_dim * 4 },
+                { &c->q, nb * (m->fuse_qkv ? m->qkv_stride : hp->n_embd) * 4 },
+                { m->fuse_qkv ? NULL : &c->k, nb * kv_dim * 4 },
+                { m->fuse_qkv ? NULL : &c->v, nb * kv_dim * 4 },
                 { &c->att, nb * hp->n_embd * 4 },
-                { &c->g, nb * hp->n_ff * 4 },
+                { &c->g, nb * (m->fuse_ffn ? m->ffn_stride : hp->n_ff) * 4 },
                 { &c->u, nb * hp->n_ff * 4 },
                 { &c->logits, (uint64_t) hp->n_vocab * 4 },
                 { &c->argmax, 4 },
                 { &c->scratch, gpu_attention_scratch_size(hp->n_head, hp->head_dim, n_ctx) },
         };
         for (size_t i = 0; i < ELEMENTSOF(acts); i++) {
+                if (!acts[i].b)
+                        continue;
                 r = gpu_buffer_new(m->dev, MAX(acts[i].size, 4u), GPU_MEMORY_DEVICE, acts[i].b);
                 if (r < 0)
                         return r;
@@ -741,6 +891,9 @@ int model_context_new(Model *m, uint32_t n_ctx, ModelContext **ret) {
                 return r;
         if (!gpu_buffer_map(c->io))
                 return -EIO;
+        r = gpu_buffer_new(m->dev, c->pos_offset + nb * 4, GPU_MEMORY_DEVICE, &c->io_dev);
+        if (r < 0)
+                return r;
         c->argmax_offset = align_up((uint64_t) hp->n_vocab * 4, BIND_ALIGN);
         r = gpu_buffer_new(m->dev, c->argmax_offset + 4, GPU_MEMORY_HOST, &c->out);
         if (r < 0)
@@ -806,8 +959,17 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
         const ModelHParams *hp = &m->hp;
         GpuDevice *d = m->dev;
         uint32_t kv_dim = hp->n_head_kv * hp->head_dim;
-        GpuBinding ids = bind_at(c->io, 0, (uint64_t) n * 4);
-        GpuBinding pos = bind_at(c->io, c->pos_offset, (uint64_t) n * 4);
+        /* The kernels read ids and positions from io_dev, copied from c->io first: on a discrete GPU a
+         * kernel reading host memory crosses the bus once per workgroup. */
+        GpuBinding ids = bind_at(c->io_dev, 0, (uint64_t) n * 4);
+        GpuBinding pos = bind_at(c->io_dev, c->pos_offset, (uint64_t) n * 4);
+        /* Views of the projections' outputs: strided rows of the fused buffers, or their own buffers. */
+        uint32_t qkv_stride = m->fuse_qkv ? m->qkv_stride : 0;
+        GpuBinding q = bind(c->q);
+        GpuBinding k = m->fuse_qkv ? bind_at(c->q, (uint64_t) m->k_off * 4, 0) : bind(c->k);
+        GpuBinding v = m->fuse_qkv ? bind_at(c->q, (uint64_t) m->v_off * 4, 0) : bind(c->v);
+        /* q and k rotated by one dispatch when the gap between them is whole (zero) heads. */
+        bool rope_once = m->fuse_qkv && (m->k_off - hp->n_embd) % hp->head_dim == 0;
 
         GpuRope rope_q = {
                 .n_tokens = n,
@@ -820,6 +982,12 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
         };
         GpuRope rope_k = rope_q;
         rope_k.n_heads = hp->n_head_kv;
+        if (m->fuse_qkv) {
+                rope_q.x_stride = rope_q.out_stride = qkv_stride;
+                rope_k.x_stride = rope_k.out_stride = qkv_stride;
+        }
+        if (rope_once)
+                rope_q.n_heads = (m->k_off + kv_dim) / hp->head_dim;
         GpuAttentionParams ap = {
                 .n_tokens = n,
                 .n_head = hp->n_head,
@@ -828,10 +996,14 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
                 .n_ctx = c->n_ctx,
                 .pos0 = n == 1 ? 0 : pos0,
                 .scale = 1.0f / sqrtf((float) hp->head_dim),
+                .q_stride = qkv_stride,
+                .kv_stride = qkv_stride,
                 .pos_buffer = n == 1 ? pos : (GpuBinding) {},
         };
 
         TRY(gpu_cmd_begin(cmd));
+        gpu_cmd_copy(cmd, c->io, 0, c->io_dev, 0, gpu_buffer_size(c->io));
+        gpu_cmd_barrier(cmd);
         TRY(gpu_op_get_rows(cmd, d, m->tok_embd, ids, bind(c->x), n));
         gpu_cmd_barrier(cmd);
 
@@ -843,11 +1015,19 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
                 TRY(gpu_op_rmsnorm(cmd, d, bind(c->x), bind_at(m->vecs, l->attn_norm, hp->n_embd * 4), bind(c->h),
                                    n, hp->n_embd, hp->rms_eps));
                 gpu_cmd_barrier(cmd);
-                TRY(project(cmd, d, l->wq, c->h, c->q, n));
-                TRY(project(cmd, d, l->wk, c->h, c->k, n));
-                TRY(project(cmd, d, l->wv, c->h, c->v, n));
+                if (m->fuse_qkv)
+                        TRY(project(cmd, d, l->wqkv, c->h, c->q, n));
+                else {
+                        TRY(project(cmd, d, l->wq, c->h, c->q, n));
+                        TRY(project(cmd, d, l->wk, c->h, c->k, n));
+                        TRY(project(cmd, d, l->wv, c->h, c->v, n));
+                }
                 gpu_cmd_barrier(cmd);
-                if (hp->qkv_bias) {
+                if (hp->qkv_bias && m->fuse_qkv) {
+                        TRY(gpu_op_add(cmd, d, q, bind_at(m->vecs, l->bqkv, (uint64_t) qkv_stride * 4), q, n,
+                                       qkv_stride, true));
+                        gpu_cmd_barrier(cmd);
+                } else if (hp->qkv_bias) {
                         TRY(gpu_op_add(cmd, d, bind(c->q), bind_at(m->vecs, l->bq, hp->n_embd * 4), bind(c->q), n,
                                        hp->n_embd, true));
                         TRY(gpu_op_add(cmd, d, bind(c->k), bind_at(m->vecs, l->bk, kv_dim * 4), bind(c->k), n, kv_dim,
@@ -856,12 +1036,13 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
                                        true));
                         gpu_cmd_barrier(cmd);
                 }
-                TRY(gpu_op_rope(cmd, d, bind(c->q), pos, bind(c->q), &rope_q));
-                TRY(gpu_op_rope(cmd, d, bind(c->k), pos, bind(c->k), &rope_k));
+                TRY(gpu_op_rope(cmd, d, q, pos, q, &rope_q));
+                if (!rope_once)
+                        TRY(gpu_op_rope(cmd, d, k, pos, k, &rope_k));
                 gpu_cmd_barrier(cmd);
-                TRY(gpu_op_kv_store(cmd, d, bind(c->k), bind(c->v), kc, vc, &ap));
+                TRY(gpu_op_kv_store(cmd, d, k, v, kc, vc, &ap));
                 gpu_cmd_barrier(cmd);
-                TRY(gpu_op_attention(cmd, d, bind(c->q), kc, vc, bind(c->att), bind(c->scratch), &ap));
+                TRY(gpu_op_attention(cmd, d, q, kc, vc, bind(c->att), bind(c->scratch), &ap));
                 gpu_cmd_barrier(cmd);
                 TRY(project(cmd, d, l->wo, c->att, c->h, n));
                 gpu_cmd_barrier(cmd);
@@ -872,12 +1053,19 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
                 TRY(gpu_op_rmsnorm(cmd, d, bind(c->x), bind_at(m->vecs, l->ffn_norm, hp->n_embd * 4), bind(c->h), n,
                                    hp->n_embd, hp->rms_eps));
                 gpu_cmd_barrier(cmd);
-                TRY(project(cmd, d, l->w_gate, c->h, c->g, n));
-                TRY(project(cmd, d, l->w_up, c->h, c->u, n));
+                if (m->fuse_ffn) {
+                        TRY(project(cmd, d, l->w_gu, c->h, c->g, n));
+                        gpu_cmd_barrier(cmd);
+                        TRY(gpu_op_swiglu_strided(cmd, d, bind(c->g), bind_at(c->g, (uint64_t) m->up_off * 4, 0),
+                                                  bind(c->u), n, hp->n_ff, m->ffn_stride, m->ffn_stride, hp->n_ff));
+                } else {
+                        TRY(project(cmd, d, l->w_gate, c->h, c->g, n));
+                        TRY(project(cmd, d, l->w_up, c->h, c->u, n));
+                        gpu_cmd_barrier(cmd);
+                        TRY(gpu_op_swiglu(cmd, d, bind(c->g), bind(c->u), bind(c->g), n, hp->n_ff));
+                }
                 gpu_cmd_barrier(cmd);
-                TRY(gpu_op_swiglu(cmd, d, bind(c->g), bind(c->u), bind(c->g), n, hp->n_ff));
-                gpu_cmd_barrier(cmd);
-                TRY(project(cmd, d, l->w_down, c->g, c->att, n));
+                TRY(project(cmd, d, l->w_down, m->fuse_ffn ? c->u : c->g, c->att, n));
                 gpu_cmd_barrier(cmd);
                 TRY(gpu_op_add(cmd, d, bind(c->x), bind(c->att), bind(c->x), n, hp->n_embd, false));
                 gpu_cmd_barrier(cmd);

@@ -366,6 +366,48 @@ static void test_chunks(void **state) {
         }
 }
 
+/*
+ * Fused projections whose parts do not end on 64-float boundaries: q (96)
+ * is padded to 128 before k, a gap of 32 that is not whole heads of 24 (so
+ * q and k are rotated apart), k (48) to 64 before v, gate (224) to 256
+ * before up. Then the unfused path (INFERD_MODEL_NO_FUSE=1, what files with
+ * mixed q/k/v types take), with the same tolerances.
+ */
+static void test_fused_padding(void **state) {
+        for (size_t a = 0; a < 2; a++) {
+                Spec s = {
+                        .arch = a ? "qwen2" : "llama",
+                        .type = GGML_TYPE_Q8_0,
+                        .n_embd = 96,
+                        .n_ff = 224,
+                        .n_layer = 2,
+                        .n_head = 4,
+                        .n_head_kv = 2,
+                        .n_vocab = 270,
+                        .seed = 50 + a,
+                };
+                ModelOptions opts = { .n_batch = 12 };
+                run_synthetic(&s, &opts, 30);
+        }
+        assert_int_equal(setenv("INFERD_MODEL_NO_FUSE", "1", 1), 0);
+        for (size_t a = 0; a < 2; a++) {
+                Spec s = {
+                        .arch = a ? "qwen2" : "llama",
+                        .type = a ? GGML_TYPE_Q4_K : GGML_TYPE_Q8_0,
+                        .n_embd = 256,
+                        .n_ff = 512,
+                        .n_layer = 2,
+                        .n_head = 4,
+                        .n_head_kv = 2,
+                        .n_vocab = 300,
+                        .seed = 60 + a,
+                };
+                ModelOptions opts = { .n_batch = 12 };
+                run_synthetic(&s, &opts, 30);
+        }
+        assert_int_equal(unsetenv("INFERD_MODEL_NO_FUSE"), 0);
+}
+
 static void test_load_errors(void **state) {
         Model *m = NULL;
         char *err = NULL;
@@ -567,6 +609,7 @@ int main(void) {
                 cmocka_unit_test(test_llama),
                 cmocka_unit_test(test_qwen2),
                 cmocka_unit_test(test_chunks),
+                cmocka_unit_test(test_fused_padding),
                 cmocka_unit_test(test_stories_greedy),
                 cmocka_unit_test(test_context_full),
         };

@@ -506,6 +506,71 @@ static void test_params(void **state) {
         gpu_buffer_free(by);
 }
 
+/*
+ * gpu_tensor_upload_rows: rows 0..22 of W, 6 zero rows, rows 23..49 of W,
+ * with chunks (17 rows) that cut across the parts, and without a split.
+ * y must be W's product with the zero rows' outputs (exactly 0) in between;
+ * same bound as a plain upload.
+ */
+static void test_upload_rows(void **state) {
+        const uint32_t n_rows = 50, n_cols = 256, split = 23, n_pad = 6, total = n_rows + n_pad;
+        const uint32_t caps[] = { 17, 0 };
+        float x[256], ref[50], y[56], want[56];
+
+        for (size_t i = 0; i < ELEMENTSOF(all_types); i++)
+                for (size_t ci = 0; ci < ELEMENTSOF(caps); ci++) {
+                        GgmlType type = all_types[i];
+                        uint64_t rb = ggml_row_bytes(type, n_cols);
+                        GpuBuffer *bx = NULL, *by = NULL;
+                        GpuTensor *t = NULL;
+                        GpuCmd *c = NULL;
+                        Weights w;
+
+                        weights_make(&w, type, n_rows, n_cols, 40 + i);
+                        test_fill_random(x, n_cols, 41 + i);
+                        matvec_ref(&w, x, 1, ref);
+                        memcpy(want, ref, split * sizeof(float));
+                        memset(want + split, 0, n_pad * sizeof(float));
+                        memcpy(want + split + n_pad, ref + split, (n_rows - split) * sizeof(float));
+
+                        const void *parts[] = { w.data, NULL, w.data + rb * split };
+                        const uint32_t rows[] = { split, n_pad, n_rows - split };
+                        assert_int_equal(gpu_tensor_upload_rows(T.dev, type, n_cols, 3, parts, rows, caps[ci], &t), 0);
+                        assert_int_equal(t->n_rows, total);
+                        if (caps[ci])
+                                assert_int_equal(t->n_chunks, (total + caps[ci] - 1) / caps[ci]);
+                        assert_int_equal(gpu_buffer_new(T.dev, sizeof x, GPU_MEMORY_DEVICE, &bx), 0);
+                        assert_int_equal(gpu_buffer_new(T.dev, sizeof y, GPU_MEMORY_DEVICE, &by), 0);
+                        assert_int_equal(gpu_buffer_write(bx, 0, x, sizeof x), 0);
+                        assert_int_equal(gpu_cmd_new(T.dev, &c), 0);
+                        assert_int_equal(gpu_cmd_begin(c), 0);
+                        assert_int_equal(gpu_op_matvec(c, T.dev, t, (GpuBinding) { bx, 0, sizeof x },
+                                                       (GpuBinding) { by, 0, sizeof y }, 1),
+                                         0);
+                        assert_int_equal(gpu_cmd_submit(c), 0);
+                        assert_int_equal(gpu_buffer_read(by, 0, y, sizeof y), 0);
+                        for (uint32_t r = split; r < split + n_pad; r++)
+                                assert_true(y[r] == 0.0f);
+                        double e = test_nmse(y, want, total);
+                        fprintf(stderr, "# upload_rows %-4s chunks %u: nmse %.3g (bound %.0e)\n", ggml_type_name(type),
+                                t->n_chunks, e, matvec_bound_params(type, n_cols, 1, NULL));
+                        assert_true(e < matvec_bound_params(type, n_cols, 1, NULL));
+
+                        gpu_cmd_free(c);
+                        gpu_buffer_free(bx);
+                        gpu_buffer_free(by);
+                        gpu_tensor_free(t);
+                        weights_free(&w);
+                }
+        /* No rows at all. */
+        GpuTensor *t = NULL;
+        const void *none[] = { NULL };
+        const uint32_t zero[] = { 0 };
+        assert_int_equal(gpu_tensor_upload_rows(T.dev, GGML_TYPE_F32, 32, 1, none, zero, 0, &t), -EINVAL);
+        assert_null(t);
+        (void) state;
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_layout),
@@ -521,6 +586,7 @@ int main(void) {
                 cmocka_unit_test(test_params),
                 cmocka_unit_test(test_matvec_f16math),
                 cmocka_unit_test(test_get_rows),
+                cmocka_unit_test(test_upload_rows),
         };
         gpu_test_open(&T);
         fprintf(stderr, "# subgroup reductions: %s\n", gpu_device_use_subgroup(T.dev) ? "yes" : "no");
