@@ -380,6 +380,22 @@ def test_help_and_usage_errors():
         one_line(e.ctl("load", os.path.join(e.tmp, "nothing.gguf"), check_rc=1), "nothing.gguf")
 
 
+def test_ended_jobs_are_capped_for_a_connected_caller():
+    """A caller that stays connected and runs job after job keeps at most 256 ended job objects."""
+    client = os.environ.get("JOBS_CLIENT")
+    if not client or not os.path.exists(client):
+        raise SkipTest("jobs-client is not built")
+    with Env() as e:
+        start(e)
+        r = subprocess.run([client, "stories260K", "300"], env=e.env, capture_output=True, text=True, timeout=600)
+        check_eq(r.returncode, 0, f"jobs-client failed: {r.stderr}")
+        nodes = int(r.stdout.strip())
+        check(200 <= nodes <= 256, f"{nodes} job objects after 300 jobs from one connected caller")
+        # And once the caller has gone, its ended jobs go too.
+        tree = e.busctl("tree", "org.inferd.infer1")
+        check("/org/inferd/infer1/job/" not in tree, f"jobs outlived their caller:\n{tree}")
+
+
 def test_generated_text_reaches_only_its_caller():
     """Under the real system bus policy, another user listening for Job signals hears nothing of a job's text."""
     if os.geteuid() != 0:
@@ -418,4 +434,4 @@ if __name__ == "__main__":
         test_chat_with_piped_input, test_unload_then_run_fails_clearly,
         test_bad_files_fail_clearly_and_daemon_survives, test_other_user_cannot_load_or_cancel,
         test_killed_client_cancels_its_jobs, test_bench_model, test_help_and_usage_errors,
-        test_generated_text_reaches_only_its_caller)
+        test_generated_text_reaches_only_its_caller, test_ended_jobs_are_capped_for_a_connected_caller)
