@@ -137,21 +137,15 @@ static int add_result(Bench *b, const char *kernel, const char *type, const char
 
 typedef int (*record_t)(GpuCmd *c, GpuDevice *d, void *u);
 
-static int cmp_double(const void *a, const void *b) {
-        double x = *(const double *) a, y = *(const double *) b;
-        return (x > y) - (x < y);
-}
-
 /*
- * Records copies of the op between two timestamps and returns GPU ns per op:
- * the median of five submissions after a warm-up one. Single short
- * submissions swing several-fold with GPU clocks, and the first submission of
- * a recording carries one-time driver costs.
+ * Records copies of the op between two timestamps and returns GPU ns per op,
+ * measured as every benchmark here is (gpu_bench_measure). A first recording
+ * of one op sizes the measured one to about 20 ms of GPU time (quick: 5 ms).
  */
 static int time_op(GpuDevice *d, record_t rec, void *u, double *ret_ns) {
         _cleanup_(gpu_cmd_freep) GpuCmd *c = NULL;
         uint32_t iters = 1;
-        double ns[5] = {};
+        double ns = 0;
         int r;
 
         r = gpu_cmd_new(d, &c);
@@ -169,25 +163,13 @@ static int time_op(GpuDevice *d, record_t rec, void *u, double *ret_ns) {
                         gpu_cmd_barrier(c);
                 }
                 int t1 = gpu_cmd_timestamp(c);
-                if (t0 < 0 || t1 < 0)
-                        return -EOPNOTSUPP;
-                int runs = round == 0 ? 1 : 5;
-                r = gpu_cmd_submit(c);
-                for (int k = 0; r >= 0 && k < runs; k++) {
-                        r = gpu_cmd_submit(c);
-                        if (r >= 0)
-                                r = gpu_cmd_elapsed_ns(c, t0, t1, &ns[k]);
-                }
+                r = gpu_bench_measure(c, t0, t1, iters, &ns);
                 if (r < 0)
                         return r;
-                if (round == 0) {
-                        /* Size the measured recording to about 20 ms (quick: 5 ms) of GPU time. */
-                        double target = arg_quick ? 5e6 : 2e7;
-                        iters = (uint32_t) MAX(1.0, MIN(200.0, target / MAX(ns[0], 1.0)));
-                }
+                if (round == 0)
+                        iters = (uint32_t) MAX(1.0, MIN(200.0, (arg_quick ? 5e6 : 2e7) / MAX(ns, 1.0)));
         }
-        qsort(ns, 5, sizeof ns[0], cmp_double);
-        *ret_ns = ns[2] / iters;
+        *ret_ns = ns;
         return 0;
 }
 

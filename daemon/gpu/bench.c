@@ -85,7 +85,7 @@ static int cmp_double(const void *a, const void *b) {
  */
 #define BENCH_LONG_NS 10e6
 
-static int bench_measure(GpuCmd *c, int t0, int t1, uint32_t n_iter, double *ret_ns) {
+int gpu_bench_measure(GpuCmd *c, int t0, int t1, uint32_t n_iter, double *ret_ns) {
         double ns[BENCH_RUNS];
         int r, n = 0;
 
@@ -140,7 +140,7 @@ int gpu_bench_matvec_tensor(GpuDevice *d, const GpuTensor *w, uint32_t n_vectors
                 gpu_cmd_barrier(c);
         }
         int t1 = gpu_cmd_timestamp(c);
-        return bench_measure(c, t0, t1, n_iter, ret_ns_per_call);
+        return gpu_bench_measure(c, t0, t1, n_iter, ret_ns_per_call);
 }
 
 int gpu_bench_matvec_params(GpuDevice *d, GgmlType type, uint32_t n_rows, uint32_t n_cols, uint32_t n_vectors,
@@ -208,7 +208,7 @@ int gpu_bench_copy_bandwidth(GpuDevice *d, uint64_t bytes, double *ret_bytes_per
                 gpu_cmd_barrier(c);
         }
         int t1 = gpu_cmd_timestamp(c);
-        r = bench_measure(c, t0, t1, COPY_ITER, &ns);
+        r = gpu_bench_measure(c, t0, t1, COPY_ITER, &ns);
         if (r < 0)
                 return r;
         if (ns <= 0)

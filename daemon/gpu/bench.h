@@ -37,6 +37,14 @@ int gpu_bench_matvec_tensor(GpuDevice *d, const GpuTensor *w, uint32_t n_vectors
                             const GpuMatvecParams *params, double *ret_ns_per_call);
 
 /*
+ * Times a recording whose n_iter repetitions of an op lie between timestamp
+ * slots t0 and t1: one warm-up submission, then the median of five (one when
+ * a submission takes 10 ms or more, as on CPU devices); ns per repetition.
+ * Every benchmark measures this way, so their figures compare.
+ */
+int gpu_bench_measure(GpuCmd *c, int t0, int t1, uint32_t n_iter, double *ret_ns);
+
+/*
  * Device-memory bandwidth: shaders/copy.comp copying `bytes` (rounded down
  * to 16, at most caps.max_storage_buffer_range) from one buffer to another;
  * read plus written bytes per second.

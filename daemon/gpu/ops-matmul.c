@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "bench.h"
 #include "macro.h"
 #include "ops-matmul.h"
 
@@ -309,42 +310,26 @@ static float bench_rand(uint64_t *s) {
         return (float) ((double) ((*s * 2685821657736338717ULL) >> 11) / 9007199254740992.0 * 2.0 - 1.0);
 }
 
-static double now_ns(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double) ts.tv_sec * 1e9 + (double) ts.tv_nsec;
-}
 
 int gpu_bench_matmul(GpuDevice *d, GgmlType type, uint32_t n_rows, uint32_t n_cols, uint32_t n_tokens,
                      uint32_t n_iter, double *ret_ns_per_call) {
         _cleanup_(gpu_tensor_freep) GpuTensor *w = NULL;
         _cleanup_(gpu_buffer_freep) GpuBuffer *xb = NULL, *yb = NULL;
         _cleanup_(gpu_cmd_freep) GpuCmd *c = NULL; /* declared last, freed first: it uses the rest */
-        _cleanup_free_ uint8_t *wdata = NULL;
         _cleanup_free_ float *row = NULL;
         uint64_t row_bytes = ggml_row_bytes(type, n_cols), seed = 0x5eed;
-        double ns, start, wall;
         int r, t0, t1;
 
         if (!d || !ret_ns_per_call || !ggml_type_supported(type) || row_bytes == 0 || n_rows == 0 ||
             n_tokens == 0 || n_iter == 0)
                 return -EINVAL;
 
-        wdata = malloc(row_bytes * n_rows);
         row = malloc((size_t) n_cols * sizeof *row);
-        if (!wdata || !row)
+        if (!row)
                 return -ENOMEM;
-        for (uint32_t i = 0; i < n_rows; i++) {
-                for (uint32_t k = 0; k < n_cols; k++)
-                        row[k] = bench_rand(&seed);
-                r = ggml_quantize_row(type, row, wdata + i * row_bytes, n_cols);
-                if (r < 0)
-                        return r;
-        }
-        r = gpu_tensor_upload(d, type, n_cols, n_rows, wdata, &w);
+        r = gpu_bench_weights(d, type, n_rows, n_cols, &w);
         if (r < 0)
                 return r;
-        free(TAKE_PTR(wdata));
 
         r = gpu_buffer_new(d, (uint64_t) n_tokens * n_cols * sizeof(float), GPU_MEMORY_DEVICE, &xb);
         if (r < 0)
@@ -376,17 +361,5 @@ int gpu_bench_matmul(GpuDevice *d, GgmlType type, uint32_t n_rows, uint32_t n_co
         }
         t1 = gpu_cmd_timestamp(c);
 
-        /* Warm-up: the first run pays for cold caches and clocks ramping up. */
-        r = gpu_cmd_submit(c);
-        if (r < 0)
-                return r;
-        start = now_ns();
-        r = gpu_cmd_submit(c);
-        wall = now_ns() - start;
-        if (r < 0)
-                return r;
-        if (t0 < 0 || t1 < 0 || gpu_cmd_elapsed_ns(c, t0, t1, &ns) < 0)
-                ns = wall; /* no timestamps: the submission's wall time is the next best */
-        *ret_ns_per_call = ns / n_iter;
-        return 0;
+        return gpu_bench_measure(c, t0, t1, n_iter, ret_ns_per_call);
 }
