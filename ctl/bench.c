@@ -173,33 +173,6 @@ static int time_op(GpuDevice *d, record_t rec, void *u, double *ret_ns) {
         return 0;
 }
 
-static int new_filled(GpuDevice *d, uint64_t bytes, uint64_t seed, GpuBuffer **ret) {
-        _cleanup_free_ float *x = malloc(MIN(bytes, 64ULL << 20));
-        GpuBuffer *b = NULL;
-        int r;
-
-        if (!x)
-                return -ENOMEM;
-        uint64_t n = MIN(bytes, 64ULL << 20) / sizeof(float);
-        uint64_t s = seed * 0x9E3779B97F4A7C15ULL + 1;
-        for (uint64_t i = 0; i < n; i++) {
-                s ^= s >> 12, s ^= s << 25, s ^= s >> 27;
-                x[i] = (float) ((double) ((s * 2685821657736338717ULL) >> 11) / 9007199254740992.0 - 0.5);
-        }
-        r = gpu_buffer_new(d, bytes, GPU_MEMORY_DEVICE, &b);
-        if (r < 0)
-                return r;
-        for (uint64_t off = 0; off < bytes; off += n * sizeof(float)) {
-                r = gpu_buffer_write(b, off, x, MIN(n * sizeof(float), bytes - off));
-                if (r < 0) {
-                        gpu_buffer_free(b);
-                        return r;
-                }
-        }
-        *ret = b;
-        return 0;
-}
-
 static GpuBinding bind(GpuBuffer *b) {
         return (GpuBinding) { .buffer = b };
 }
@@ -381,9 +354,9 @@ static int bench_activations(Bench *b) {
                 double ns = 0;
                 if (!wanted(ops[i].kernel, "F32"))
                         continue;
-                r = new_filled(b->dev, n * 4, 1, &a.a);
+                r = gpu_bench_buffer_random(b->dev, n, 1, &a.a);
                 if (r >= 0)
-                        r = new_filled(b->dev, n * 4, 2, &a.b);
+                        r = gpu_bench_buffer_random(b->dev, n, 2, &a.b);
                 if (r >= 0)
                         r = gpu_buffer_new(b->dev, n * 4, GPU_MEMORY_DEVICE, &a.out);
                 if (r >= 0 && ops[i].rec == rec_rope) {
@@ -448,9 +421,9 @@ static int bench_attention(Bench *b) {
                 double ns = 0;
                 if (!wanted(cases[i].kernel, "F16"))
                         continue;
-                r = new_filled(b->dev, qbytes, 3, &a.q);
+                r = gpu_bench_buffer_random(b->dev, qbytes / 4, 3, &a.q);
                 if (r >= 0)
-                        r = new_filled(b->dev, cache, 4, &a.k); /* random bits as f16: finite enough? fill below */
+                        r = gpu_buffer_new(b->dev, cache, GPU_MEMORY_DEVICE, &a.k);
                 if (r >= 0)
                         r = gpu_buffer_new(b->dev, cache, GPU_MEMORY_DEVICE, &a.v);
                 if (r >= 0)

@@ -22,7 +22,7 @@ static uint64_t bench_rand(uint64_t *s) {
         return *s * 2685821657736338717ULL;
 }
 
-static void bench_fill(float *x, size_t n, uint64_t seed) {
+void gpu_bench_fill(float *x, size_t n, uint64_t seed) {
         uint64_t s = seed * 0x9E3779B97F4A7C15ULL + 1;
         for (size_t i = 0; i < n; i++)
                 x[i] = (float) ((double) (bench_rand(&s) >> 11) / 9007199254740992.0 * 2.0 - 1.0);
@@ -41,7 +41,7 @@ int gpu_bench_weights(GpuDevice *d, GgmlType type, uint32_t n_rows, uint32_t n_c
         if (!data || !row)
                 return -ENOMEM;
         for (uint32_t i = 0; i < MIN(n_rows, BENCH_DISTINCT_ROWS); i++) {
-                bench_fill(row, n_cols, i + 1);
+                gpu_bench_fill(row, n_cols, i + 1);
                 r = ggml_quantize_row(type, row, data + rb * i, n_cols);
                 if (r < 0)
                         return r;
@@ -51,14 +51,14 @@ int gpu_bench_weights(GpuDevice *d, GgmlType type, uint32_t n_rows, uint32_t n_c
         return gpu_tensor_upload(d, type, n_cols, n_rows, data, ret);
 }
 
-static int buffer_random(GpuDevice *d, size_t n_floats, uint64_t seed, GpuBuffer **ret) {
+int gpu_bench_buffer_random(GpuDevice *d, size_t n_floats, uint64_t seed, GpuBuffer **ret) {
         _cleanup_(gpu_buffer_freep) GpuBuffer *b = NULL;
         _cleanup_free_ float *x = malloc(n_floats * sizeof(float));
         int r;
 
         if (!x)
                 return -ENOMEM;
-        bench_fill(x, n_floats, seed);
+        gpu_bench_fill(x, n_floats, seed);
         r = gpu_buffer_new(d, n_floats * sizeof(float), GPU_MEMORY_DEVICE, &b);
         if (r < 0)
                 return r;
@@ -119,7 +119,7 @@ int gpu_bench_matvec_tensor(GpuDevice *d, const GpuTensor *w, uint32_t n_vectors
 
         if (!w || n_iter == 0 || n_vectors == 0 || n_vectors > GPU_MATVEC_MAX_VECTORS)
                 return -EINVAL;
-        r = buffer_random(d, (size_t) w->n_cols * n_vectors, 7, &x);
+        r = gpu_bench_buffer_random(d, (size_t) w->n_cols * n_vectors, 7, &x);
         if (r < 0)
                 return r;
         r = gpu_buffer_new(d, (uint64_t) w->n_rows * n_vectors * sizeof(float), GPU_MEMORY_DEVICE, &y);

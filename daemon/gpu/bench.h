@@ -36,6 +36,11 @@ int gpu_bench_weights(GpuDevice *d, GgmlType type, uint32_t n_rows, uint32_t n_c
 int gpu_bench_matvec_tensor(GpuDevice *d, const GpuTensor *w, uint32_t n_vectors, uint32_t n_iter,
                             const GpuMatvecParams *params, double *ret_ns_per_call);
 
+/* Deterministic data in [-1, 1) from seed, the same on every machine; and a
+ * device buffer of n_floats of it. */
+void gpu_bench_fill(float *x, size_t n, uint64_t seed);
+int gpu_bench_buffer_random(GpuDevice *d, size_t n_floats, uint64_t seed, GpuBuffer **ret);
+
 /*
  * Times a recording whose n_iter repetitions of an op lie between timestamp
  * slots t0 and t1: one warm-up submission, then the median of five (one when

@@ -302,13 +302,6 @@ int matmul_ref(GgmlType type, const void *w, uint32_t n_rows, uint32_t n_cols, c
         return 0;
 }
 
-/* xorshift64*, uniform in [-1, 1): benchmark data, no need for quality. */
-static float bench_rand(uint64_t *s) {
-        *s ^= *s >> 12;
-        *s ^= *s << 25;
-        *s ^= *s >> 27;
-        return (float) ((double) ((*s * 2685821657736338717ULL) >> 11) / 9007199254740992.0 * 2.0 - 1.0);
-}
 
 
 int gpu_bench_matmul(GpuDevice *d, GgmlType type, uint32_t n_rows, uint32_t n_cols, uint32_t n_tokens,
@@ -316,34 +309,22 @@ int gpu_bench_matmul(GpuDevice *d, GgmlType type, uint32_t n_rows, uint32_t n_co
         _cleanup_(gpu_tensor_freep) GpuTensor *w = NULL;
         _cleanup_(gpu_buffer_freep) GpuBuffer *xb = NULL, *yb = NULL;
         _cleanup_(gpu_cmd_freep) GpuCmd *c = NULL; /* declared last, freed first: it uses the rest */
-        _cleanup_free_ float *row = NULL;
-        uint64_t row_bytes = ggml_row_bytes(type, n_cols), seed = 0x5eed;
+        uint64_t row_bytes = ggml_row_bytes(type, n_cols);
         int r, t0, t1;
 
         if (!d || !ret_ns_per_call || !ggml_type_supported(type) || row_bytes == 0 || n_rows == 0 ||
             n_tokens == 0 || n_iter == 0)
                 return -EINVAL;
 
-        row = malloc((size_t) n_cols * sizeof *row);
-        if (!row)
-                return -ENOMEM;
         r = gpu_bench_weights(d, type, n_rows, n_cols, &w);
         if (r < 0)
                 return r;
-
-        r = gpu_buffer_new(d, (uint64_t) n_tokens * n_cols * sizeof(float), GPU_MEMORY_DEVICE, &xb);
+        r = gpu_bench_buffer_random(d, (size_t) n_tokens * n_cols, 0x5eed, &xb);
         if (r < 0)
                 return r;
         r = gpu_buffer_new(d, (uint64_t) n_tokens * n_rows * sizeof(float), GPU_MEMORY_DEVICE, &yb);
         if (r < 0)
                 return r;
-        for (uint32_t t = 0; t < n_tokens; t++) {
-                for (uint32_t k = 0; k < n_cols; k++)
-                        row[k] = bench_rand(&seed);
-                r = gpu_buffer_write(xb, (uint64_t) t * n_cols * sizeof(float), row, n_cols * sizeof(float));
-                if (r < 0)
-                        return r;
-        }
 
         r = gpu_cmd_new(d, &c);
         if (r < 0)
