@@ -211,6 +211,39 @@ static const Verb verbs[] = {
                 .parse_option = bench_parse_option,
         },
         {
+                .name = "cluster",
+                .args = "[COMMAND]",
+                .min_args = 0,
+                .max_args = 3,
+                .run = verb_cluster,
+                .summary = "Form, join or leave a cluster; list its members",
+                .description = "Manage the cluster this node is in. The nodes of a cluster share what they\n"
+                               "serve: a request for a model that a peer has loaded is answered there.\n"
+                               "\n"
+                               "Commands:\n"
+                               "  members             List the members with their state, address, round-trip\n"
+                               "                      time, when they were last heard from, devices, models\n"
+                               "                      and load (the default)\n"
+                               "  init                Start a new cluster with this node as its first member\n"
+                               "  token               Print a token that lets a node join this cluster; only\n"
+                               "                      the token goes to standard output, its expiry to stderr\n"
+                               "  join ADDRESS TOKEN  Join the cluster of the node at ADDRESS (HOST, HOST:PORT\n"
+                               "                      or [IPV6]:PORT; the port defaults to 7420) with a TOKEN\n"
+                               "                      made there by 'inferctl cluster token'\n"
+                               "  leave               Leave the cluster\n"
+                               "\n"
+                               "init, token, join and leave need authorization (polkit action\n"
+                               "org.inferd.infer1.manage-cluster). join waits up to 2 minutes.",
+                .options = (const struct option[]) {
+                        { "name", required_argument, NULL, ARG_CLUSTER_NAME },
+                        { "ttl", required_argument, NULL, ARG_CLUSTER_TTL },
+                        {}
+                },
+                .options_help = "     --name=NAME         Name of the new cluster (init; default: inferd)\n"
+                                "     --ttl=SPAN          Validity of the token (token; default 1h, at most 7d)\n",
+                .parse_option = cluster_parse_option,
+        },
+        {
                 .name = "help",
                 .args = "[COMMAND]",
                 .min_args = 0,

@@ -4,7 +4,8 @@
 /*
  * What every inferctl verb gets: the parsed global options. inferctl.c owns
  * the verb table; each group of verbs lives in its own file (status.c,
- * admin.c, models.c, run.c, bench.c) and exports its verb_*() functions here.
+ * admin.c, models.c, run.c, bench.c, cluster.c) and exports its verb_*()
+ * functions here.
  */
 
 #include <getopt.h>
@@ -129,3 +130,12 @@ enum {
 };
 int verb_bench(Context *ctx, int argc, char *argv[]);
 int bench_parse_option(Context *ctx, int opt, const char *arg);
+
+/* cluster.c: "cluster init|token|join|leave|members", one verb with its own commands. */
+enum {
+        ARG_CLUSTER_NAME = VERB_OPTION_BASE,
+        ARG_CLUSTER_TTL,
+};
+int verb_cluster(Context *ctx, int argc, char *argv[]);
+int cluster_parse_option(Context *ctx, int opt, const char *arg);
+

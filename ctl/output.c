@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "output.h"
 
@@ -75,6 +76,24 @@ char *format_params(char *buf, size_t len, uint64_t n) {
                         return buf;
                 }
         snprintf(buf, len, "%" PRIu64, n);
+        return buf;
+}
+
+char *format_iso8601(char *buf, size_t len, uint64_t usec) {
+        time_t t = (time_t) (usec / 1000000ULL);
+        struct tm tm;
+
+        if (!gmtime_r(&t, &tm) || strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+                return NULL;
+        return buf;
+}
+
+char *format_timestamp(char *buf, size_t len, uint64_t usec) {
+        time_t t = (time_t) (usec / 1000000ULL);
+        struct tm tm;
+
+        if (usec == 0 || !localtime_r(&t, &tm) || strftime(buf, len, "%a %Y-%m-%d %H:%M:%S %Z", &tm) == 0)
+                return NULL;
         return buf;
 }
 

@@ -38,6 +38,15 @@ bool utf8_is_valid(const char *s);
 char *format_params(char *buf, size_t len, uint64_t n);
 #define FORMAT_PARAMS_MAX 32
 
+/*
+ * "Tue 2024-05-07 10:00:00 UTC", as systemctl prints timestamps, from
+ * CLOCK_REALTIME microseconds in local time; NULL for 0.
+ */
+char *format_timestamp(char *buf, size_t len, uint64_t usec);
+/* "2026-11-23T04:05:06Z" (UTC) from CLOCK_REALTIME microseconds, for JSON; NULL if it does not fit. */
+char *format_iso8601(char *buf, size_t len, uint64_t usec);
+#define FORMAT_TIMESTAMP_MAX 64
+
 /* Dumps v and a newline to stdout; prints why on failure. */
 int json_print(json_t *v, JsonMode mode);
 

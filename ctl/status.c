@@ -8,7 +8,6 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "bus.h"
 #include "format.h"
@@ -180,16 +179,6 @@ static int get_status(sd_bus *bus, const Context *ctx, StatusInfo *ret) {
         return 0;
 }
 
-/* "Tue 2024-05-07 10:00:00 UTC", as systemctl prints timestamps. */
-static char *format_timestamp(char *buf, size_t len, uint64_t usec) {
-        time_t t = (time_t) (usec / 1000000ULL);
-        struct tm tm;
-
-        if (usec == 0 || !localtime_r(&t, &tm) || strftime(buf, len, "%a %Y-%m-%d %H:%M:%S %Z", &tm) == 0)
-                return NULL;
-        return buf;
-}
-
 static int print_status_json(const Context *ctx, const ManagerInfo *info, const StatusInfo *s,
                              const DeviceInfo *devices, size_t n_devices) {
         _cleanup_json_ json_t *array = json_array(), *v = NULL;
@@ -223,7 +212,7 @@ static int print_status_json(const Context *ctx, const ManagerInfo *info, const 
 
 static void print_status_text(const ManagerInfo *info, const StatusInfo *s, const DeviceInfo *devices,
                               size_t n_devices) {
-        char a[FORMAT_BYTES_MAX], b[FORMAT_BYTES_MAX], span[FORMAT_TIMESPAN_MAX], stamp[64];
+        char a[FORMAT_BYTES_MAX], b[FORMAT_BYTES_MAX], span[FORMAT_TIMESPAN_MAX], stamp[FORMAT_TIMESTAMP_MAX];
         int w = (int) strlen("Daemon memory");
 
         /* Keys are right-aligned, like hostnamectl's; "Device 10" may be the widest. */

@@ -7,6 +7,7 @@
 #include "macro.h"
 #include "format.h"
 #include "select.h"
+#include "time-util.h"
 
 /* inih hands us one key at a time; the first error wins and stops the parse. */
 typedef struct ParseState {
@@ -105,7 +106,87 @@ static int handler(void *userdata, const char *section, const char *key, const c
                 return fail(st, "unknown key '%s' in section [%s]", key, section);
         }
 
+        if (streq(section, "Cluster")) {
+                const struct {
+                        const char *key;
+                        uint64_t *ret, min, max;
+                } spans[] = {
+                        { "ProbeInterval", &c->probe_interval_usec, 10 * USEC_PER_MSEC, 60 * USEC_PER_SEC },
+                        { "ProbeTimeout", &c->probe_timeout_usec, 1 * USEC_PER_MSEC, 60 * USEC_PER_SEC },
+                        { "SuspectTimeout", &c->suspect_timeout_usec, 10 * USEC_PER_MSEC, 3600 * USEC_PER_SEC },
+                        { "RemoveDeadAfter", &c->remove_dead_after_usec, 1 * USEC_PER_SEC, 30 * 24 * 3600 * USEC_PER_SEC },
+                };
+                if (streq(key, "Listen") || streq(key, "Advertise")) {
+                        char host[256];
+                        uint16_t port;
+                        if (cluster_address_parse(value, host, sizeof host, &port) < 0 ||
+                            (streq(key, "Advertise") && (!*host || streq(host, "0.0.0.0") || streq(host, "::"))))
+                                return fail(st, "%s is not a valid address (HOST:PORT, [IPV6]:PORT%s)", key,
+                                            streq(key, "Listen") ? " or :PORT" : "; not a wildcard");
+                        char *v = strdup(value);
+                        if (!v)
+                                return fail(st, "out of memory%s%s", "", "");
+                        char **field = streq(key, "Listen") ? &c->listen : &c->advertise;
+                        free(*field);
+                        *field = v;
+                        return 1;
+                }
+                if (streq(key, "IndirectProbes"))
+                        return parse_u32(st, key, value, 0, 16, &c->indirect_probes);
+                for (size_t i = 0; i < ELEMENTSOF(spans); i++) {
+                        if (!streq(key, spans[i].key))
+                                continue;
+                        uint64_t v;
+                        if (parse_timespan(value, &v) < 0 || v < spans[i].min || v > spans[i].max) {
+                                char kv[300];
+                                snprintf(kv, sizeof kv, "%s=%s", key, value);
+                                return fail(st, "%s is not a time span in range (e.g. 500ms, 2s, 1min)%s", kv, "");
+                        }
+                        *spans[i].ret = v;
+                        return 1;
+                }
+                return fail(st, "unknown key '%s' in section [%s]", key, section);
+        }
+
         return fail(st, "unknown section [%s] (key '%s')", section, key);
+}
+
+int cluster_address_parse(const char *s, char *host, size_t host_size, uint16_t *ret_port) {
+        const char *colon, *h = s;
+        size_t hlen;
+
+        if (!s || !*s)
+                return -EINVAL;
+        if (s[0] == '[') {
+                const char *close = strchr(s, ']');
+                if (!close || close[1] != ':')
+                        return -EINVAL;
+                h = s + 1;
+                hlen = (size_t) (close - h);
+                colon = close + 1;
+                if (hlen == 0)
+                        return -EINVAL;
+        } else {
+                colon = strrchr(s, ':');
+                if (!colon || memchr(s, ':', (size_t) (colon - s)))
+                        return -EINVAL;
+                hlen = (size_t) (colon - s);
+        }
+        if (hlen >= host_size)
+                return -EINVAL;
+        for (size_t i = 0; i < hlen; i++)
+                if (!((h[i] >= 'a' && h[i] <= 'z') || (h[i] >= 'A' && h[i] <= 'Z') || (h[i] >= '0' && h[i] <= '9') ||
+                      h[i] == '-' || h[i] == '.' || h[i] == ':' || h[i] == '%'))
+                        return -EINVAL;
+        char *end;
+        errno = 0;
+        unsigned long p = strtoul(colon + 1, &end, 10);
+        if (errno || end == colon + 1 || *end || !(colon[1] >= '0' && colon[1] <= '9') || p == 0 || p > 65535)
+                return -EINVAL;
+        memcpy(host, h, hlen);
+        host[hlen] = 0;
+        *ret_port = (uint16_t) p;
+        return 0;
 }
 
 Config *config_free(Config *c) {
@@ -113,6 +194,8 @@ Config *config_free(Config *c) {
                 return NULL;
         free(c->node_name);
         free(c->devices);
+        free(c->listen);
+        free(c->advertise);
         free(c);
         return NULL;
 }
@@ -136,6 +219,14 @@ int config_new_default(Config **ret) {
         c->devices = strdup("auto");
         if (!c->devices)
                 return -ENOMEM;
+        c->listen = strdup("0.0.0.0:7420");
+        if (!c->listen)
+                return -ENOMEM;
+        c->probe_interval_usec = 1 * USEC_PER_SEC;
+        c->probe_timeout_usec = 500 * USEC_PER_MSEC;
+        c->indirect_probes = 4;
+        c->suspect_timeout_usec = 4 * USEC_PER_SEC;
+        c->remove_dead_after_usec = 600 * USEC_PER_SEC;
         *ret = TAKE_PTR(c);
         return 0;
 }

@@ -8,6 +8,7 @@
  */
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct Config {
@@ -18,7 +19,22 @@ typedef struct Config {
         uint32_t max_jobs;      /* [Limits] MaxJobs=, default 64: queued or running on this node */
         uint32_t max_tokens;    /* [Limits] MaxTokens=, default 4096: max_tokens of one job */
         uint64_t max_prompt_bytes; /* [Limits] MaxPromptBytes=, default 1M */
+
+        /* [Cluster]: see inferd.conf(5). */
+        char *listen;                   /* Listen=, default "0.0.0.0:7420" */
+        char *advertise;                /* Advertise=, default NULL: Listen='s address, or a host address */
+        uint64_t probe_interval_usec;   /* ProbeInterval=, default 1s */
+        uint64_t probe_timeout_usec;    /* ProbeTimeout=, default 500ms */
+        uint32_t indirect_probes;       /* IndirectProbes=, default 4 */
+        uint64_t suspect_timeout_usec;  /* SuspectTimeout=, default 4s */
+        uint64_t remove_dead_after_usec; /* RemoveDeadAfter=, default 10min */
+
 } Config;
+
+#define CLUSTER_DEFAULT_PORT 7420
+
+/* Splits "HOST:PORT", "[V6]:PORT" or ":PORT"; the host may be empty (any). */
+int cluster_address_parse(const char *s, char *host, size_t host_size, uint16_t *ret_port);
 
 Config *config_free(Config *c);
 static inline void config_freep(Config **c) {

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 
+#include "cluster.h"
 #include "fileio.h"
 #include "log.h"
 #include "macro.h"
@@ -187,6 +188,9 @@ Manager *manager_free(Manager *m) {
                 event_free(m->sig_hup);
         if (m->watchdog)
                 event_free(m->watchdog);
+        /* The cluster first: it ends the jobs it routed while the bus can still tell their callers. Jobs that
+         * end while the workers stop (below) look at m->cluster: it must not dangle. */
+        m->cluster = cluster_free(m->cluster);
         serve_done(m);
         bus_loop_free(m->bus_loop);
         polkit_registry_free(m->polkit);
@@ -266,9 +270,16 @@ int manager_run(Manager *m) {
         r = serve_init(m);
         if (r < 0)
                 return log_error_errno(r, "Failed to start the device workers: %m");
+        r = cluster_new(m, &m->cluster);
+        if (r < 0)
+                return log_oom();
         r = manager_connect_bus(m);
         if (r < 0)
                 return r;
+        /* A node that was in a cluster rejoins it; failing that, it still serves locally. */
+        r = cluster_start(m->cluster);
+        if (r < 0)
+                log_warning("Not taking part in the cluster: see the errors above.");
 
         (void) sd_notify(false, "READY=1");
         notify_status("Running as node %s with %zu device(s).", m->config->node_name,

@@ -49,6 +49,7 @@ typedef struct Manager {
         struct Served *served;          /* loaded and loading models */
         struct Job *jobs;               /* queued, running and recently ended jobs */
         uint32_t last_job_id;
+        struct Cluster *cluster;        /* this node's place in the cluster (cluster/) */
 
         uint64_t start_monotonic;
         uint64_t start_realtime;

@@ -8,6 +8,7 @@
 #include "manager.h"
 #include "names.h"
 #include "polkit.h"
+#include "cluster-dbus.h"
 #include "serve-dbus.h"
 #include "sysinfo.h"
 
@@ -171,6 +172,11 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_PROPERTY("StartTimestamp", "t", NULL, offsetof(Manager, start_realtime),
                         SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("ActiveDevices", "au", property_get_active_devices, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("ClusterName", "s", property_get_cluster_name, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ClusterState", "s", property_get_cluster_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ClusterAddress", "s", property_get_cluster_address, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ClusterFingerprint", "s", property_get_cluster_fingerprint, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_METHOD_WITH_NAMES("ListDevices", NULL, , "a(ussuusssstubb)", SD_BUS_PARAM(devices),
                                  method_list_devices, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_NAMES("GetStatus", NULL, , "tttta(utt)",
@@ -193,6 +199,16 @@ static const sd_bus_vtable manager_vtable[] = {
                                  SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_NAMES("BenchModel", "sa{sv}", SD_BUS_PARAM(model) SD_BUS_PARAM(options), "a{sv}",
                                  SD_BUS_PARAM(results), method_bench_model, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("ClusterInit", "s", SD_BUS_PARAM(name), NULL, , method_cluster_init,
+                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("ClusterCreateToken", "t", SD_BUS_PARAM(ttl_usec), "st",
+                                 SD_BUS_PARAM(token) SD_BUS_PARAM(expires_realtime_usec), method_cluster_create_token,
+                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("ClusterJoin", "ss", SD_BUS_PARAM(address) SD_BUS_PARAM(token), NULL, ,
+                                 method_cluster_join, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("ClusterLeave", NULL, NULL, method_cluster_leave, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("ClusterMembers", NULL, , "aa{sv}", SD_BUS_PARAM(members), method_cluster_members,
+                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD("Reload", NULL, NULL, method_reload, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_NAMES("SetLogLevel", "s", SD_BUS_PARAM(level), NULL, , method_set_log_level,
                                  SD_BUS_VTABLE_UNPRIVILEGED),

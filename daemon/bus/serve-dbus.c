@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 
 #include "chat.h"
+#include "cluster.h"
+#include "route.h"
 #include "log.h"
 #include "macro.h"
 #include "manager.h"
@@ -79,6 +81,13 @@ static void job_free(Job *j) {
         sd_bus_message_unref(j->pending);
         free(j->prompt);
         strv_free(j->stop);
+        free(j->model);
+        if (j->remote) {
+                job_request_done(&j->remote->req);
+                free(j->remote->tokens);
+                free(j->remote->tried);
+                free(j->remote);
+        }
         free(j->object_path);
         free(j->owner);
         free(j->error);
@@ -468,6 +477,19 @@ int method_list_models(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 
 /* ---- jobs ---- */
 
+void serve_job_cancel(Job *j) {
+        if (job_ended(j))
+                return;
+        atomic_store(&j->cancel, true);
+        /* Elsewhere: tell that member; here and queued: the worker would only skip it later. Either way
+         * the caller is not kept waiting. */
+        if (j->remote) {
+                route_cancel(j->manager->cluster, j);
+                job_end(j, "cancelled", NULL, 0, 0);
+        } else if (j->state == JOB_QUEUED)
+                job_end(j, "cancelled", NULL, 0, 0);
+}
+
 static int job_owner_vanished(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Job *j = userdata;
         const char *name, *old, *new_owner;
@@ -480,47 +502,142 @@ static int job_owner_vanished(sd_bus_message *msg, void *userdata, sd_bus_error 
         free(j->owner);
         j->owner = NULL;
         log_debug("Job %u: its caller left the bus, cancelling.", j->id);
-        if (j->state == JOB_QUEUED)
-                job_end(j, "cancelled", NULL, 0, 0);
+        serve_job_cancel(j);
         jobs_gc(j->manager);
         return 0;
 }
 
-static int read_options(sd_bus_message *msg, Job *j, bool chat, bool *ret_add_bos, bool *ret_have_add_bos,
-                        char **ret_template, sd_bus_error *error) {
-        const Config *c = j->manager->config;
-        int r;
+/* ---- requests: what Generate, Chat and a peer's "job" have in common ---- */
 
-        BusOption opts[] = {
-                { "max_tokens", OPT_U32, &j->max_tokens },
-                { "temperature", OPT_FLOAT, &j->sampling.temperature },
-                { "top_k", OPT_I32, &j->sampling.top_k },
-                { "top_p", OPT_FLOAT, &j->sampling.top_p },
-                { "min_p", OPT_FLOAT, &j->sampling.min_p },
-                { "repeat_penalty", OPT_FLOAT, &j->sampling.repeat_penalty },
-                { "repeat_last_n", OPT_U32, &j->sampling.repeat_last_n },
-                { "seed", OPT_U64, &j->sampling.seed },
-                { "stop", OPT_STRV, &j->stop },
-                /* Generate only, or Chat only: */
-                chat ? (BusOption) { "template", OPT_STRING, ret_template }
-                     : (BusOption) { "add_bos", OPT_BOOL, ret_add_bos, ret_have_add_bos },
-        };
-        r = read_option_dict(msg, opts, ELEMENTSOF(opts), error);
-        if (r < 0)
-                return r;
+void job_request_done(JobRequest *r) {
+        free(r->model);
+        free(r->prompt);
+        for (size_t i = 0; i < r->n_messages; i++) {
+                free(r->roles[i]);
+                free(r->contents[i]);
+        }
+        free(r->roles);
+        free(r->contents);
+        strv_free(r->stop);
+        free(r->template_name);
+        free(r->resume);
+        *r = (JobRequest) {};
+}
 
-        _cleanup_free_ char *why = NULL;
-        if (sampler_params_validate(&j->sampling, &why) < 0)
-                return invalid(error, "%s", why ? why : "Invalid sampling options.");
-        if (j->max_tokens == 0)
-                return invalid(error, "max_tokens must be at least 1.");
-        if (j->max_tokens > c->max_tokens)
-                return invalid(error, "max_tokens=%u is above this node's limit of %u (MaxTokens= in inferd.conf).",
-                               j->max_tokens, c->max_tokens);
-        for (char **s = j->stop; s && *s; s++)
-                if (!**s || strlen(*s) > 256)
-                        return invalid(error, "Stop strings must be 1 to 256 bytes long.");
+static char **strv_copy(char *const *l) {
+        size_t n = 0;
+        while (l && l[n])
+                n++;
+        char **c = calloc(n + 1, sizeof *c);
+        if (!c)
+                return NULL;
+        for (size_t i = 0; i < n; i++)
+                if (!(c[i] = strdup(l[i]))) {
+                        strv_free(c);
+                        return NULL;
+                }
+        return c;
+}
+
+static int strdup_or_null(const char *s, char **ret) {
+        *ret = NULL;
+        return s && !(*ret = strdup(s)) ? -ENOMEM : 0;
+}
+
+int job_request_copy(const JobRequest *from, JobRequest *to) {
+        _cleanup_(job_request_done) JobRequest c = *from;
+        c.model = c.prompt = c.template_name = NULL;
+        c.roles = c.contents = c.stop = NULL;
+        c.resume = NULL;
+        c.n_messages = 0;
+        if (strdup_or_null(from->model, &c.model) < 0 || strdup_or_null(from->prompt, &c.prompt) < 0 ||
+            strdup_or_null(from->template_name, &c.template_name) < 0)
+                return -ENOMEM;
+        if (from->stop && !(c.stop = strv_copy(from->stop)))
+                return -ENOMEM;
+        if (from->n_messages > 0) {
+                c.roles = calloc(from->n_messages, sizeof(char *));
+                c.contents = calloc(from->n_messages, sizeof(char *));
+                if (!c.roles || !c.contents)
+                        return -ENOMEM;
+                for (; c.n_messages < from->n_messages; c.n_messages++)
+                        if (!(c.roles[c.n_messages] = strdup(from->roles[c.n_messages])) ||
+                            !(c.contents[c.n_messages] = strdup(from->contents[c.n_messages]))) {
+                                c.n_messages++;
+                                return -ENOMEM;
+                        }
+        }
+        if (from->n_resume > 0) {
+                c.resume = malloc(from->n_resume * sizeof(int32_t));
+                if (!c.resume)
+                        return -ENOMEM;
+                memcpy(c.resume, from->resume, from->n_resume * sizeof(int32_t));
+        }
+        *to = c;
+        c = (JobRequest) {};
         return 0;
+}
+
+void job_request_init(JobRequest *r) {
+        *r = (JobRequest) { .max_tokens = 256 };
+        sampler_params_default(&r->sampling);
+}
+
+/* Generate's and Chat's options into req. */
+static int read_request_options(sd_bus_message *msg, JobRequest *req, sd_bus_error *error) {
+        BusOption opts[] = {
+                { "max_tokens", OPT_U32, &req->max_tokens },
+                { "temperature", OPT_FLOAT, &req->sampling.temperature },
+                { "top_k", OPT_I32, &req->sampling.top_k },
+                { "top_p", OPT_FLOAT, &req->sampling.top_p },
+                { "min_p", OPT_FLOAT, &req->sampling.min_p },
+                { "repeat_penalty", OPT_FLOAT, &req->sampling.repeat_penalty },
+                { "repeat_last_n", OPT_U32, &req->sampling.repeat_last_n },
+                { "seed", OPT_U64, &req->sampling.seed },
+                { "stop", OPT_STRV, &req->stop },
+                /* Generate only, or Chat only: */
+                req->chat ? (BusOption) { "template", OPT_STRING, &req->template_name }
+                          : (BusOption) { "add_bos", OPT_BOOL, &req->add_bos, &req->have_add_bos },
+        };
+        return read_option_dict(msg, opts, ELEMENTSOF(opts), error);
+}
+
+/* The checks that need no model: the same for every node a request may go to. */
+static int request_validate(Manager *m, const JobRequest *req, sd_bus_error *error) {
+        const Config *c = m->config;
+        _cleanup_free_ char *why = NULL;
+        size_t n_stop = 0;
+
+        if (sampler_params_validate(&req->sampling, &why) < 0)
+                return invalid(error, "%s", why ? why : "Invalid sampling options.");
+        if (req->max_tokens == 0)
+                return invalid(error, "max_tokens must be at least 1.");
+        if (req->max_tokens > c->max_tokens)
+                return invalid(error, "max_tokens=%u is above this node's limit of %u (MaxTokens= in inferd.conf).",
+                               req->max_tokens, c->max_tokens);
+        for (char **s = req->stop; s && *s; s++, n_stop++)
+                if (!**s || strlen(*s) > 256 || !utf8_is_valid(*s))
+                        return invalid(error, "Stop strings must be 1 to 256 bytes of UTF-8.");
+        if (n_stop > 16)
+                return invalid(error, "At most 16 stop strings.");
+        if (!req->chat && strlen(req->prompt) > c->max_prompt_bytes)
+                return invalid(error, "The prompt is %zu bytes, above this node's limit of %" PRIu64 " (MaxPromptBytes=).",
+                               strlen(req->prompt), c->max_prompt_bytes);
+        size_t total = 0;
+        for (size_t i = 0; i < req->n_messages; i++)
+                total += strlen(req->contents[i]);
+        if (total > c->max_prompt_bytes)
+                return invalid(error, "The messages are %zu bytes, above this node's limit of %" PRIu64
+                                      " (MaxPromptBytes=).", total, c->max_prompt_bytes);
+        return 0;
+}
+
+unsigned serve_jobs_active(Manager *m) {
+        unsigned n = 0;
+        for (Job *j = m->jobs; j; j = j->next)
+                if (!job_ended(j) && !j->remote)
+                        n++;
+        return n;
 }
 
 static unsigned jobs_active(Manager *m) {
@@ -531,18 +648,16 @@ static unsigned jobs_active(Manager *m) {
         return n;
 }
 
-/* Everything a job needs before it is queued: the model, the caller, limits. */
+Job *serve_job_find(Manager *m, uint32_t id) {
+        return job_find(m, id);
+}
+
+/* A job with its id and caller (msg may be NULL: a peer's job has no bus caller). */
 static int job_new(Manager *m, sd_bus_message *msg, const char *model, JobKind kind, Job **ret,
                    sd_bus_error *error) {
         _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
-        Served *s = served_find(m, model);
         int r;
 
-        if (!s)
-                return not_found(error, model);
-        if (!s->model || s->unloading)
-                return sd_bus_error_setf(error, INFERD_ERROR_BUSY, "Model '%s' is %s.", model,
-                                         s->unloading ? "being unloaded" : "still loading");
         jobs_gc(m);
         if (jobs_active(m) >= m->config->max_jobs)
                 return sd_bus_error_setf(error, INFERD_ERROR_BUSY,
@@ -553,19 +668,24 @@ static int job_new(Manager *m, sd_bus_message *msg, const char *model, JobKind k
         if (!j)
                 return -ENOMEM;
         j->manager = m;
-        j->served = s;
         j->kind = kind;
         j->id = ++m->last_job_id;
         j->max_tokens = 256;
         sampler_params_default(&j->sampling);
         atomic_init(&j->cancel, false);
-        j->owner = strdup(sd_bus_message_get_sender(msg) ?: "");
-        if (!j->owner)
+        j->model = strdup(model);
+        if (!j->model)
                 return -ENOMEM;
-        r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID, &creds);
-        if (r >= 0)
-                r = sd_bus_creds_get_euid(creds, &j->owner_uid);
-        if (r < 0)
+        if (msg) {
+                j->owner = strdup(sd_bus_message_get_sender(msg) ?: "");
+                if (!j->owner)
+                        return -ENOMEM;
+                r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID, &creds);
+                if (r >= 0)
+                        r = sd_bus_creds_get_euid(creds, &j->owner_uid);
+                if (r < 0)
+                        j->owner_uid = (uid_t) -1;
+        } else
                 j->owner_uid = (uid_t) -1;
         /* /org/inferd/infer1/job/N: plain digits are a valid path element. */
         if (asprintf(&j->object_path, JOB_PATH_PREFIX "/%u", j->id) < 0)
@@ -574,11 +694,21 @@ static int job_new(Manager *m, sd_bus_message *msg, const char *model, JobKind k
         return 0;
 }
 
+static int served_usable(Served *s, const char *model, sd_bus_error *error) {
+        if (!s)
+                return not_found(error, model);
+        if (!s->model || s->unloading)
+                return sd_bus_error_setf(error, INFERD_ERROR_BUSY, "Model '%s' is %s.", model,
+                                         s->unloading ? "being unloaded" : "still loading");
+        return 0;
+}
+
+/* Queues j (local: on its device's worker) and answers the caller with its path. */
 static int job_start(Manager *m, sd_bus_message *msg, Job *j, sd_bus_error *error) {
         char match[512];
         int r;
 
-        if (*j->owner) {
+        if (j->owner && *j->owner) {
                 snprintf(match, sizeof match,
                          "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
                          "interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='%s'",
@@ -587,27 +717,29 @@ static int job_start(Manager *m, sd_bus_message *msg, Job *j, sd_bus_error *erro
                 if (r < 0)
                         return r;
         }
-        r = serve_queue_job(j, m->workers[j->served->device]);
-        if (r < 0)
-                return r;
-        j->served->n_jobs++;
+        if (j->remote)
+                j->worker_done = true; /* no worker will ever see it */
+        else {
+                r = serve_queue_job(j, m->workers[j->served->device]);
+                if (r < 0)
+                        return r;
+                j->served->n_jobs++;
+        }
         j->state = JOB_QUEUED;
         j->next = m->jobs;
         m->jobs = j;
-        if (j->kind == JOB_BENCH)
+        cluster_state_changed(m->cluster);
+        if (j->kind == JOB_BENCH || !msg)
                 return 0;
         return sd_bus_reply_method_return(msg, "o", j->object_path);
 }
 
-static int tokenize_prompt(const Served *s, const char *text, bool add_special, bool parse_special, Job *j,
-                           sd_bus_error *error) {
+static int tokenize_into(const Served *s, Job *j, const char *text, bool add_special, bool parse_special,
+                         sd_bus_error *error) {
         int32_t *ids = NULL;
         size_t n = 0;
         int r;
 
-        if (strlen(text) > j->manager->config->max_prompt_bytes)
-                return invalid(error, "The prompt is %zu bytes, above this node's limit of %" PRIu64 " (MaxPromptBytes=).",
-                               strlen(text), j->manager->config->max_prompt_bytes);
         r = tokenizer_encode(model_tokenizer(s->model), text, strlen(text), add_special, parse_special, &ids, &n);
         if (r < 0)
                 return invalid(error, "The prompt could not be tokenized: %s.", strerror(-r));
@@ -615,6 +747,73 @@ static int tokenize_prompt(const Served *s, const char *text, bool add_special, 
         j->n_prompt = (uint32_t) n;
         if (n == 0)
                 return invalid(error, "The prompt is empty.");
+        return 0;
+}
+
+/* The prompt in the model's own terms: chat template, tokens, resumed tokens, context limits. */
+static int job_prepare_local(Job *j, Served *s, const JobRequest *req, sd_bus_error *error) {
+        int r;
+
+        j->served = s;
+        j->max_tokens = req->max_tokens;
+        j->sampling = req->sampling;
+        if (req->stop && !(j->stop = strv_copy(req->stop)))
+                return -ENOMEM;
+
+        if (req->chat) {
+                _cleanup_free_ ChatMessage *msgs = calloc(MAX(req->n_messages, 1u), sizeof *msgs);
+                _cleanup_free_ char *why = NULL, *bos = NULL, *eos = NULL, *prompt = NULL;
+                ChatTemplate t;
+                if (!msgs)
+                        return -ENOMEM;
+                for (size_t i = 0; i < req->n_messages; i++)
+                        msgs[i] = (ChatMessage) { .role = req->roles[i], .content = req->contents[i] };
+                if (req->template_name) {
+                        if (chat_template_from_name(req->template_name, &t) < 0)
+                                return invalid(error, "Unknown chat template '%s' (known: llama2, llama3, chatml, "
+                                                      "mistral, zephyr).", req->template_name);
+                } else {
+                        const char *jinja = NULL;
+                        size_t len = 0;
+                        _cleanup_free_ char *jz = NULL;
+                        if (gguf_get_string(model_gguf(s->model), "tokenizer.chat_template", &jinja, &len) >= 0)
+                                jz = strndup(jinja, len);
+                        if (chat_template_detect(jz, model_hparams(s->model)->arch, &t) < 0)
+                                return invalid(error, "Model '%s' has no chat template inferd knows; name one with "
+                                                      "the 'template' option.", s->name);
+                }
+                const Tokenizer *tok = model_tokenizer(s->model);
+                const char *text;
+                size_t len = 0;
+                if ((text = tokenizer_token_text(tok, tokenizer_bos(tok), &len)))
+                        bos = strndup(text, len);
+                if ((text = tokenizer_token_text(tok, tokenizer_eos(tok), &len)))
+                        eos = strndup(text, len);
+                r = chat_format(t, msgs, req->n_messages, true, bos, eos, &prompt, &why);
+                if (r < 0)
+                        return invalid(error, "%s", why ? why : "The messages cannot be formatted.");
+                /* The template writes special tokens as text: they must be parsed as such. */
+                r = tokenize_into(s, j, prompt, true, true, error);
+        } else
+                r = tokenize_into(s, j, req->prompt, req->have_add_bos ? req->add_bos : true, false, error);
+        if (r < 0)
+                return r;
+
+        if (req->n_resume > 0) {
+                uint32_t n_vocab = model_hparams(s->model)->n_vocab;
+                for (size_t i = 0; i < req->n_resume; i++)
+                        if (req->resume[i] < 0 || (uint32_t) req->resume[i] >= n_vocab)
+                                return invalid(error, "Resumed token %d is not in the model's vocabulary.",
+                                               req->resume[i]);
+                int32_t *p = reallocarray(j->prompt, j->n_prompt + req->n_resume, sizeof(int32_t));
+                if (!p)
+                        return -ENOMEM;
+                j->prompt = p;
+                memcpy(p + j->n_prompt, req->resume, req->n_resume * sizeof(int32_t));
+                j->n_prompt += (uint32_t) req->n_resume;
+                j->n_resume = (uint32_t) req->n_resume;
+                j->resume_bytes = req->resume_bytes;
+        }
         if (j->n_prompt >= s->max_ctx)
                 return invalid(error, "The prompt is %u tokens; the context of model '%s' holds %u.", j->n_prompt,
                                s->name, s->max_ctx);
@@ -623,44 +822,188 @@ static int tokenize_prompt(const Served *s, const char *text, bool add_special, 
         return 0;
 }
 
-int method_generate(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        Manager *m = userdata;
-        const char *model, *prompt;
-        bool add_bos = true, have_add_bos = false;
+/* Generate and Chat (msg), or an in-process client (sink): here, or on the member that route.c picks.
+ * Takes req. */
+static int submit(Manager *m, sd_bus_message *msg, JobRequest *req, const JobSink *sink, void *sink_data,
+                  Job **ret_job, sd_bus_error *error) {
         _cleanup_(job_freep) Job *j = NULL;
+        Member *target = NULL;
         int r;
 
-        r = sd_bus_message_read(msg, "ss", &model, &prompt);
+        r = request_validate(m, req, error);
         if (r < 0)
                 return r;
-        r = job_new(m, msg, model, JOB_GENERATE, &j, error);
+        Served *s = served_find(m, req->model);
+        bool here = s && s->model && !s->unloading;
+        r = route_pick(m->cluster, req->model, here, &target);
+        if (r == -ENOENT && !s && cluster_state(m->cluster) == CLUSTER_ACTIVE)
+                return sd_bus_error_setf(error, INFERD_ERROR_NOT_FOUND,
+                                         "No member of the cluster has a model named '%s' ready (see 'inferctl "
+                                         "cluster members').", req->model);
+        if (r == -ENOENT)
+                return served_usable(s, req->model, error); /* says why it cannot run here */
         if (r < 0)
                 return r;
-        r = read_options(msg, j, false, &add_bos, &have_add_bos, NULL, error);
+        r = job_new(m, msg, req->model, JOB_GENERATE, &j, error);
         if (r < 0)
                 return r;
-        r = tokenize_prompt(j->served, prompt, have_add_bos ? add_bos : true, false, j, error);
-        if (r < 0)
-                return r;
+        j->sink = sink;
+        j->sink_data = sink_data;
+        if (!target) {
+                r = job_prepare_local(j, s, req, error);
+                if (r < 0)
+                        return r;
+        } else {
+                j->remote = calloc(1, sizeof *j->remote);
+                if (!j->remote)
+                        return -ENOMEM;
+                j->remote->req = *req;
+                *req = (JobRequest) {};
+                j->max_tokens = j->remote->req.max_tokens;
+                r = route_send(m->cluster, j, target);
+                if (r < 0)
+                        return sd_bus_error_setf(error, INFERD_ERROR_BUSY, "Cannot reach the member serving '%s': %s.",
+                                                 j->model, strerror(-r));
+        }
         r = job_start(m, msg, j, error);
         if (r < 0)
                 return r;
+        if (ret_job)
+                *ret_job = j;
         TAKE_PTR(j);
         return 1;
 }
 
-int method_chat(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        Manager *m = userdata;
-        const char *model;
+static int serve_submit(Manager *m, sd_bus_message *msg, JobRequest *req, sd_bus_error *error) {
+        return submit(m, msg, req, NULL, NULL, NULL, error);
+}
+
+int serve_submit_job(Manager *m, JobRequest *req, const JobSink *sink, void *userdata, Job **ret_job,
+                     sd_bus_error *error) {
+        int r = submit(m, NULL, req, sink, userdata, ret_job, error);
+        return r < 0 ? r : 0;
+}
+
+void serve_job_detach(Job *j) {
+        j->sink = NULL;
+        j->sink_data = NULL;
+        serve_job_cancel(j);
+}
+
+int serve_submit_for_peer(Manager *m, JobRequest *req, const uint8_t origin[16], uint32_t origin_job,
+                          char **ret_error) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(job_request_done) JobRequest owned = *req;
         _cleanup_(job_freep) Job *j = NULL;
-        _cleanup_free_ ChatMessage *msgs = NULL;
-        _cleanup_free_ char *template_name = NULL, *prompt = NULL;
-        size_t n = 0;
         int r;
 
+        *req = (JobRequest) {};
+        r = request_validate(m, &owned, &error);
+        if (r >= 0)
+                r = served_usable(served_find(m, owned.model), owned.model, &error);
+        if (r >= 0)
+                r = job_new(m, NULL, owned.model, JOB_GENERATE, &j, &error);
+        if (r >= 0) {
+                j->from_peer = true;
+                memcpy(j->origin, origin, sizeof j->origin);
+                j->origin_job = origin_job;
+                r = job_prepare_local(j, served_find(m, owned.model), &owned, &error);
+        }
+        if (r >= 0)
+                r = job_start(m, NULL, j, &error);
+        if (r < 0) {
+                if (ret_error)
+                        *ret_error = strdup(error.message ? error.message : strerror(-r));
+                return r;
+        }
+        log_debug("Job %u runs model '%s' for another member (its job %u).", j->id, j->model, origin_job);
+        TAKE_PTR(j);
+        return 0;
+}
+
+int serve_job_move_here(Job *j, char **ret_error) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(job_request_done) JobRequest req = {};
+        RemoteJob *rj = j->remote;
+        Manager *m = j->manager;
+        Served *s = served_find(m, j->model);
+        int r;
+
+        r = served_usable(s, j->model, &error);
+        if (r >= 0)
+                r = job_request_copy(&rj->req, &req);
+        if (r >= 0 && rj->n_tokens > 0) {
+                free(req.resume);
+                req.resume = malloc(rj->n_tokens * sizeof(int32_t));
+                if (!req.resume)
+                        r = -ENOMEM;
+                else {
+                        memcpy(req.resume, rj->tokens, rj->n_tokens * sizeof(int32_t));
+                        req.n_resume = rj->n_tokens;
+                        req.resume_bytes = rj->text_bytes;
+                        req.max_tokens = req.max_tokens > rj->n_tokens ? req.max_tokens - (uint32_t) rj->n_tokens : 1;
+                }
+        }
+        uint32_t n_prompt = j->n_prompt;
+        if (r >= 0)
+                r = job_prepare_local(j, s, &req, &error);
+        if (r >= 0)
+                r = serve_queue_job(j, m->workers[s->device]);
+        if (r < 0) {
+                j->served = NULL;
+                free(j->prompt);
+                j->prompt = NULL;
+                j->n_prompt = n_prompt;
+                strv_free(j->stop);
+                j->stop = NULL;
+                if (ret_error)
+                        *ret_error = strdup(error.message ?: strerror(-r));
+                return r;
+        }
+        s->n_jobs++;
+        j->worker_done = false;
+        j->remote = NULL;
+        job_request_done(&rj->req);
+        free(rj->tokens);
+        free(rj->tried);
+        free(rj);
+        return 0;
+}
+
+int method_generate(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(job_request_done) JobRequest req;
+        Manager *m = userdata;
+        const char *model, *prompt;
+        int r;
+
+        job_request_init(&req);
+        r = sd_bus_message_read(msg, "ss", &model, &prompt);
+        if (r < 0)
+                return r;
+        req.model = strdup(model);
+        req.prompt = strdup(prompt);
+        if (!req.model || !req.prompt)
+                return -ENOMEM;
+        r = read_request_options(msg, &req, error);
+        if (r < 0)
+                return r;
+        return serve_submit(m, msg, &req, error);
+}
+
+int method_chat(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(job_request_done) JobRequest req;
+        Manager *m = userdata;
+        const char *model;
+        size_t allocated = 0;
+        int r;
+
+        job_request_init(&req);
+        req.chat = true;
         r = sd_bus_message_read(msg, "s", &model);
         if (r < 0)
                 return r;
+        if (!(req.model = strdup(model)))
+                return -ENOMEM;
         r = sd_bus_message_enter_container(msg, 'a', "(ss)");
         if (r < 0)
                 return r;
@@ -671,60 +1014,32 @@ int method_chat(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
                         return r;
                 if (r == 0)
                         break;
-                if (n >= 1024)
+                if (req.n_messages >= 1024)
                         return invalid(error, "Too many messages (at most 1024).");
-                ChatMessage *a = reallocarray(msgs, n + 1, sizeof *a);
-                if (!a)
+                if (req.n_messages == allocated) {
+                        allocated = allocated ? allocated * 2 : 8;
+                        char **a = reallocarray(req.roles, allocated, sizeof *a);
+                        if (!a)
+                                return -ENOMEM;
+                        req.roles = a;
+                        a = reallocarray(req.contents, allocated, sizeof *a);
+                        if (!a)
+                                return -ENOMEM;
+                        req.contents = a;
+                }
+                req.roles[req.n_messages] = strdup(role);
+                req.contents[req.n_messages] = strdup(content);
+                req.n_messages++;
+                if (!req.roles[req.n_messages - 1] || !req.contents[req.n_messages - 1])
                         return -ENOMEM;
-                msgs = a;
-                msgs[n++] = (ChatMessage) { .role = role, .content = content };
         }
         r = sd_bus_message_exit_container(msg);
         if (r < 0)
                 return r;
-        r = job_new(m, msg, model, JOB_GENERATE, &j, error);
+        r = read_request_options(msg, &req, error);
         if (r < 0)
                 return r;
-        bool unused_b = false, unused_h = false;
-        r = read_options(msg, j, true, &unused_b, &unused_h, &template_name, error);
-        if (r < 0)
-                return r;
-
-        ChatTemplate t;
-        if (template_name) {
-                if (chat_template_from_name(template_name, &t) < 0)
-                        return invalid(error, "Unknown chat template '%s' (known: llama2, llama3, chatml, mistral, zephyr).",
-                                       template_name);
-        } else {
-                const char *jinja = NULL;
-                size_t len = 0;
-                _cleanup_free_ char *jz = NULL;
-                if (gguf_get_string(model_gguf(j->served->model), "tokenizer.chat_template", &jinja, &len) >= 0)
-                        jz = strndup(jinja, len);
-                if (chat_template_detect(jz, model_hparams(j->served->model)->arch, &t) < 0)
-                        return invalid(error, "Model '%s' has no chat template inferd knows; name one with the "
-                                              "'template' option.", model);
-        }
-        _cleanup_free_ char *why = NULL, *bos = NULL, *eos = NULL;
-        const Tokenizer *tok = model_tokenizer(j->served->model);
-        const char *text;
-        size_t len = 0;
-        if ((text = tokenizer_token_text(tok, tokenizer_bos(tok), &len)))
-                bos = strndup(text, len);
-        if ((text = tokenizer_token_text(tok, tokenizer_eos(tok), &len)))
-                eos = strndup(text, len);
-        r = chat_format(t, msgs, n, true, bos, eos, &prompt, &why);
-        if (r < 0)
-                return invalid(error, "%s", why ? why : "The messages cannot be formatted.");
-        /* The template writes special tokens as text: they must be parsed as such. */
-        r = tokenize_prompt(j->served, prompt, true, true, j, error);
-        if (r < 0)
-                return r;
-        r = job_start(m, msg, j, error);
-        if (r < 0)
-                return r;
-        TAKE_PTR(j);
-        return 1;
+        return serve_submit(m, msg, &req, error);
 }
 
 int method_tokenize(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -794,9 +1109,14 @@ int method_bench_model(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         r = sd_bus_message_read(msg, "s", &model);
         if (r < 0)
                 return r;
+        Served *s = served_find(m, model);
+        r = served_usable(s, model, error);
+        if (r < 0)
+                return r;
         r = job_new(m, msg, model, JOB_BENCH, &j, error);
         if (r < 0)
                 return r;
+        j->served = s;
         j->bench_prompt = 512;
         j->bench_gen = 128;
         j->bench_reps = 3;
@@ -831,8 +1151,15 @@ static int send_to_owner(Job *j, sd_bus_message *sig) {
 }
 
 void job_started(Job *j, size_t n_prompt) {
-        if (!job_ended(j))
-                j->state = JOB_RUNNING;
+        if (job_ended(j))
+                return;
+        j->state = JOB_RUNNING;
+        if (j->remote && !j->n_prompt)
+                j->n_prompt = (uint32_t) n_prompt; /* the first member's count: later ones include resumed tokens */
+        if (j->from_peer)
+                route_job_started(j->manager->cluster, j);
+        if (j->sink && j->sink->started)
+                j->sink->started(j, j->sink_data);
 }
 
 void job_piece(Job *j, const char *text, const int32_t *tokens, size_t n_tokens) {
@@ -842,6 +1169,15 @@ void job_piece(Job *j, const char *text, const int32_t *tokens, size_t n_tokens)
         if (job_ended(j))
                 return;
         j->generated += (uint32_t) n_tokens;
+        if (j->from_peer) {
+                route_job_piece(j->manager->cluster, j, text, tokens, n_tokens);
+                return;
+        }
+        if (j->sink) {
+                if (j->sink->piece)
+                        j->sink->piece(j, text, tokens, n_tokens, j->sink_data);
+                return;
+        }
         if (!j->owner)
                 return;
         r = sd_bus_message_new_signal(j->manager->bus, &sig, j->object_path, JOB_IFACE, "Piece");
@@ -892,14 +1228,26 @@ static void job_end(Job *j, const char *reason, const char *error, uint64_t prom
         j->ended_usec = now_usec(CLOCK_MONOTONIC);
         if (error && !(j->error = strdup(error)))
                 log_oom();
-        if (j->served->n_jobs > 0)
+        if (j->served && j->served->n_jobs > 0)
                 j->served->n_jobs--;
         if (error)
-                log_fields(LOG_WARNING, 0, LOG_FIELDS("JOB", j->object_path, "MODEL", j->served->name), "Job %u failed: %s",
+                log_fields(LOG_WARNING, 0, LOG_FIELDS("JOB", j->object_path, "MODEL", j->model), "Job %u failed: %s",
                            j->id, error);
+        if (j->served && j->kind == JOB_GENERATE && j->generated > j->n_resume)
+                cluster_note_speed(m->cluster, j->generated, generate_usec);
+        cluster_state_changed(m->cluster);
 
         if (j->kind == JOB_BENCH)
                 bench_reply(j, error);
+        else if (j->from_peer) {
+                log_debug("Job %u for another member (its job %u) ended: %s.", j->id, j->origin_job, reason);
+                route_job_end(m->cluster, j);
+        }
+        else if (j->sink) {
+                const JobSink *sink = TAKE_PTR(j->sink);
+                if (sink->finished)
+                        sink->finished(j, TAKE_PTR(j->sink_data));
+        }
         else if (j->owner) {
                 r = sd_bus_message_new_signal(m->bus, &sig, j->object_path, JOB_IFACE, "Finished");
                 if (r >= 0)
@@ -1031,7 +1379,8 @@ static int job_nodes(sd_bus *bus, const char *prefix, void *userdata, char ***re
                 return sd_bus_message_append(reply, type, expr);                                               \
         }
 JOB_PROP(job_prop_id, "u", j->id)
-JOB_PROP(job_prop_model, "s", j->served->name)
+JOB_PROP(job_prop_model, "s", j->model)
+JOB_PROP(job_prop_node, "s", j->remote ? j->remote->node_name : "")
 JOB_PROP(job_prop_state, "s", job_state_to_string(j->state))
 JOB_PROP(job_prop_prompt_tokens, "u", j->n_prompt)
 JOB_PROP(job_prop_generated, "u", j->generated)
@@ -1051,10 +1400,7 @@ static int method_job_cancel(sd_bus_message *msg, void *userdata, sd_bus_error *
               (uid != (uid_t) -1 && uid == j->owner_uid)))
                 return sd_bus_error_setf(error, INFERD_ERROR_ACCESS_DENIED,
                                          "Access denied: only the caller that started job %u may cancel it.", j->id);
-        atomic_store(&j->cancel, true);
-        /* Queued: the worker would only skip it later; end it now so the caller is not kept waiting. */
-        if (j->state == JOB_QUEUED)
-                job_end(j, "cancelled", NULL, 0, 0);
+        serve_job_cancel(j);
         return sd_bus_reply_method_return(msg, NULL);
 }
 
@@ -1062,6 +1408,7 @@ static const sd_bus_vtable job_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Id", "u", job_prop_id, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Model", "s", job_prop_model, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Node", "s", job_prop_node, 0, 0),
         SD_BUS_PROPERTY("State", "s", job_prop_state, 0, 0),
         SD_BUS_PROPERTY("PromptTokens", "u", job_prop_prompt_tokens, 0, 0),
         SD_BUS_PROPERTY("GeneratedTokens", "u", job_prop_generated, 0, 0),

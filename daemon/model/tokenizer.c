@@ -234,7 +234,7 @@ static const PreTokenizerName pre_tokenizers[] = {
  * (llama-vocab.cpp); it makes them control tokens whatever the file says. */
 static const char *const eot_texts[] = {
         "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOT>", "_<EOT>",
-        "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>", "<end_of_utterance>",
+        "<\uff5cend\u2581of\u2581sentence\uff5c>", "<end_of_utterance>",
 };
 static const char *const eog_texts[] = {
         "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<end_of_turn>", "<|endoftext|>",

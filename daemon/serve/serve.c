@@ -269,6 +269,30 @@ static void job_run(Worker *w, void *userdata) {
         }
         for (uint32_t i = 0; i < j->n_prompt; i++)
                 sampler_accept(sampler, j->prompt[i]);
+        if (j->n_resume > 0) {
+                /* Continuing a job another member began: its tokens end the prompt. Their text past what the
+                 * client has (held back for a stop string) is held here again, and the decoder is left where
+                 * it was (an incomplete character stays incomplete). */
+                for (uint32_t i = j->n_prompt - j->n_resume; i < j->n_prompt; i++) {
+                        char *text = NULL;
+                        size_t len = 0;
+                        if (tokenizer_decode_push(dec, j->prompt[i], &text, &len) >= 0 && len > 0) {
+                                char *h = realloc(e.held, e.n_held + len + 1);
+                                if (h) {
+                                        e.held = h;
+                                        memcpy(e.held + e.n_held, text, len);
+                                        e.n_held += len;
+                                        e.held[e.n_held] = 0;
+                                }
+                        }
+                        free(text);
+                }
+                size_t skip = (size_t) MIN((uint64_t) e.n_held, j->resume_bytes);
+                memmove(e.held, e.held + skip, e.n_held - skip);
+                e.n_held -= skip;
+                if (e.held)
+                        e.held[e.n_held] = 0;
+        }
 
         t0 = now_usec(CLOCK_MONOTONIC);
         r = model_eval(ctx, j->prompt, j->n_prompt, logits);

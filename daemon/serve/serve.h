@@ -56,7 +56,53 @@ typedef struct BenchResult {
         double pp_tps, pp_stddev, tg_tps, tg_stddev;
 } BenchResult;
 
+/* What a client asked for, as it asked: kept for jobs that run on another member, which may have to
+ * be sent again elsewhere. */
+typedef struct JobRequest {
+        char *model;
+        bool chat;
+        char *prompt;                   /* !chat */
+        char **roles, **contents;       /* chat: n_messages each */
+        size_t n_messages;
+        uint32_t max_tokens;
+        SamplerParams sampling;
+        char **stop;                    /* NULL-terminated, or NULL */
+        bool add_bos, have_add_bos;
+        char *template_name;            /* chat: NULL for the model's own */
+        int32_t *resume;                /* tokens generated (and delivered) elsewhere already */
+        size_t n_resume;
+        uint64_t resume_bytes;          /* how much of their text the client has */
+} JobRequest;
+
+void job_request_done(JobRequest *r);
+int job_request_copy(const JobRequest *from, JobRequest *to);
+
+/* A job that runs on another member (cluster/route.c). */
+typedef struct RemoteJob {
+        uint8_t node[16];               /* the member running it now */
+        char node_name[64];
+        bool started;
+        JobRequest req;
+        int32_t *tokens;                /* delivered so far */
+        size_t n_tokens, a_tokens;
+        uint64_t text_bytes;            /* of text delivered so far */
+        uint8_t (*tried)[16];           /* members that failed it */
+        size_t n_tried;
+        uint32_t failovers;
+        uint64_t sent_usec;             /* CLOCK_MONOTONIC, when the member was asked */
+} RemoteJob;
+
 typedef struct Job Job;
+
+/* Where a job's output goes when its client lives in this process (HTTP) rather than on the bus or on
+ * another member. Called on the loop; after finished() the job is not the sink's any more. */
+typedef struct JobSink {
+        void (*started)(Job *j, void *userdata);
+        void (*piece)(Job *j, const char *text, const int32_t *tokens, size_t n_tokens, void *userdata);
+        /* j->finish_reason, j->error, j->n_prompt, j->generated, j->prompt_usec, j->generate_usec */
+        void (*finished)(Job *j, void *userdata);
+} JobSink;
+
 struct Job {
         Job *next;
         Manager *manager;
@@ -69,9 +115,19 @@ struct Job {
         sd_bus_slot *owner_watch;       /* NameOwnerChanged for owner */
         sd_bus_message *pending;        /* BenchModel: the call awaiting its reply */
 
+        char *model;                    /* the model's name */
+        const JobSink *sink;            /* an in-process client, or NULL */
+        void *sink_data;
+        RemoteJob *remote;              /* runs elsewhere: no served, no worker */
+        bool from_peer;                 /* runs here for another member: no bus owner */
+        uint8_t origin[16];             /* from_peer: that member */
+        uint32_t origin_job;            /* from_peer: its id for the job */
+
         /* The request: set before queueing, read-only afterwards. */
-        int32_t *prompt;
+        int32_t *prompt;                /* resume tokens, if any, at the end */
         uint32_t n_prompt;
+        uint32_t n_resume;
+        uint64_t resume_bytes;
         uint32_t max_tokens;
         SamplerParams sampling;
         char **stop;                    /* NULL-terminated */
@@ -95,6 +151,33 @@ int serve_init(Manager *m);
 void serve_done(Manager *m);
 
 Served *served_find(Manager *m, const char *name);
+/* Jobs queued or running here, for this node or for others. */
+unsigned serve_jobs_active(Manager *m);
+/* A job for another member, from its "job" frame; the request is taken. On failure *ret_error says why
+ * (free() it) and nothing runs. */
+int serve_submit_for_peer(Manager *m, JobRequest *req, const uint8_t origin[16], uint32_t origin_job,
+                          char **ret_error);
+Job *serve_job_find(Manager *m, uint32_t id);
+/*
+ * A generation for a client in this process (the HTTP API): here or on the member route.c picks, like
+ * Generate and Chat. Takes req. On failure error says why (its name: INFERD_ERROR_*). The job is
+ * reported through sink until finished(); *ret_job may be cancelled with serve_job_cancel() or, when
+ * the client is gone, serve_job_detach().
+ */
+int serve_submit_job(Manager *m, JobRequest *req, const JobSink *sink, void *userdata, Job **ret_job,
+                     sd_bus_error *error);
+/* The client went away: the job is cancelled and its sink is never called again. */
+void serve_job_detach(Job *j);
+void job_request_init(JobRequest *r);
+
+/* A routed job whose member failed continues on this node's model; *ret_error says why not. */
+int serve_job_move_here(Job *j, char **ret_error);
+/* Stops a job, wherever it runs; the caller hears "cancelled". */
+void serve_job_cancel(Job *j);
+/* For routed jobs: what the member running them reports. */
+void job_started(Job *j, size_t n_prompt);
+void job_piece(Job *j, const char *text, const int32_t *tokens, size_t n_tokens);
+void job_finished(Job *j, const char *reason, const char *error, uint64_t prompt_usec, uint64_t generate_usec);
 /* Frees jobs that ended long ago. */
 void jobs_gc(Manager *m);
 const char *job_state_to_string(JobState s);

@@ -21,3 +21,4 @@
 #define INFERD_POLKIT_ACTION_SET_LOG_LEVEL  "org.inferd.infer1.set-log-level"
 #define INFERD_POLKIT_ACTION_LOAD_MODEL     "org.inferd.infer1.load-model"
 #define INFERD_POLKIT_ACTION_UNLOAD_MODEL   "org.inferd.infer1.unload-model"
+#define INFERD_POLKIT_ACTION_MANAGE_CLUSTER "org.inferd.infer1.manage-cluster"

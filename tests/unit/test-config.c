@@ -7,6 +7,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "macro.h"
 
 static void load_ok(const char *text, Config **ret) {
         char *why = NULL;
@@ -96,6 +97,164 @@ static void test_limits(void **state) {
         load_fails("[Limits]\nMaxPromptBytes=2T\n", "test.conf:2: MaxPromptBytes=2T");
 }
 
+static void test_cluster_defaults(void **state) {
+        Config *c = NULL;
+        load_ok("", &c);
+        assert_string_equal(c->listen, "0.0.0.0:7420");
+        assert_null(c->advertise);
+        assert_int_equal(c->probe_interval_usec, 1000000);
+        assert_int_equal(c->probe_timeout_usec, 500000);
+        assert_int_equal(c->indirect_probes, 4);
+        assert_int_equal(c->suspect_timeout_usec, 4000000);
+        assert_int_equal(c->remove_dead_after_usec, 600000000);
+        config_free(c);
+        /* An empty section changes nothing. */
+        load_ok("[Cluster]\n", &c);
+        assert_string_equal(c->listen, "0.0.0.0:7420");
+        assert_int_equal(c->indirect_probes, 4);
+        config_free(c);
+}
+
+static void test_cluster_values(void **state) {
+        Config *c = NULL;
+        load_ok("[Cluster]\n"
+                "Listen=[::]:7500\n"
+                "Advertise=node1.example:7500\n"
+                "ProbeInterval=250ms\n"
+                "ProbeTimeout=100ms\n"
+                "IndirectProbes=0\n"
+                "SuspectTimeout=2s\n"
+                "RemoveDeadAfter=1h\n", &c);
+        assert_string_equal(c->listen, "[::]:7500");
+        assert_string_equal(c->advertise, "node1.example:7500");
+        assert_int_equal(c->probe_interval_usec, 250000);
+        assert_int_equal(c->probe_timeout_usec, 100000);
+        assert_int_equal(c->indirect_probes, 0);
+        assert_int_equal(c->suspect_timeout_usec, 2000000);
+        assert_int_equal(c->remove_dead_after_usec, 3600000000ULL);
+        config_free(c);
+
+        /* ":PORT" listens on every address; the later of two values wins. */
+        load_ok("[Cluster]\nListen=10.0.0.1:7420\nListen=:7421\nAdvertise=[fd00::1]:7421\nIndirectProbes=16\n", &c);
+        assert_string_equal(c->listen, ":7421");
+        assert_string_equal(c->advertise, "[fd00::1]:7421");
+        assert_int_equal(c->indirect_probes, 16);
+        config_free(c);
+
+        /* The ends of each range are allowed. */
+        load_ok("[Cluster]\nProbeInterval=10ms\nProbeTimeout=1ms\nSuspectTimeout=10ms\nRemoveDeadAfter=1s\n", &c);
+        assert_int_equal(c->probe_interval_usec, 10000);
+        assert_int_equal(c->probe_timeout_usec, 1000);
+        assert_int_equal(c->suspect_timeout_usec, 10000);
+        assert_int_equal(c->remove_dead_after_usec, 1000000);
+        config_free(c);
+        load_ok("[Cluster]\nProbeInterval=1min\nProbeTimeout=60s\nSuspectTimeout=1h\nRemoveDeadAfter=30d\n", &c);
+        assert_int_equal(c->probe_interval_usec, 60000000);
+        assert_int_equal(c->probe_timeout_usec, 60000000);
+        assert_int_equal(c->suspect_timeout_usec, 3600000000ULL);
+        assert_int_equal(c->remove_dead_after_usec, 30ULL * 24 * 3600 * 1000000);
+        config_free(c);
+}
+
+static void test_cluster_errors(void **state) {
+        /* Addresses: the key, on its line, and why. */
+        static const char *const bad_listen[] = {
+                "", "host", "host:0", "host:65536", "[::1]7420", "a:b:c", "host:-1", "ho st:1", "[]:7420",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(bad_listen); i++) {
+                char text[128];
+                snprintf(text, sizeof text, "[Cluster]\n\nListen=%s\n", bad_listen[i]);
+                load_fails(text, "test.conf:3: Listen");
+                load_fails(text, "not a valid address");
+                snprintf(text, sizeof text, "[Cluster]\nAdvertise=%s\n", bad_listen[i]);
+                load_fails(text, "test.conf:2: Advertise");
+        }
+        /* Peers cannot reach a wildcard: fine to listen on, not to advertise. */
+        load_fails("[Cluster]\nAdvertise=:7420\n", "test.conf:2: Advertise");
+        load_fails("[Cluster]\nAdvertise=0.0.0.0:7420\n", "not a wildcard");
+        load_fails("[Cluster]\nAdvertise=[::]:7420\n", "test.conf:2: Advertise");
+
+        /* Time spans: not one, zero, or out of range. */
+        load_fails("[Cluster]\nProbeInterval=often\n", "test.conf:2: ProbeInterval=often is not a time span");
+        load_fails("[Cluster]\nProbeInterval=0\n", "test.conf:2: ProbeInterval=0");
+        load_fails("[Cluster]\nProbeInterval=9ms\n", "test.conf:2: ProbeInterval=9ms");
+        load_fails("[Cluster]\nProbeInterval=61s\n", "test.conf:2: ProbeInterval=61s");
+        load_fails("[Cluster]\nProbeTimeout=500us\n", "test.conf:2: ProbeTimeout=500us");
+        load_fails("[Cluster]\nProbeTimeout=2min\n", "test.conf:2: ProbeTimeout=2min");
+        load_fails("[Cluster]\nSuspectTimeout=-1s\n", "test.conf:2: SuspectTimeout=-1s");
+        load_fails("[Cluster]\nSuspectTimeout=2h\n", "test.conf:2: SuspectTimeout=2h");
+        load_fails("[Cluster]\nRemoveDeadAfter=500ms\n", "test.conf:2: RemoveDeadAfter=500ms");
+        load_fails("[Cluster]\nRemoveDeadAfter=31d\n", "test.conf:2: RemoveDeadAfter=31d");
+        load_fails("[Cluster]\nRemoveDeadAfter=\n", "test.conf:2: RemoveDeadAfter=");
+
+        /* Counts. */
+        load_fails("[Cluster]\nIndirectProbes=17\n",
+                   "test.conf:2: IndirectProbes=17 is not a valid number (expected 0 to 16)");
+        load_fails("[Cluster]\nIndirectProbes=-1\n", "test.conf:2: IndirectProbes=-1");
+        load_fails("[Cluster]\nIndirectProbes=three\n", "test.conf:2: IndirectProbes=three");
+
+        /* Keys of other sections are not cluster keys, and the section name is case-sensitive. */
+        load_fails("[Cluster]\nPort=7420\n", "test.conf:2: unknown key 'Port' in section [Cluster]");
+        load_fails("[Cluster]\nNodeName=x\n", "test.conf:2: unknown key 'NodeName' in section [Cluster]");
+        load_fails("[cluster]\nListen=:7420\n", "test.conf:2: unknown section [cluster]");
+}
+
+static void address_ok(const char *s, const char *host, uint16_t port) {
+        char h[256];
+        uint16_t p = 0;
+        if (cluster_address_parse(s, h, sizeof h, &p) < 0)
+                fail_msg("'%s' was refused", s);
+        assert_string_equal(h, host);
+        assert_int_equal(p, port);
+}
+
+static void address_bad(const char *s) {
+        char h[256] = "untouched";
+        uint16_t p = 4242;
+        if (cluster_address_parse(s, h, sizeof h, &p) != -EINVAL)
+                fail_msg("'%s' was not refused with -EINVAL", s ? s : "(null)");
+        /* Output parameters are left alone on failure. */
+        assert_string_equal(h, "untouched");
+        assert_int_equal(p, 4242);
+}
+
+static void test_cluster_address_parse(void **state) {
+        char small[4];
+        uint16_t p;
+
+        address_ok("1.2.3.4:7420", "1.2.3.4", 7420);
+        address_ok("[::1]:7420", "::1", 7420);
+        address_ok(":7420", "", 7420);
+        address_ok("host.example:1", "host.example", 1);
+        address_ok("node-2:65535", "node-2", 65535);
+        address_ok("[fe80::1%eth0]:7420", "fe80::1%eth0", 7420);
+
+        address_bad(NULL);
+        address_bad("");
+        address_bad("host");
+        address_bad("host:");
+        address_bad("host:0");
+        address_bad("host:65536");
+        address_bad("host:99999999999999999999");
+        address_bad("host:-1");
+        address_bad("host:+1");
+        address_bad("host:1x");
+        address_bad("host: 1");
+        address_bad("[::1]7420");
+        address_bad("[::1]");
+        address_bad("[::1:7420");
+        address_bad("[]:7420");
+        address_bad("a:b:c");
+        address_bad("::1:7420");
+        address_bad("ho st:1");
+        address_bad("host/x:1");
+
+        /* A host that does not fit the caller's buffer is refused, not cut. */
+        assert_int_equal(cluster_address_parse("abc:1", small, sizeof small, &p), 0);
+        assert_string_equal(small, "abc");
+        assert_int_equal(cluster_address_parse("abcd:1", small, sizeof small, &p), -EINVAL);
+}
+
 static void test_first_error_wins(void **state) {
         load_fails("[Daemon]\nLogLevel=x\nNodeName=y z\n", "test.conf:2: LogLevel=x");
 }
@@ -120,6 +279,10 @@ int main(void) {
                 cmocka_unit_test(test_errors_name_file_and_line),
                 cmocka_unit_test(test_devices),
                 cmocka_unit_test(test_limits),
+                cmocka_unit_test(test_cluster_defaults),
+                cmocka_unit_test(test_cluster_values),
+                cmocka_unit_test(test_cluster_errors),
+                cmocka_unit_test(test_cluster_address_parse),
                 cmocka_unit_test(test_first_error_wins),
                 cmocka_unit_test(test_missing_file),
         };
