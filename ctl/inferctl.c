@@ -244,6 +244,27 @@ static const Verb verbs[] = {
                 .parse_option = cluster_parse_option,
         },
         {
+                .name = "apikey",
+                .args = "[COMMAND]",
+                .min_args = 0,
+                .max_args = 2,
+                .run = verb_apikey,
+                .summary = "Create, list or revoke keys for the HTTP API",
+                .description = "Manage the keys that clients of inferd's HTTP API send, as\n"
+                               "'Authorization: Bearer KEY'. inferd keeps only a hash of each key.\n"
+                               "\n"
+                               "Commands:\n"
+                               "  list                List the keys: their ID, name and when they were made\n"
+                               "                      (the default)\n"
+                               "  create NAME         Make a key named NAME (1 to 64 printable ASCII\n"
+                               "                      characters) and print it: only the key goes to standard\n"
+                               "                      output, its ID to stderr. It is not shown again.\n"
+                               "  revoke ID           Withdraw the key with this ID at once\n"
+                               "\n"
+                               "All three need authorization (polkit action\n"
+                               "org.inferd.infer1.manage-api-keys).",
+        },
+        {
                 .name = "help",
                 .args = "[COMMAND]",
                 .min_args = 0,

@@ -4,7 +4,7 @@
 /*
  * What every inferctl verb gets: the parsed global options. inferctl.c owns
  * the verb table; each group of verbs lives in its own file (status.c,
- * admin.c, models.c, run.c, bench.c, cluster.c) and exports its verb_*()
+ * admin.c, models.c, run.c, bench.c, cluster.c, apikey.c) and exports its verb_*()
  * functions here.
  */
 
@@ -139,3 +139,5 @@ enum {
 int verb_cluster(Context *ctx, int argc, char *argv[]);
 int cluster_parse_option(Context *ctx, int opt, const char *arg);
 
+/* apikey.c: "apikey create|list|revoke", the keys of the HTTP API. */
+int verb_apikey(Context *ctx, int argc, char *argv[]);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <ini.h>
 #include <stdio.h>
+#include <strings.h>
 
 #include "config.h"
 #include "log.h"
@@ -48,6 +49,18 @@ static int parse_u32(ParseState *st, const char *key, const char *value, uint32_
         }
         *ret = (uint32_t) v;
         return 1;
+}
+
+static int parse_bool(ParseState *st, const char *key, const char *value, bool *ret) {
+        static const char *const yes[] = { "1", "yes", "true", "on" }, *const no[] = { "0", "no", "false", "off" };
+        for (size_t i = 0; i < ELEMENTSOF(yes); i++)
+                if (strcasecmp(value, yes[i]) == 0 || strcasecmp(value, no[i]) == 0) {
+                        *ret = strcasecmp(value, yes[i]) == 0;
+                        return 1;
+                }
+        char kv[300];
+        snprintf(kv, sizeof kv, "%s=%s", key, value);
+        return fail(st, "%s is not a boolean (yes/no, true/false, on/off, 1/0)%s", kv, "");
 }
 
 static int handler(void *userdata, const char *section, const char *key, const char *value) {
@@ -148,6 +161,33 @@ static int handler(void *userdata, const char *section, const char *key, const c
                 return fail(st, "unknown key '%s' in section [%s]", key, section);
         }
 
+        if (streq(section, "HTTP")) {
+                if (streq(key, "Listen")) {
+                        char host[256];
+                        uint16_t port;
+                        char *v = NULL;
+                        /* Empty: only sockets that systemd passes, if any. */
+                        if (*value && (cluster_address_parse(value, host, sizeof host, &port) < 0 || !*host))
+                                return fail(st, "Listen=%s is not a valid address (HOST:PORT or [IPV6]:PORT)%s", value,
+                                            "");
+                        if (*value && !(v = strdup(value)))
+                                return fail(st, "out of memory%s%s", "", "");
+                        free(c->http_listen);
+                        c->http_listen = v;
+                        return 1;
+                }
+                if (streq(key, "MetricsAuth"))
+                        return parse_bool(st, key, value, &c->http_metrics_auth);
+                if (streq(key, "MaxBodyBytes")) {
+                        uint64_t v;
+                        if (parse_size(value, &v) < 0 || v < 1024 || v > (1ULL << 30))
+                                return fail(st, "MaxBodyBytes=%s is not a size between 1K and 1G%s", value, "");
+                        c->http_max_body_bytes = v;
+                        return 1;
+                }
+                return fail(st, "unknown key '%s' in section [%s]", key, section);
+        }
+
         return fail(st, "unknown section [%s] (key '%s')", section, key);
 }
 
@@ -196,6 +236,7 @@ Config *config_free(Config *c) {
         free(c->devices);
         free(c->listen);
         free(c->advertise);
+        free(c->http_listen);
         free(c);
         return NULL;
 }
@@ -227,6 +268,10 @@ int config_new_default(Config **ret) {
         c->indirect_probes = 4;
         c->suspect_timeout_usec = 4 * USEC_PER_SEC;
         c->remove_dead_after_usec = 600 * USEC_PER_SEC;
+        c->http_listen = strdup(HTTP_DEFAULT_LISTEN);
+        if (!c->http_listen)
+                return -ENOMEM;
+        c->http_max_body_bytes = 4 << 20;
         *ret = TAKE_PTR(c);
         return 0;
 }

@@ -29,9 +29,14 @@ typedef struct Config {
         uint64_t suspect_timeout_usec;  /* SuspectTimeout=, default 4s */
         uint64_t remove_dead_after_usec; /* RemoveDeadAfter=, default 10min */
 
+        /* [HTTP]: the OpenAI-compatible API, see inferd.conf(5). */
+        char *http_listen;              /* Listen=, default "127.0.0.1:8080"; NULL: no listener of our own */
+        bool http_metrics_auth;         /* MetricsAuth=, default no: /metrics needs an API key */
+        uint64_t http_max_body_bytes;   /* MaxBodyBytes=, default 4M */
 } Config;
 
 #define CLUSTER_DEFAULT_PORT 7420
+#define HTTP_DEFAULT_LISTEN "127.0.0.1:8080"
 
 /* Splits "HOST:PORT", "[V6]:PORT" or ":PORT"; the host may be empty (any). */
 int cluster_address_parse(const char *s, char *host, size_t host_size, uint16_t *ret_port);

@@ -6,11 +6,14 @@
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 
+#include "api-keys.h"
 #include "cluster.h"
 #include "fileio.h"
+#include "http.h"
 #include "log.h"
 #include "macro.h"
 #include "manager.h"
+#include "metrics.h"
 #include "names.h"
 #include "nodeid.h"
 #include "select.h"
@@ -53,6 +56,9 @@ int manager_reload(Manager *m, char **ret_error) {
         if (!streq_ptr(c->devices, m->config->devices))
                 log_notice("Devices= changed from '%s' to '%s'; that takes effect when inferd restarts.",
                            m->config->devices, c->devices);
+        if (!streq_ptr(c->http_listen, m->config->http_listen))
+                log_notice("[HTTP] Listen= changed from '%s' to '%s'; that takes effect when inferd restarts.",
+                           m->config->http_listen ?: "", c->http_listen ?: "");
         config_free(m->config);
         m->config = TAKE_PTR(c);
         log_set_max_level(m->config->log_level);
@@ -188,7 +194,9 @@ Manager *manager_free(Manager *m) {
                 event_free(m->sig_hup);
         if (m->watchdog)
                 event_free(m->watchdog);
-        /* The cluster first: it ends the jobs it routed while the bus can still tell their callers. Jobs that
+        /* HTTP clients' jobs are cancelled while the cluster can still tell the members running them. */
+        m->http = http_server_free(m->http);
+        /* Then the cluster: it ends the jobs it routed while the bus can still tell their callers. Jobs that
          * end while the workers stop (below) look at m->cluster: it must not dangle. */
         m->cluster = cluster_free(m->cluster);
         serve_done(m);
@@ -205,6 +213,9 @@ Manager *manager_free(Manager *m) {
         config_free(m->config);
         free(m->config_path);
         free(m->state_dir);
+        /* Last: whatever is freed above (the HTTP server) may still count or check something on its way out. */
+        api_keys_free(m->api_keys);
+        metrics_free(m->metrics);
         free(m);
         return NULL;
 }
@@ -273,6 +284,13 @@ int manager_run(Manager *m) {
         r = cluster_new(m, &m->cluster);
         if (r < 0)
                 return log_oom();
+        /* Before the bus: the API key methods need them. The key file is read when first needed. */
+        r = api_keys_new(m->state_dir, &m->api_keys);
+        if (r < 0)
+                return log_oom();
+        r = metrics_new(&m->metrics);
+        if (r < 0)
+                return log_oom();
         r = manager_connect_bus(m);
         if (r < 0)
                 return r;
@@ -280,6 +298,10 @@ int manager_run(Manager *m) {
         r = cluster_start(m->cluster);
         if (r < 0)
                 log_warning("Not taking part in the cluster: see the errors above.");
+        /* Like the cluster, the HTTP API is one way in among others: the daemon runs without it. */
+        r = http_server_new(m, &m->http);
+        if (r < 0)
+                log_warning("Not serving the HTTP API: see the errors above.");
 
         (void) sd_notify(false, "READY=1");
         notify_status("Running as node %s with %zu device(s).", m->config->node_name,

@@ -50,6 +50,9 @@ typedef struct Manager {
         struct Job *jobs;               /* queued, running and recently ended jobs */
         uint32_t last_job_id;
         struct Cluster *cluster;        /* this node's place in the cluster (cluster/) */
+        struct HttpServer *http;        /* the OpenAI-compatible HTTP API (http/) */
+        struct ApiKeys *api_keys;       /* keys the HTTP API accepts (http/api-keys) */
+        struct Metrics *metrics;        /* counters and histograms for /metrics (http/metrics) */
 
         uint64_t start_monotonic;
         uint64_t start_realtime;

@@ -2,6 +2,7 @@
 #include "build-config.h"
 #include <syslog.h>
 
+#include "api-keys-dbus.h"
 #include "config.h"
 #include "log.h"
 #include "macro.h"
@@ -208,6 +209,12 @@ static const sd_bus_vtable manager_vtable[] = {
                                  method_cluster_join, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD("ClusterLeave", NULL, NULL, method_cluster_leave, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_NAMES("ClusterMembers", NULL, , "aa{sv}", SD_BUS_PARAM(members), method_cluster_members,
+                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("CreateApiKey", "s", SD_BUS_PARAM(name), "ss", SD_BUS_PARAM(id) SD_BUS_PARAM(key),
+                                 method_create_api_key, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("ListApiKeys", NULL, , "a(sst)", SD_BUS_PARAM(keys), method_list_api_keys,
+                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_NAMES("RevokeApiKey", "s", SD_BUS_PARAM(id), NULL, , method_revoke_api_key,
                                  SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD("Reload", NULL, NULL, method_reload, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_NAMES("SetLogLevel", "s", SD_BUS_PARAM(level), NULL, , method_set_log_level,

@@ -22,3 +22,4 @@
 #define INFERD_POLKIT_ACTION_LOAD_MODEL     "org.inferd.infer1.load-model"
 #define INFERD_POLKIT_ACTION_UNLOAD_MODEL   "org.inferd.infer1.unload-model"
 #define INFERD_POLKIT_ACTION_MANAGE_CLUSTER "org.inferd.infer1.manage-cluster"
+#define INFERD_POLKIT_ACTION_MANAGE_API_KEYS "org.inferd.infer1.manage-api-keys"

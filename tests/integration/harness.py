@@ -136,7 +136,8 @@ class Node:
         os.makedirs(self.state, exist_ok=True)
         self.config = os.path.join(tmp, name, "inferd.conf")
         with open(self.config, "w") as f:
-            f.write(config if config is not None else "[Daemon]\nNodeName=%s\n" % name)
+            # No HTTP listener unless a test asks for one: parallel daemons would all want 127.0.0.1:8080.
+            f.write(config if config is not None else "[Daemon]\nNodeName=%s\n[HTTP]\nListen=\n" % name)
         self.log_path = os.path.join(tmp, name, "inferd.log")
         self.args = [INFERD, bus_flag, "--config=" + self.config, "--state-dir=" + self.state, *extra_args]
         self.proc = None

@@ -50,7 +50,9 @@ class Member:
         self.env = dict(os.environ)
         self.env["DBUS_SESSION_BUS_ADDRESS"] = self.bus.address
         self.env.pop("DBUS_STARTER_ADDRESS", None)
-        config = f"[Daemon]\nNodeName={name}\n[Cluster]\nListen={self.address}\n" + TIMINGS + cluster_extra
+        # No HTTP listener unless cluster_extra names one: parallel daemons would all want 127.0.0.1:8080.
+        config = (f"[Daemon]\nNodeName={name}\n[HTTP]\nListen=\n[Cluster]\nListen={self.address}\n" + TIMINGS +
+                  cluster_extra)
         self.node = Node(self.env, self.dir, "inferd", config=config)
         self.state = self.node.state
 

@@ -31,7 +31,7 @@ def test_dpkg_buildpackage_and_lintian():
         check(debs, f"no inferd .deb in {os.listdir(tmp)}")
         deb = os.path.join(tmp, debs[0])
         contents = subprocess.run(["dpkg-deb", "-c", deb], capture_output=True, text=True, check=True).stdout
-        for path in ("./usr/sbin/inferd", "./usr/bin/inferctl", "inferd.service",
+        for path in ("./usr/sbin/inferd", "./usr/bin/inferctl", "inferd.service", "inferd.socket",
                      "./usr/share/dbus-1/system.d/org.inferd.infer1.conf",
                      "./usr/share/dbus-1/system-services/org.inferd.infer1.service",
                      "./usr/share/polkit-1/actions/org.inferd.infer1.policy",

@@ -255,6 +255,43 @@ static void test_cluster_address_parse(void **state) {
         assert_int_equal(cluster_address_parse("abcd:1", small, sizeof small, &p), -EINVAL);
 }
 
+static void test_http(void **state) {
+        Config *c = NULL;
+        load_ok("", &c);
+        assert_string_equal(c->http_listen, "127.0.0.1:8080");
+        assert_false(c->http_metrics_auth);
+        assert_int_equal(c->http_max_body_bytes, 4 << 20);
+        config_free(c);
+        load_ok("[HTTP]\nListen=[::1]:9000\nMetricsAuth=yes\nMaxBodyBytes=64K\n", &c);
+        assert_string_equal(c->http_listen, "[::1]:9000");
+        assert_true(c->http_metrics_auth);
+        assert_int_equal(c->http_max_body_bytes, 64 << 10);
+        config_free(c);
+        /* Empty: no listener of its own (socket activation only); the last value wins. */
+        load_ok("[HTTP]\nListen=0.0.0.0:80\nListen=\nMetricsAuth=off\n", &c);
+        assert_null(c->http_listen);
+        assert_false(c->http_metrics_auth);
+        config_free(c);
+        load_ok("[HTTP]\nMetricsAuth=TRUE\n", &c);
+        assert_true(c->http_metrics_auth);
+        config_free(c);
+        load_fails("[HTTP]\nListen=8080\n", "test.conf:2: Listen=8080 is not a valid address");
+        load_fails("[HTTP]\nListen=:8080\n", "test.conf:2: Listen=:8080 is not a valid address");
+        load_fails("[HTTP]\nListen=127.0.0.1:0\n", "test.conf:2: Listen=127.0.0.1:0");
+        load_fails("[HTTP]\nListen=127.0.0.1:65536\n", "test.conf:2: Listen=127.0.0.1:65536");
+        load_fails("[HTTP]\nMetricsAuth=maybe\n", "test.conf:2: MetricsAuth=maybe is not a boolean");
+        load_fails("[HTTP]\nMetricsAuth=\n", "test.conf:2: MetricsAuth= is not a boolean");
+        load_fails("[HTTP]\nMaxBodyBytes=100\n", "test.conf:2: MaxBodyBytes=100 is not a size between 1K and 1G");
+        load_fails("[HTTP]\nMaxBodyBytes=2G\n", "test.conf:2: MaxBodyBytes=2G");
+        load_fails("[HTTP]\nMaxBodyBytes=big\n", "test.conf:2: MaxBodyBytes=big");
+        load_fails("[HTTP]\nPort=8080\n", "test.conf:2: unknown key 'Port' in section [HTTP]");
+        /* The cluster's Listen= is its own. */
+        load_ok("[Cluster]\nListen=0.0.0.0:7000\n[HTTP]\nListen=127.0.0.1:7001\n", &c);
+        assert_string_equal(c->listen, "0.0.0.0:7000");
+        assert_string_equal(c->http_listen, "127.0.0.1:7001");
+        config_free(c);
+}
+
 static void test_first_error_wins(void **state) {
         load_fails("[Daemon]\nLogLevel=x\nNodeName=y z\n", "test.conf:2: LogLevel=x");
 }
@@ -283,6 +320,7 @@ int main(void) {
                 cmocka_unit_test(test_cluster_values),
                 cmocka_unit_test(test_cluster_errors),
                 cmocka_unit_test(test_cluster_address_parse),
+                cmocka_unit_test(test_http),
                 cmocka_unit_test(test_first_error_wins),
                 cmocka_unit_test(test_missing_file),
         };
