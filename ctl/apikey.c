@@ -149,31 +149,15 @@ static int apikey_revoke(Context *ctx, char *argv[]) {
         return ctl_bus_call(bus, ctx, "RevokeApiKey", NULL, "s", argv[0]);
 }
 
-static const struct {
-        const char *name;
-        int n_args;
-        int (*run)(Context *ctx, char *argv[]);
-} commands[] = {
+static const SubCommand commands[] = {
         { "list", 0, apikey_list },     /* the first is what "inferctl apikey" alone runs */
         { "create", 1, apikey_create },
         { "revoke", 1, apikey_revoke },
 };
 
 int verb_apikey(Context *ctx, int argc, char *argv[]) {
-        const char *name = argc > 0 ? argv[0] : commands[0].name;
-        size_t i;
-
-        for (i = 0; i < ELEMENTSOF(commands); i++)
-                if (streq(commands[i].name, name))
-                        break;
-        if (i == ELEMENTSOF(commands)) {
-                (void) ctl_error_errno(EINVAL, "unknown apikey command '%s'; see 'inferctl apikey --help'.", name);
+        const SubCommand *c = subcommand_find("apikey", commands, ELEMENTSOF(commands), argc, argv);
+        if (!c)
                 return EXIT_USAGE;
-        }
-        if (argc > 0 && argc - 1 != commands[i].n_args) {
-                (void) ctl_error_errno(EINVAL, "%s arguments for 'apikey %s'; see 'inferctl apikey --help'.",
-                                       argc - 1 < commands[i].n_args ? "missing" : "too many", name);
-                return EXIT_USAGE;
-        }
-        return commands[i].run(ctx, argc > 0 ? argv + 1 : argv);
+        return c->run(ctx, argc > 0 ? argv + 1 : argv);
 }

@@ -633,11 +633,7 @@ static int cluster_members(Context *ctx, char *argv[]) {
         return print_members_text(members);
 }
 
-static const struct {
-        const char *name;
-        int n_args;
-        int (*run)(Context *ctx, char *argv[]);
-} commands[] = {
+static const SubCommand commands[] = {
         { "members", 0, cluster_members },      /* the first is what "inferctl cluster" alone runs */
         { "init", 0, cluster_init },
         { "token", 0, cluster_token },
@@ -646,21 +642,10 @@ static const struct {
 };
 
 int verb_cluster(Context *ctx, int argc, char *argv[]) {
-        const char *name = argc > 0 ? argv[0] : commands[0].name;
-        size_t i;
-
-        for (i = 0; i < ELEMENTSOF(commands); i++)
-                if (streq(commands[i].name, name))
-                        break;
-        if (i == ELEMENTSOF(commands)) {
-                (void) ctl_error_errno(EINVAL, "unknown cluster command '%s'; see 'inferctl cluster --help'.", name);
+        const SubCommand *c = subcommand_find("cluster", commands, ELEMENTSOF(commands), argc, argv);
+        if (!c)
                 return EXIT_USAGE;
-        }
-        if (argc > 0 && argc - 1 != commands[i].n_args) {
-                (void) ctl_error_errno(EINVAL, "%s arguments for 'cluster %s'; see 'inferctl cluster --help'.",
-                                       argc - 1 < commands[i].n_args ? "missing" : "too many", name);
-                return EXIT_USAGE;
-        }
+        const char *name = c->name;
         if ((arg_name_option && !streq(name, "init")) || (arg_ttl_option && !streq(name, "token"))) {
                 (void) ctl_error_errno(EINVAL, "option '%s' is for 'inferctl cluster %s', not 'cluster %s'.",
                                        arg_name_option && !streq(name, "init") ? arg_name_option : arg_ttl_option,
@@ -668,5 +653,5 @@ int verb_cluster(Context *ctx, int argc, char *argv[]) {
                 return EXIT_USAGE;
         }
 
-        return commands[i].run(ctx, argc > 0 ? argv + 1 : argv);
+        return c->run(ctx, argc > 0 ? argv + 1 : argv);
 }

@@ -341,6 +341,23 @@ static void help_verb(const Verb *v) {
                v->options_help ?: "", global_options_help);
 }
 
+const SubCommand *subcommand_find(const char *verb, const SubCommand *table, size_t n, int argc, char *argv[]) {
+        const char *name = argc > 0 ? argv[0] : table[0].name;
+
+        for (size_t i = 0; i < n; i++) {
+                if (!streq(table[i].name, name))
+                        continue;
+                if (argc > 0 && argc - 1 != table[i].n_args) {
+                        (void) ctl_error_errno(EINVAL, "%s arguments for '%s %s'; see 'inferctl %s --help'.",
+                                               argc - 1 < table[i].n_args ? "missing" : "too many", verb, name, verb);
+                        return NULL;
+                }
+                return &table[i];
+        }
+        (void) ctl_error_errno(EINVAL, "unknown %s command '%s'; see 'inferctl %s --help'.", verb, name, verb);
+        return NULL;
+}
+
 static int verb_help(Context *ctx, int argc, char *argv[]) {
         const Verb *v;
 

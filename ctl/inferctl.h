@@ -30,6 +30,17 @@ typedef struct Context {
         bool timeout_set;       /* from $INFERD_TIMEOUT_SEC, not the default */
 } Context;
 
+/* A verb made of commands ("cluster join ADDRESS TOKEN"): the first entry is what the verb alone runs. */
+typedef struct SubCommand {
+        const char *name;
+        int n_args;
+        int (*run)(Context *ctx, char *argv[]);
+} SubCommand;
+
+/* The entry argv[0] names (table[0] when argc is 0) with its arguments counted; NULL after a usage
+ * error was printed. */
+const SubCommand *subcommand_find(const char *verb, const SubCommand *table, size_t n, int argc, char *argv[]);
+
 /*
  * A verb gets its positional arguments only (options are parsed out, their
  * count checked against the table). It returns 0, a negative errno after
