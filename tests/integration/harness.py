@@ -186,6 +186,20 @@ class Node:
             self.log.close()
 
 
+def run_ctl(env, args, check_rc=0, timeout=60, user=None, bus="session", input=None, what=""):
+    """Runs inferctl (as another user with user=UID); checks its exit status unless check_rc is None."""
+    cmd = [INFERCTL, "--bus=" + bus, *args]
+    if user is not None:
+        cmd = ["setpriv", "--reuid=%d" % user, "--regid=%d" % user, "--clear-groups", *cmd]
+    r = subprocess.run(cmd, capture_output=True, env=env, timeout=timeout, input=input)
+    r.stdout = r.stdout.decode(errors="replace")
+    r.stderr = r.stderr.decode(errors="replace")
+    if check_rc is not None and r.returncode != check_rc:
+        raise TestFailure(f"{what}{' '.join(cmd)} exited {r.returncode}, expected {check_rc}\n"
+                          f"stdout: {r.stdout}\nstderr: {r.stderr}")
+    return r
+
+
 class Env:
     """Context manager: a temporary directory, a private bus, helpers to run inferctl."""
 
@@ -209,16 +223,7 @@ class Env:
         return n
 
     def ctl(self, *args, check_rc=0, timeout=60, user=None, bus="session"):
-        cmd = [INFERCTL, "--bus=" + bus, *args]
-        if user is not None:
-            cmd = ["setpriv", "--reuid=%d" % user, "--regid=%d" % user, "--clear-groups", *cmd]
-        r = subprocess.run(cmd, capture_output=True, env=self.env, timeout=timeout)
-        r.stdout = r.stdout.decode(errors="replace")
-        r.stderr = r.stderr.decode(errors="replace")
-        if check_rc is not None and r.returncode != check_rc:
-            raise TestFailure(f"{' '.join(cmd)} exited {r.returncode}, expected {check_rc}\n"
-                              f"stdout: {r.stdout}\nstderr: {r.stderr}")
-        return r
+        return run_ctl(self.env, args, check_rc=check_rc, timeout=timeout, user=user, bus=bus)
 
     def ctl_json(self, *args, **kw):
         r = self.ctl(*args, "--json", **kw)

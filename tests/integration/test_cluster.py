@@ -19,7 +19,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import (INFERCTL, Bus, Node, SkipTest, TestFailure, check, check_eq, run, wait_for)  # noqa: E402
+from harness import (INFERCTL, Bus, Node, SkipTest, TestFailure, check, check_eq, run, run_ctl,  # noqa: E402
+                     wait_for)
 
 BUILDDIR = os.environ.get("BUILDDIR", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
 MKMODEL = os.path.join(BUILDDIR, "tools", "inferd-mkmodel")
@@ -61,16 +62,8 @@ class Member:
         return self
 
     def ctl(self, *args, check_rc=0, timeout=120, user=None, input=None):
-        cmd = [INFERCTL, "--bus=session", *args]
-        if user is not None:
-            cmd = ["setpriv", "--reuid=%d" % user, "--regid=%d" % user, "--clear-groups", *cmd]
-        r = subprocess.run(cmd, capture_output=True, env=self.env, timeout=timeout, input=input)
-        r.stdout = r.stdout.decode(errors="replace")
-        r.stderr = r.stderr.decode(errors="replace")
-        if check_rc is not None and r.returncode != check_rc:
-            raise TestFailure(f"[{self.name}] {' '.join(args)} exited {r.returncode}, expected {check_rc}\n"
-                              f"stdout: {r.stdout}\nstderr: {r.stderr}")
-        return r
+        return run_ctl(self.env, args, check_rc=check_rc, timeout=timeout, user=user, input=input,
+                       what=f"[{self.name}] ")
 
     def ctl_json(self, *args, **kw):
         return json.loads(self.ctl(*args, "--json", **kw).stdout)
@@ -195,10 +188,19 @@ def test_token_forged_or_replayed_is_refused():
         check("Refused the join request" in log, "refusals are logged on the issuer")
 
 
-def s_client(address, *args):
-    """A TLS client that offers the mesh protocol and does not check the server: what an intruder does."""
-    return subprocess.run(["openssl", "s_client", "-connect", address, "-alpn", "inferd/1", "-tls1_3", "-quiet",
-                           *args], input=b"hello\n", capture_output=True, timeout=20)
+def s_client(node, address, *args, data=b"hello\n", expect=""):
+    """A TLS client that offers the mesh protocol and does not check the server: what an intruder does.
+    It stays connected until node logs expect: closing early could reset the connection before the
+    server has read what was sent."""
+    p = subprocess.Popen(["openssl", "s_client", "-connect", address, "-alpn", "inferd/1", "-tls1_3", "-quiet", *args],
+                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        p.stdin.write(data)
+        p.stdin.flush()
+        wait_for(lambda: expect in node.node.read_log(), timeout=15, what=f"the log to say '{expect}'")
+    finally:
+        p.kill()
+        p.wait()
 
 
 def test_foreign_certificates_are_refused():
@@ -217,13 +219,10 @@ def test_foreign_certificates_are_refused():
                  what="x to give up on n1")
         # x's certificate from a client that goes on regardless: n1 refuses it.
         xdir = os.path.join(x.state, "cluster")
-        s_client(n1.address, "-cert", os.path.join(xdir, "node.crt"), "-key", os.path.join(xdir, "node.key"))
-        wait_for(lambda: "certificate not signed by this cluster's CA" in n1.node.read_log(), timeout=10,
-                 what="n1 to log the foreign certificate")
+        s_client(n1, n1.address, "-cert", os.path.join(xdir, "node.crt"), "-key", os.path.join(xdir, "node.key"),
+                 expect="certificate not signed by this cluster's CA")
         # No certificate at all.
-        s_client(n1.address)
-        wait_for(lambda: "sent no certificate" in n1.node.read_log(), timeout=10,
-                 what="n1 to log the missing certificate")
+        s_client(n1, n1.address, expect="sent no certificate")
         check_eq(sorted(n1.members()), ["n1", "n2"], "members unchanged")
         check_eq(sorted(k for k, v in n2.members().items()), ["n1", "n2"], "n2's members unchanged")
 
@@ -240,9 +239,7 @@ def test_malformed_frames_close_the_connection():
             (b"\x00\x00\x00\x01\x80", "malformed frame"),  # an empty map: no version
         ]
         for data, reason in cases:
-            subprocess.run(["openssl", "s_client", "-connect", n1.address, "-alpn", "inferd/1", "-tls1_3", "-quiet",
-                            "-cert", key[0], "-key", key[1]], input=data, capture_output=True, timeout=20)
-            wait_for(lambda reason=reason: reason in n1.node.read_log(), timeout=10, what=f"n1 to log '{reason}'")
+            s_client(n1, n1.address, "-cert", key[0], "-key", key[1], data=data, expect=reason)
         check(n1.node.proc.poll() is None, "n1 is still running")
         ms = n1.members()
         check_eq(ms["n2"]["state"], "alive", "n2 is still a member")
