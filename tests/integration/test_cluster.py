@@ -342,19 +342,20 @@ def test_request_is_routed_to_a_peer_and_survives_its_death():
 
         def find_victim():
             nonlocal victim_name
-            for jid in range(1, 64):
+            tree = subprocess.run(["busctl", "--address=" + n1.bus.address, "tree", "--list", "org.inferd.infer1"],
+                                  capture_output=True, text=True).stdout.split()
+            jobs = sorted(int(p.rsplit("/", 1)[1]) for p in tree if p.startswith("/org/inferd/infer1/job/"))
+            if not jobs:
+                return False
+            path = f"/org/inferd/infer1/job/{jobs[-1]}"
+
+            def prop(name):
                 r = subprocess.run(["busctl", "--address=" + n1.bus.address, "get-property", "org.inferd.infer1",
-                                    f"/org/inferd/infer1/job/{jid}", "org.inferd.infer1.Job", "Node"],
-                                   capture_output=True, text=True)
-                g = subprocess.run(["busctl", "--address=" + n1.bus.address, "get-property", "org.inferd.infer1",
-                                    f"/org/inferd/infer1/job/{jid}", "org.inferd.infer1.Job", "GeneratedTokens"],
-                                   capture_output=True, text=True)
-                s = subprocess.run(["busctl", "--address=" + n1.bus.address, "get-property", "org.inferd.infer1",
-                                    f"/org/inferd/infer1/job/{jid}", "org.inferd.infer1.Job", "State"],
-                                   capture_output=True, text=True)
-                if r.returncode == 0 and '"running"' in s.stdout and int(g.stdout.split()[1]) >= 8:
-                    victim_name = r.stdout.split('"')[1]
-                    return True
+                                    path, "org.inferd.infer1.Job", name], capture_output=True, text=True)
+                return r.stdout.split(None, 1)[1].strip() if r.returncode == 0 else ""
+            if prop("State") == '"running"' and int(prop("GeneratedTokens") or 0) >= 8:
+                victim_name = prop("Node").strip('"')
+                return True
             return False
         wait_for(find_victim, timeout=30, what="the job to be running on a peer with some tokens delivered")
         victim = n2 if victim_name == "n2" else n3
