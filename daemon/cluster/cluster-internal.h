@@ -39,6 +39,7 @@ struct Cluster {
 
         SSL_CTX *server_ctx, *client_ctx;
         struct evconnlistener *listener;
+        struct evdns_base *dns;         /* NULL: blocking lookups */
         ConnCtx *conns;                 /* every open connection */
         struct {
                 char host[128];                  /* "HOST reason" */

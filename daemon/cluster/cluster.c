@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <event2/dns.h>
 #include <event2/listener.h>
 #include <ifaddrs.h>
 #include <net/if.h>
@@ -438,7 +439,7 @@ void cluster_conn_forget(Cluster *c, ConnCtx *x) {
 
 int cluster_connect(Cluster *c, SSL_CTX *ctx, const char *addr, const char *alpn, Member *mb, PeerConn **ret) {
         PeerConn *pc = NULL;
-        int r = peer_conn_connect(c->manager->event, ctx, addr, alpn, &conn_callbacks, c, &pc);
+        int r = peer_conn_connect(c->manager->event, c->dns, ctx, addr, alpn, &conn_callbacks, c, &pc);
         if (r < 0)
                 return r;
         ConnCtx *x = conn_ctx_new(c, pc);
@@ -1048,6 +1049,11 @@ int cluster_new(Manager *m, Cluster **ret) {
         c->manager = m;
         if (asprintf(&c->dir, "%s/cluster", m->state_dir) < 0)
                 return -ENOMEM;
+        /* Members may be named by host name: resolving must not stall the loop. Without a resolver
+         * configuration, names fall back to a blocking lookup (addresses need none). */
+        c->dns = evdns_base_new(m->event, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+        if (!c->dns)
+                log_debug("No DNS resolver configured; host names of members are looked up synchronously.");
         c->timer = event_new(m->event, -1, 0, on_swim_timer, c);
         c->state_timer = event_new(m->event, -1, EV_PERSIST, on_state_timer, c);
         if (!c->timer || !c->state_timer)
@@ -1067,6 +1073,8 @@ Cluster *cluster_free(Cluster *c) {
                 event_free(c->state_timer);
         if (c->leave_timer)
                 event_free(c->leave_timer);
+        if (c->dns)
+                evdns_base_free(c->dns, 1);
         free(c->dir);
         free(c->name);
         free(c->fingerprint);

@@ -287,8 +287,8 @@ static int set_alpn(SSL *ssl, const char *alpn) {
         return SSL_set_alpn_protos(ssl, wire, (unsigned) l + 1) == 0 ? 0 : -ENOMEM;
 }
 
-int peer_conn_connect(struct event_base *base, SSL_CTX *ctx, const char *addr, const char *alpn,
-                      const PeerCallbacks *cb, void *userdata, PeerConn **ret) {
+int peer_conn_connect(struct event_base *base, struct evdns_base *dns, SSL_CTX *ctx, const char *addr,
+                      const char *alpn, const PeerCallbacks *cb, void *userdata, PeerConn **ret) {
         char host[256];
         uint16_t port;
         PeerConn *c = NULL;
@@ -302,8 +302,7 @@ int peer_conn_connect(struct event_base *base, SSL_CTX *ctx, const char *addr, c
         r = set_alpn(c->ssl, alpn);
         if (r >= 0)
                 r = conn_attach(c, -1, BUFFEREVENT_SSL_CONNECTING);
-        /* Literal addresses need no resolver; names are resolved (blocking) by getaddrinfo. */
-        if (r >= 0 && bufferevent_socket_connect_hostname(c->bev, NULL, AF_UNSPEC, host, port) < 0)
+        if (r >= 0 && bufferevent_socket_connect_hostname(c->bev, dns, AF_UNSPEC, host, port) < 0)
                 r = -ECONNREFUSED;
         if (r < 0) {
                 peer_conn_free(c);

@@ -11,6 +11,7 @@
  * ended. The owner (cluster.c) decides what to do with each frame.
  */
 
+#include <event2/dns.h>
 #include <event2/event.h>
 #include <openssl/ssl.h>
 #include <stdbool.h>
@@ -30,9 +31,10 @@ typedef struct PeerCallbacks {
         void (*closed)(PeerConn *c, const char *reason, void *userdata);
 } PeerCallbacks;
 
-/* Dials addr ("HOST:PORT", "[V6]:PORT"); alpn is "inferd/1" or "inferd-join/1". */
-int peer_conn_connect(struct event_base *base, SSL_CTX *ctx, const char *addr, const char *alpn,
-                      const PeerCallbacks *cb, void *userdata, PeerConn **ret);
+/* Dials addr ("HOST:PORT", "[V6]:PORT"); alpn is "inferd/1" or "inferd-join/1". Host names are
+ * resolved with dns (asynchronously), or with a blocking getaddrinfo() when dns is NULL. */
+int peer_conn_connect(struct event_base *base, struct evdns_base *dns, SSL_CTX *ctx, const char *addr,
+                      const char *alpn, const PeerCallbacks *cb, void *userdata, PeerConn **ret);
 /* Takes an accepted socket (the connection owns it from now on, even on failure). */
 int peer_conn_accept(struct event_base *base, SSL_CTX *ctx, int fd, const char *remote,
                      const PeerCallbacks *cb, void *userdata, PeerConn **ret);
