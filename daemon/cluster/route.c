@@ -250,6 +250,12 @@ static int on_job_end(Cluster *c, Member *from, Frame *f, char **ret_error) {
         Job *j = routed_job(c, from, e.job);
         if (!j)
                 return 0;
+        if (streq(e.reason, "rejected")) {
+                release(c, j);
+                j->rejected = true;
+                job_finished(j, "error", e.error, 0, 0);
+                return 0;
+        }
         if (streq(e.reason, "error")) {
                 /* Not loaded there any more, out of memory, a device failure: someone else may manage. */
                 char why[PROTO_ERROR_MAX + 32];
@@ -326,7 +332,10 @@ static int on_job(Cluster *c, Member *from, Frame *f, char **ret_error) {
         r = serve_submit_for_peer(c->manager, &q, from->id.bytes, pj.job, &err);
         if (r < 0) {
                 _cleanup_(frame_buffer_done) FrameBuffer b = {};
-                ProtoJobEnd e = { .job = pj.job, .reason = "error", .error = err ? err : strerror(-r) };
+                /* A request that is wrong for the model (too long for its context, say) would be refused by
+                 * every member: "rejected" tells the origin not to try the others. */
+                ProtoJobEnd e = { .job = pj.job, .reason = r == -EINVAL ? "rejected" : "error",
+                                  .error = err ? err : strerror(-r) };
                 if (proto_pack_job_end(&b, &e) >= 0)
                         (void) cluster_send(c, from, &b);
         }

@@ -221,6 +221,10 @@ static void on_job_finished(Job *j, void *userdata) {
                 if (streq(reason, "cancelled"))
                         openai_error_set(&e, 503, "server_error", "cancelled", NULL,
                                          "The generation was cancelled on the server.");
+                else if (j->rejected)
+                        /* Refused by the member that has the model, as this node would have refused it. */
+                        openai_error_set(&e, 400, "invalid_request_error", "invalid_value", NULL, "%s",
+                                         j->error ?: "invalid request");
                 else
                         openai_error_set(&e, 500, "server_error", NULL, NULL, "The generation failed: %s",
                                          j->error ?: "unknown error");

@@ -122,6 +122,7 @@ struct Job {
         bool from_peer;                 /* runs here for another member: no bus owner */
         uint8_t origin[16];             /* from_peer: that member */
         uint32_t origin_job;            /* from_peer: its id for the job */
+        bool rejected;                  /* remote: the member refused the request itself (invalid for the model) */
 
         /* The request: set before queueing, read-only afterwards. */
         int32_t *prompt;                /* resume tokens, if any, at the end */

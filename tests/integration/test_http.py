@@ -273,6 +273,10 @@ def test_routed_completions_and_chat():
         status, one = call_json(url, "/v1/models/stories260K", key=key)
         check_eq((status, one["id"]), (200, "stories260K"), "one model")
         expect_error(*call_json(url, "/v1/models/nope", key=key), 404, code="model_not_found", what="unknown model")
+        # Too long for the model's context: refused by n2, which has it, as n1 would refuse it: a 400, and
+        # no other member is tried.
+        expect_error(*call_json(url, "/v1/completions", {"model": "stories260K", "prompt": "the cat sat " * 200},
+                                key=key), 400, code="invalid_value", what="a prompt over the remote model's context")
 
         # What n2 itself generates, greedily: the routed answers must be the same.
         ref_text = json.loads(n2.ctl("run", "stories260K", PROMPT, "--temp", "0", "--max-tokens", "20",
