@@ -24,8 +24,9 @@ static sd_bus_message *pending_join, *pending_leave;
 static int cluster_error(sd_bus_error *error, int r, const char *msg) {
         const char *name = r == -EEXIST || r == -ENOTCONN || r == -EBUSY ? INFERD_ERROR_BUSY
                            : r == -EINVAL || r == -EBADMSG || r == -EPROTONOSUPPORT ? INFERD_ERROR_INVALID_ARGUMENT
-                           : r == -EACCES || r == -ENOKEY ? INFERD_ERROR_ACCESS_DENIED
-                                                        : INFERD_ERROR_INTERNAL;
+                           : r == -EACCES ? INFERD_ERROR_ACCESS_DENIED
+                           : r == -ENOKEY ? INFERD_ERROR_NOT_FOUND /* the CA key lives on another node */
+                                          : INFERD_ERROR_INTERNAL;
         return sd_bus_error_setf(error, name, "%s", msg ? msg : strerror(-r));
 }
 

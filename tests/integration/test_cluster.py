@@ -154,6 +154,8 @@ def test_form_a_cluster():
         for name in ("n1", "n2 (self)", "n3", "alive", n3.address):
             check(name in table, f"'{name}' in the members table:\n{table}")
         check(not os.path.exists(os.path.join(n2.state, "cluster", "ca.key")), "joiners do not get the CA key")
+        r = n2.ctl("cluster", "token", check_rc=1)
+        check("does not hold the cluster CA" in r.stderr, f"a token from a member without the CA: {r.stderr}")
         # The same cluster everywhere.
         fps = {subprocess.run(["busctl", "--address=" + m.bus.address, "get-property", "org.inferd.infer1",
                                "/org/inferd/infer1", "org.inferd.infer1.Manager", "ClusterFingerprint"],
