@@ -160,6 +160,13 @@ void gpu_matvec_default_params(const GpuDevice *d, GgmlType type, uint32_t n_col
                 ret->units = GPU_MATVEC_UNITS_WIDE;
                 ret->num_units = 2;
                 ret->num_rows = n_vectors <= 2 ? 4 : 2;
+                /* Whole rows per invocation for Q8_0 (mul_mv_rows.comp says why): 4096 x 768 went
+                 * from 1.46 ms to 0.58 ms on a 2-core AVX-512 host (llvmpipe 22.3, 256 bits), about
+                 * 90% of its copy bandwidth; 8 rows per lane beat 4 (0.61 ms) and tied 16. */
+                if (type == GGML_TYPE_Q8_0) {
+                        ret->units = GPU_MATVEC_UNITS_ROW;
+                        ret->num_rows = n_vectors <= 2 ? 8 : 4;
+                }
         }
 }
 
@@ -211,8 +218,11 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
         if (mp.block_size < 8 || (mp.block_size & (mp.block_size - 1)) != 0 ||
             mp.block_size > caps->max_workgroup_invocations || mp.num_rows == 0 || mp.num_rows > 16 ||
             mp.dequant > GPU_MATVEC_DEQUANT_F16MATH || mp.num_units == 0 || mp.num_units > 4 ||
-            mp.units > GPU_MATVEC_UNITS_WORD || mp.pipeline > GPU_MATVEC_PIPELINE_ON)
+            mp.units > GPU_MATVEC_UNITS_ROW || mp.pipeline > GPU_MATVEC_PIPELINE_ON)
                 return -EINVAL;
+        bool row = mp.units == GPU_MATVEC_UNITS_ROW;
+        if (row && w->type != GGML_TYPE_Q8_0)
+                return -EOPNOTSUPP;
         /* The reduction's shared array: rows x vectors x block floats. */
         while ((uint64_t) mp.num_rows * n_vectors * mp.block_size * sizeof(float) > caps->max_shared_memory &&
                mp.num_rows > 1)
@@ -225,7 +235,9 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
                 .n = 9,
         };
         GpuShaderId sh = gpu_device_use_subgroup(d) ? ts.mv : ts.mv_nosg;
-        if (mp.dequant == GPU_MATVEC_DEQUANT_F16MATH && ts.has_h) {
+        if (row)
+                sh = GPU_SHADER_MUL_MV_ROWS_Q8_0;
+        else if (mp.dequant == GPU_MATVEC_DEQUANT_F16MATH && ts.has_h) {
                 if (!caps->fp16)
                         return -EOPNOTSUPP;
                 sh = gpu_device_use_subgroup(d) ? ts.mv_h : ts.mv_h_nosg;
@@ -239,8 +251,10 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
                 /* Workgroups loop over row groups: at most max_groups of them, each taking the same
                  * number of groups (ceil), so none is left with a long tail of its own. */
                 uint32_t row_groups = (ch->n_rows + mp.num_rows - 1) / mp.num_rows;
+                if (row)        /* block_size x num_rows rows per workgroup, no loop */
+                        row_groups = (ch->n_rows + mp.block_size * mp.num_rows - 1) / (mp.block_size * mp.num_rows);
                 uint32_t per_wg = (row_groups + mp.max_groups - 1) / mp.max_groups;
-                if (mp.max_groups >= row_groups)
+                if (row || mp.max_groups >= row_groups)
                         per_wg = 1;
                 uint32_t groups = (row_groups + per_wg - 1) / per_wg;
                 uint32_t gx = MIN(groups, caps->max_workgroup_count[0]);

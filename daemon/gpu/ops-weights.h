@@ -44,6 +44,7 @@ typedef enum GpuMatvecUnits {
         GPU_MATVEC_UNITS_DEFAULT,
         GPU_MATVEC_UNITS_WIDE,          /* 16 bytes */
         GPU_MATVEC_UNITS_WORD,          /* 4 bytes (Q8_0 and Q4_0; the other types always load 16) */
+        GPU_MATVEC_UNITS_ROW,           /* a whole row per invocation (mul_mv_rows.comp; Q8_0 only) */
 } GpuMatvecUnits;
 
 /* Whether an iteration's loads are issued before the previous iteration's arithmetic. */
@@ -60,7 +61,9 @@ typedef enum GpuMatvecPipeline {
  * reusing its x loads for all of them; dequant: how quants become floats
  * (constant 5; no effect on F32/F16 weights); num_units: units per loop
  * iteration, 1..4, whose loads are all issued before the arithmetic
- * (constant 6); units: the unit size (constant 7); pipeline: software
+ * (constant 6); units: the unit size (constant 7), or whole rows
+ * (GPU_MATVEC_UNITS_ROW: mul_mv_rows.comp, num_rows rows per invocation,
+ * block_size x num_rows per workgroup, no grid cap); pipeline: software
  * pipelining (constant 8); max_groups: at most this many workgroups per
  * dispatch, each looping over row groups. 0 in a field: the default for
  * this device and shape (gpu_matvec_default_params()).
@@ -77,8 +80,9 @@ typedef struct GpuMatvecParams {
 
 /*
  * Defaults: see gpu_matvec_default_params() in ops-weights.c, which says
- * what was measured for each choice. CPU devices (lavapipe) get one
- * subgroup per workgroup, F32 dequantisation and no grid cap.
+ * what was measured for each choice. CPU devices (lavapipe) get whole rows
+ * per invocation for Q8_0, and otherwise one subgroup per workgroup, F32
+ * dequantisation and no grid cap.
  */
 void gpu_matvec_default_params(const GpuDevice *d, GgmlType type, uint32_t n_cols, uint32_t n_vectors,
                                GpuMatvecParams *ret);

@@ -9,7 +9,7 @@
  *
  *   bench-weights [--sweep] [--nv=N] [--rows=R] [--cols=K] [--iter=N]
  *                 [--block=N] [--num-rows=N] [--dequant=f32|f16|h16]
- *                 [--num-units=N] [--units=wide|word] [--groups=N]
+ *                 [--num-units=N] [--units=wide|word|row] [--groups=N]
  *                 [--pipeline=on|off] [TYPE...]
  *
  * Fixed knobs (--block= ...) pin that knob in a sweep too. Defaults: 4096
@@ -73,7 +73,8 @@ static double run(GpuDevice *dev, const GpuTensor *w, uint32_t nv, uint32_t iter
                  eff.max_groups == UINT32_MAX ? -1 : (int) eff.max_groups,
                  !quant ? "-  " : eff.dequant == GPU_MATVEC_DEQUANT_F32 ? "f32"
                          : eff.dequant == GPU_MATVEC_DEQUANT_F16 ? "f16" : "h16",
-                 !has_word ? "-   " : eff.units == GPU_MATVEC_UNITS_WORD ? "word" : "wide");
+                 eff.units == GPU_MATVEC_UNITS_ROW ? "row " : !has_word ? "-   "
+                         : eff.units == GPU_MATVEC_UNITS_WORD ? "word" : "wide");
         r = gpu_bench_matvec_tensor(dev, w, nv, iter, mp, &ns);
         if (r < 0) {
                 printf("%s: %s\n", desc, strerror(-r));
@@ -192,6 +193,8 @@ int main(int argc, char **argv) {
                         fixed.units = GPU_MATVEC_UNITS_WIDE;
                 else if (strcmp(argv[i], "--units=word") == 0)
                         fixed.units = GPU_MATVEC_UNITS_WORD;
+                else if (strcmp(argv[i], "--units=row") == 0)
+                        fixed.units = GPU_MATVEC_UNITS_ROW;
                 else if (strncmp(argv[i], "--groups=", 9) == 0)
                         fixed.max_groups = (uint32_t) strtoul(argv[i] + 9, NULL, 10);
                 else if (strcmp(argv[i], "--pipeline=on") == 0)
@@ -206,7 +209,7 @@ int main(int argc, char **argv) {
                         fprintf(stderr,
                                 "usage: %s [--sweep] [--nv=N] [--rows=R] [--cols=K] [--iter=N]\n"
                                 "       [--block=N] [--num-rows=N] [--dequant=f32|f16|h16]\n"
-                                "       [--num-units=N] [--units=wide|word] [--groups=N] [--pipeline=on|off]\n"
+                                "       [--num-units=N] [--units=wide|word|row] [--groups=N] [--pipeline=on|off]\n"
                                 "       [TYPE...]\n",
                                 argv[0]);
                         return 2;

@@ -402,7 +402,7 @@ static void test_bad_input(void **state) {
         assert_int_equal(gpu_op_matvec_params(c, T.dev, t, whole, whole, 1, &bad), -EINVAL);
         bad = (GpuMatvecParams) { .num_units = 5 };
         assert_int_equal(gpu_op_matvec_params(c, T.dev, t, whole, whole, 1, &bad), -EINVAL);
-        bad = (GpuMatvecParams) { .units = 3 };
+        bad = (GpuMatvecParams) { .units = GPU_MATVEC_UNITS_ROW + 1 };
         assert_int_equal(gpu_op_matvec_params(c, T.dev, t, whole, whole, 1, &bad), -EINVAL);
         bad = (GpuMatvecParams) { .pipeline = 3 };
         assert_int_equal(gpu_op_matvec_params(c, T.dev, t, whole, whole, 1, &bad), -EINVAL);
@@ -463,10 +463,12 @@ static void test_params(void **state) {
                 { 64, 3, GPU_MATVEC_DEQUANT_F32, 4, GPU_MATVEC_UNITS_WORD, 5, GPU_MATVEC_PIPELINE_ON },
                 { 128, 2, GPU_MATVEC_DEQUANT_F32, 2, GPU_MATVEC_UNITS_WIDE, 3, GPU_MATVEC_PIPELINE_ON },
         };
+        static const GpuMatvecParams rows = { 32, 3, .units = GPU_MATVEC_UNITS_ROW };
         const uint32_t n_rows = 45, n_cols = 1024, nv = 2;
         float x[2 * 1024], y[2 * 45], ref[2 * 45];
         GpuBuffer *bx = NULL, *by = NULL;
         GpuCmd *c = NULL;
+        int r;
 
         test_fill_random(x, nv * n_cols, 50);
         assert_int_equal(gpu_buffer_new(T.dev, sizeof x, GPU_MEMORY_DEVICE, &bx), 0);
@@ -498,6 +500,18 @@ static void test_params(void **state) {
                                 fprintf(stderr, "# %s variant %zu: nmse %.3g\n", ggml_type_name(all_types[i]), v, e);
                         assert_true(e < bound);
                 }
+                /* Whole rows per invocation (the CPU default for Q8_0; 3 x 32 rows a workgroup, so
+                 * the only one is partial) on every device; the other types do not have it. */
+                assert_int_equal(gpu_cmd_begin(c), 0);
+                r = gpu_op_matvec_params(c, T.dev, t, (GpuBinding) { bx, 0, 0 }, (GpuBinding) { by, 0, 0 }, nv,
+                                         &rows);
+                if (all_types[i] == GGML_TYPE_Q8_0) {
+                        assert_int_equal(r, 0);
+                        assert_int_equal(gpu_cmd_submit(c), 0);
+                        assert_int_equal(gpu_buffer_read(by, 0, y, sizeof y), 0);
+                        assert_true(test_nmse(y, ref, nv * n_rows) < matvec_bound(all_types[i]));
+                } else
+                        assert_int_equal(r, -EOPNOTSUPP);
                 gpu_tensor_free(t);
                 weights_free(&w);
         }
