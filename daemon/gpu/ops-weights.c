@@ -55,6 +55,33 @@ static int type_shaders(GgmlType t, TypeShaders *ret) {
         }
 }
 
+/* mul_mv_rows for the type (GPU_MATVEC_UNITS_ROW), or -EOPNOTSUPP: F32 has none, mul_mv reads it
+ * at copy speed on lavapipe already. F16 rows need n_cols % 32 == 0, the kernel's step. */
+static int rows_shader(GgmlType t, uint32_t n_cols, GpuShaderId *ret) {
+        switch (t) {
+        case GGML_TYPE_F16:
+                *ret = GPU_SHADER_MUL_MV_ROWS_F16;
+                return n_cols % 32 == 0 ? 0 : -EOPNOTSUPP;
+        case GGML_TYPE_Q8_0:
+                *ret = GPU_SHADER_MUL_MV_ROWS_Q8_0;
+                return 0;
+        case GGML_TYPE_Q4_0:
+                *ret = GPU_SHADER_MUL_MV_ROWS_Q4_0;
+                return 0;
+        case GGML_TYPE_Q4_K:
+                *ret = GPU_SHADER_MUL_MV_ROWS_Q4_K;
+                return 0;
+        case GGML_TYPE_Q5_K:
+                *ret = GPU_SHADER_MUL_MV_ROWS_Q5_K;
+                return 0;
+        case GGML_TYPE_Q6_K:
+                *ret = GPU_SHADER_MUL_MV_ROWS_Q6_K;
+                return 0;
+        default:
+                return -EOPNOTSUPP;
+        }
+}
+
 static uint64_t binding_bytes(const GpuBinding *b) {
         uint64_t size = b->buffer ? gpu_buffer_size(b->buffer) : 0;
         if (b->offset >= size)
@@ -160,12 +187,18 @@ void gpu_matvec_default_params(const GpuDevice *d, GgmlType type, uint32_t n_col
                 ret->units = GPU_MATVEC_UNITS_WIDE;
                 ret->num_units = 2;
                 ret->num_rows = n_vectors <= 2 ? 4 : 2;
-                /* Whole rows per invocation for Q8_0 (mul_mv_rows.comp says why): 4096 x 768 went
-                 * from 1.46 ms to 0.58 ms on a 2-core AVX-512 host (llvmpipe 22.3, 256 bits), about
-                 * 90% of its copy bandwidth; 8 rows per lane beat 4 (0.61 ms) and tied 16. */
-                if (type == GGML_TYPE_Q8_0) {
+                /* Whole rows per invocation (mul_mv_rows.comp says why): Q8_0 4096 x 768 went from
+                 * 1.46 ms to 0.58 ms on a 2-core AVX-512 host (llvmpipe 22.3, 256 bits), about 90% of
+                 * its copy bandwidth; 8 rows per lane beat 4 (0.61 ms) and tied 16. On a 2-core
+                 * host (llvmpipe, LLVM 15, 256 bits), % of copy bandwidth at 4096x14336 / 14336x4096,
+                 * one vector (runs vary by about 10%), was with mul_mv: F16 127/122 (72/68; 4 rows,
+                 * 8 gave 108/88), Q4_0 73/73 (31/29), Q4_K 65/67 (27/24), Q5_K 56/50 (27/24), Q6_K
+                 * 68/68 (29/27); with four vectors 4 rows beat 2, and mul_mv by 2-3x. F32 keeps
+                 * mul_mv (96/92). */
+                GpuShaderId row_sh;
+                if (rows_shader(type, n_cols, &row_sh) == 0) {
                         ret->units = GPU_MATVEC_UNITS_ROW;
-                        ret->num_rows = n_vectors <= 2 ? 8 : 4;
+                        ret->num_rows = n_vectors <= 2 && type != GGML_TYPE_F16 ? 8 : 4;
                 }
         }
 }
@@ -221,8 +254,12 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
             mp.units > GPU_MATVEC_UNITS_ROW || mp.pipeline > GPU_MATVEC_PIPELINE_ON)
                 return -EINVAL;
         bool row = mp.units == GPU_MATVEC_UNITS_ROW;
-        if (row && w->type != GGML_TYPE_Q8_0)
-                return -EOPNOTSUPP;
+        GpuShaderId row_sh = 0;
+        if (row) {
+                r = rows_shader(w->type, w->n_cols, &row_sh);
+                if (r < 0)
+                        return r;
+        }
         /* The reduction's shared array: rows x vectors x block floats. */
         while ((uint64_t) mp.num_rows * n_vectors * mp.block_size * sizeof(float) > caps->max_shared_memory &&
                mp.num_rows > 1)
@@ -236,7 +273,7 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
         };
         GpuShaderId sh = gpu_device_use_subgroup(d) ? ts.mv : ts.mv_nosg;
         if (row)
-                sh = GPU_SHADER_MUL_MV_ROWS_Q8_0;
+                sh = row_sh;
         else if (mp.dequant == GPU_MATVEC_DEQUANT_F16MATH && ts.has_h) {
                 if (!caps->fp16)
                         return -EOPNOTSUPP;

@@ -44,7 +44,7 @@ typedef enum GpuMatvecUnits {
         GPU_MATVEC_UNITS_DEFAULT,
         GPU_MATVEC_UNITS_WIDE,          /* 16 bytes */
         GPU_MATVEC_UNITS_WORD,          /* 4 bytes (Q8_0 and Q4_0; the other types always load 16) */
-        GPU_MATVEC_UNITS_ROW,           /* a whole row per invocation (mul_mv_rows.comp; Q8_0 only) */
+        GPU_MATVEC_UNITS_ROW,           /* whole rows per invocation (mul_mv_rows.comp; not F32) */
 } GpuMatvecUnits;
 
 /* Whether an iteration's loads are issued before the previous iteration's arithmetic. */
@@ -81,8 +81,8 @@ typedef struct GpuMatvecParams {
 /*
  * Defaults: see gpu_matvec_default_params() in ops-weights.c, which says
  * what was measured for each choice. CPU devices (lavapipe) get whole rows
- * per invocation for Q8_0, and otherwise one subgroup per workgroup, F32
- * dequantisation and no grid cap.
+ * per invocation for all types but F32 (and F16 with n_cols % 32 != 0),
+ * and otherwise one subgroup per workgroup, F32 dequantisation and no grid cap.
  */
 void gpu_matvec_default_params(const GpuDevice *d, GgmlType type, uint32_t n_cols, uint32_t n_vectors,
                                GpuMatvecParams *ret);
