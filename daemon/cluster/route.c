@@ -393,8 +393,8 @@ static Member *origin_of(Cluster *c, const Job *j) {
 static void to_origin(Cluster *c, Job *j, const FrameBuffer *b) {
         Member *mb = origin_of(c, j);
         /* Nobody to tell: the work is wasted, stop it. */
-        if (!mb || cluster_send(c, mb, b) < 0)
-                atomic_store(&j->cancel, true);
+        if ((!mb || cluster_send(c, mb, b) < 0) && !atomic_exchange(&j->cancel, true))
+                log_info("Job %u stops: the member that asked for it cannot be reached.", j->id);
 }
 
 void route_job_started(Cluster *c, Job *j) {
@@ -439,8 +439,12 @@ void route_member_gone(Cluster *c, Member *mb) {
         const SwimUpdate *u = cluster_member_swim(c, mb);
         fail_jobs_on(c, mb, u && u->state == SWIM_LEFT ? "left the cluster" : "died");
         for (Job *j = c->manager->jobs; j; j = j->next)
-                if (j->from_peer && !job_over(j) && memcmp(j->origin, mb->id.bytes, 16) == 0)
+                if (j->from_peer && !job_over(j) && memcmp(j->origin, mb->id.bytes, 16) == 0) {
+                        /* Nobody is left to read the answer. */
+                        log_info("Job %u stops: the member that asked for it %s.", j->id,
+                                 u && u->state == SWIM_LEFT ? "left the cluster" : "died");
                         serve_job_cancel(j);
+                }
         mb->routed = 0;
 }
 

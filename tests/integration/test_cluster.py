@@ -386,7 +386,29 @@ def test_request_is_routed_to_a_peer_and_survives_its_death():
         check("syn" in r.stderr, f"clear error: {r.stderr}")
 
 
+def test_a_dead_origin_stops_its_jobs():
+    with Cluster(2) as c:
+        n1, n2 = c.members
+        c.form()
+        n2.ctl("load", make_model(c.tmp), "--name", "syn")
+        wait_for(lambda: any(x["name"] == "syn" for x in n1.members()["n2"]["models"]), timeout=10,
+                 what="n1 to learn where the model is")
+        proc = subprocess.Popen([INFERCTL, "--bus=session", "run", "syn", "The cluster", "--temp", "0",
+                                 "--max-tokens", "900"], env=n1.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL)
+        try:
+            proc.stdout.read(16)  # some text has arrived: n2 is generating for n1
+            n1.kill()
+            # Whichever n2 notices first: its answers no longer get through, or n1 is declared dead.
+            wait_for(lambda: "stops: the member that asked for it" in n2.node.read_log(), timeout=15,
+                     what="n2 to stop the job of its dead origin")
+            wait_for(lambda: n2.members()["n2"]["queue"] == 0, timeout=10, what="n2's queue to empty")
+        finally:
+            proc.kill()
+            proc.wait()
+
+
 if __name__ == "__main__":
     run(test_form_a_cluster, test_token_forged_or_replayed_is_refused, test_foreign_certificates_are_refused,
-        test_malformed_frames_close_the_connection,
-        test_changes_need_authorization, test_kill_is_detected, test_leave, test_request_is_routed_to_a_peer_and_survives_its_death)
+        test_malformed_frames_close_the_connection, test_changes_need_authorization, test_kill_is_detected,
+        test_leave, test_request_is_routed_to_a_peer_and_survives_its_death, test_a_dead_origin_stops_its_jobs)
