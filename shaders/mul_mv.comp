@@ -61,15 +61,16 @@ layout(constant_id = 8) const uint PIPELINE = 1;
 
 layout(binding = 2, std430) readonly buffer X4 { vec4 x4[]; };
 layout(binding = 2, std430) readonly buffer X1 { float x1[]; };
-layout(binding = 3, std430) writeonly buffer Y { float y[]; };
+layout(binding = 3, std430) buffer Y { float y[]; };
 
-// Mirrored by MulMvPush in daemon/gpu/ops-weights.c.
+// Mirrored by MulMvPush in daemon/gpu/ops-weights.h.
 layout(push_constant) uniform Push {
     uint ncols;         // K
     uint nrows;         // rows of this chunk
     uint x_stride;      // floats between the vectors of x
     uint y_stride;      // floats between the vectors of y
     uint y_offset;      // where this chunk's rows start in each y vector
+    uint accumulate;    // y += W x: a residual add folded in, one dispatch and barrier fewer
 } p;
 
 float acc[NUM_ROWS][NV];
@@ -388,8 +389,10 @@ shared float red[NUM_ROWS * NV * BLOCK_SIZE];   // subgroups: one partial per su
 
 void store(uint row0, uint i, float s) {
     uint r = i / NV, v = i % NV;
-    if (row0 + r < p.nrows)
-        y[v * p.y_stride + p.y_offset + row0 + r] = s;
+    if (row0 + r < p.nrows) {
+        const uint i = v * p.y_stride + p.y_offset + row0 + r;
+        y[i] = p.accumulate != 0u ? s + y[i] : s;
+    }
 }
 
 // Sums acc over the workgroup and stores the group's rows. Uniform control flow.

@@ -27,7 +27,7 @@ layout(constant_id = 4) const uint NV = 1;
 #include "weights.glsl"
 
 layout(binding = 2, std430) readonly buffer X4 { vec4 x4[]; };
-layout(binding = 3, std430) writeonly buffer Y { float y[]; };
+layout(binding = 3, std430) buffer Y { float y[]; };
 
 layout(push_constant) uniform Push {
     uint ncols;         // K
@@ -35,6 +35,7 @@ layout(push_constant) uniform Push {
     uint x_stride;      // floats between the vectors of x
     uint y_stride;      // floats between the vectors of y
     uint y_offset;      // where this chunk's rows start in each y vector
+    uint accumulate;    // y += W x (a residual add folded in)
 } p;
 
 uint rows[NUM_ROWS];
@@ -188,6 +189,8 @@ void main() {
     }
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
         if (row0 + r * BLOCK_SIZE < p.nrows)
-            [[unroll]] for (uint v = 0; v < NV; v++)
-                y[v * p.y_stride + p.y_offset + row0 + r * BLOCK_SIZE] = acc[r][v];
+            [[unroll]] for (uint v = 0; v < NV; v++) {
+                const uint i = v * p.y_stride + p.y_offset + row0 + r * BLOCK_SIZE;
+                y[i] = p.accumulate != 0u ? acc[r][v] + y[i] : acc[r][v];
+            }
 }

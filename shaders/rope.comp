@@ -35,32 +35,7 @@ layout(push_constant) uniform Push {
     uint copy_rest;
 } p;
 
-float powi(float b, uint e) {
-    precise float r = 1.0;
-    precise float s = b;
-    while (e != 0u) {
-        if ((e & 1u) != 0u)
-            r *= s;
-        s *= s;
-        e >>= 1;
-    }
-    return r;
-}
-
-// 2*pi = C1 + C2 + C3; C1 has 8 significant bits and C2 12, so k*C1 is exact
-// for k < 2^16 (|theta| < 4e5) and k*C2 for k < 2^12.
-const float C1 = 6.28125;
-const float C2 = 0.0019354820251464844;
-const float C3 = -1.7484555314695172e-07;
-const float INV_2PI = 0.15915493667125702;
-
-float reduce_angle(float t) {
-    precise float k = roundEven(t * INV_2PI);
-    precise float r = t - k * C1;
-    r = r - k * C2;
-    r = r - k * C3;
-    return r;
-}
+#include "rope.glsl"
 
 void main() {
     const uint half_dim = p.head_dim / 2u;

@@ -120,6 +120,55 @@ int gpu_op_kv_store(GpuCmd *c, GpuDevice *d, GpuBinding k_new, GpuBinding v_new,
         return gpu_cmd_dispatch(c, pl, b, from_buffer ? 5 : 4, &push, sizeof push, gx, 1, 1);
 }
 
+int gpu_op_rope_kv_store(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k_new, GpuBinding v_new,
+                         GpuBinding k_cache, GpuBinding v_cache, const GpuRope *rope, const GpuAttentionParams *p) {
+        const GpuCaps *caps = gpu_device_caps(d);
+        GpuPipeline *pl;
+        int r;
+
+        r = check_shape(p);
+        if (r < 0)
+                return r;
+        if (!pos_from_buffer(p) || !rope || rope->head_dim != p->head_dim || rope->n_rot % 2 != 0 ||
+            rope->n_rot > p->head_dim || (rope->mode != GPU_ROPE_NORMAL && rope->mode != GPU_ROPE_NEOX) ||
+            !(rope->freq_base > 0) || !isfinite(rope->freq_scale))
+                return -EINVAL;
+        uint32_t q_row = p->n_head * p->head_dim, qs = q_stride(p);
+        uint32_t kv_row = p->n_head_kv * p->head_dim, kvs = p->kv_stride ? p->kv_stride : kv_row;
+        if (qs < q_row || kvs < kv_row || kvs % 2 != 0)
+                return -EINVAL;
+        uint64_t src = strided_floats(p->n_tokens, kv_row, kvs) * 4;
+        if (!gpu_binding_covers(q, strided_floats(p->n_tokens, q_row, qs) * 4) ||
+            !gpu_binding_covers(k_new, src) || !gpu_binding_covers(v_new, src) ||
+            !gpu_binding_covers(k_cache, cache_bytes(p)) || !gpu_binding_covers(v_cache, cache_bytes(p)))
+                return -EINVAL;
+
+        GpuRopeKvStorePush push = {
+                .n_tokens = p->n_tokens,
+                .n_head = p->n_head,
+                .n_head_kv = p->n_head_kv,
+                .head_dim = p->head_dim,
+                .n_rot = rope->n_rot,
+                .q_stride = qs,
+                .kv_stride = kvs,
+                .n_ctx = p->n_ctx,
+                /* Rounded to float once, as gpu_op_rope() does, so the two rotate alike. */
+                .theta_scale = rope->n_rot ? (float) pow(rope->freq_base, -2.0 / rope->n_rot) : 1.0f,
+                .freq_scale = rope->freq_scale,
+        };
+        /* One invocation per F16 pair of q, k and v. */
+        uint64_t slots = (uint64_t) (p->n_head + 2 * p->n_head_kv) * p->head_dim / 2;
+        uint32_t gx = (uint32_t) MIN((slots + KV_STORE_WG - 1) / KV_STORE_WG, (uint64_t) caps->max_workgroup_count[0]);
+        uint32_t gy = MIN(p->n_tokens, caps->max_workgroup_count[1]);
+        GpuSpec spec = { .v = { KV_STORE_WG }, .n = 1 };
+        GpuShaderId id = rope->mode == GPU_ROPE_NEOX ? GPU_SHADER_ROPE_KV_STORE_NEOX : GPU_SHADER_ROPE_KV_STORE_NORM;
+        r = gpu_pipeline_get(d, id, &spec, &pl);
+        if (r < 0)
+                return r;
+        GpuBinding b[6] = { q, p->pos_buffer, k_new, v_new, k_cache, v_cache };
+        return gpu_cmd_dispatch(c, pl, b, ELEMENTSOF(b), &push, sizeof push, gx, gy, 1);
+}
+
 /* ---- prefill ------------------------------------------------------------- */
 
 /* Mirrors the shared arrays of attn_prefill.comp. */

@@ -57,6 +57,7 @@
 #include <stdint.h>
 
 #include "engine.h"
+#include "ops-basic.h"
 
 typedef struct GpuAttentionParams {
         uint32_t n_tokens;      /* query rows in this batch */
@@ -87,6 +88,18 @@ uint64_t gpu_attention_scratch_size(uint32_t n_head, uint32_t head_dim, uint32_t
  */
 int gpu_op_kv_store(GpuCmd *c, GpuDevice *d, GpuBinding k_new, GpuBinding v_new, GpuBinding k_cache,
                     GpuBinding v_cache, const GpuAttentionParams *p);
+
+/*
+ * RoPE and kv_store in one dispatch (decode; p->pos_buffer required): rotates
+ * q ([n_tokens][n_head][head_dim], token rows q_stride apart) in place, and
+ * stores k_new rotated and v_new into the caches at pos_buffer's positions,
+ * as gpu_op_rope() on q and k followed by gpu_op_kv_store() would, except
+ * that k_new itself is left as it was. The positions for the rotation are
+ * p->pos_buffer's; rope gives head_dim, n_rot, mode, freq_base and
+ * freq_scale (its n_tokens, n_heads and strides are not used).
+ */
+int gpu_op_rope_kv_store(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k_new, GpuBinding v_new,
+                         GpuBinding k_cache, GpuBinding v_cache, const GpuRope *rope, const GpuAttentionParams *p);
 
 /*
  * Records attention for the batch: prefill for n_tokens > 1, decode for 1.
@@ -154,3 +167,17 @@ typedef struct KvStorePush {
         uint32_t src_stride;
 } KvStorePush;
 static_assert(sizeof(KvStorePush) == 24, "KvStorePush must match attn_common.glsl");
+
+typedef struct GpuRopeKvStorePush {     /* rope_kv_store.comp */
+        uint32_t n_tokens;
+        uint32_t n_head;
+        uint32_t n_head_kv;
+        uint32_t head_dim;
+        uint32_t n_rot;
+        uint32_t q_stride;
+        uint32_t kv_stride;
+        uint32_t n_ctx;
+        float theta_scale;
+        float freq_scale;
+} GpuRopeKvStorePush;
+static_assert(sizeof(GpuRopeKvStorePush) == 40, "GpuRopeKvStorePush mirrors Push in rope_kv_store.comp");

@@ -304,6 +304,7 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
                         .x_stride = w->n_cols,
                         .y_stride = w->n_rows,
                         .y_offset = ch->row0,
+                        .accumulate = params && params->accumulate,
                 };
                 GpuBinding b[4] = {
                         { ch->buffer, 0, 0 },
@@ -320,6 +321,11 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
 
 int gpu_op_matvec(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, GpuBinding y, uint32_t n_vectors) {
         return gpu_op_matvec_params(c, d, w, x, y, n_vectors, NULL);
+}
+
+int gpu_op_matvec_add(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, GpuBinding y, uint32_t n_vectors) {
+        const GpuMatvecParams mp = { .accumulate = true };
+        return gpu_op_matvec_params(c, d, w, x, y, n_vectors, &mp);
 }
 
 #define GET_ROWS_BLOCK 128u

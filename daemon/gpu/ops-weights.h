@@ -14,6 +14,7 @@
  */
 
 #include <assert.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "engine.h"
@@ -28,6 +29,14 @@
  * row is read once for all vectors; F32 accumulation. All seven types.
  */
 int gpu_op_matvec(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, GpuBinding y, uint32_t n_vectors);
+
+/*
+ * The same, added to what y holds: y[v][r] += sum_k W[r][k] x[v][k]. A
+ * residual connection in one dispatch instead of a matvec, a barrier and an
+ * add; exactly what gpu_op_add() of the matvec's output would store (one
+ * F32 addition per element).
+ */
+int gpu_op_matvec_add(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, GpuBinding y, uint32_t n_vectors);
 
 typedef enum GpuMatvecDequant {
         GPU_MATVEC_DEQUANT_DEFAULT,
@@ -65,7 +74,8 @@ typedef enum GpuMatvecPipeline {
  * (GPU_MATVEC_UNITS_ROW: mul_mv_rows.comp, num_rows rows per invocation,
  * block_size x num_rows per workgroup, no grid cap); pipeline: software
  * pipelining (constant 8); max_groups: at most this many workgroups per
- * dispatch, each looping over row groups. 0 in a field: the default for
+ * dispatch, each looping over row groups; accumulate: y += W x
+ * (gpu_op_matvec_add()), not a tuning knob. 0 in a field: the default for
  * this device and shape (gpu_matvec_default_params()).
  */
 typedef struct GpuMatvecParams {
@@ -76,6 +86,7 @@ typedef struct GpuMatvecParams {
         GpuMatvecUnits units;
         uint32_t max_groups;
         GpuMatvecPipeline pipeline;
+        bool accumulate;
 } GpuMatvecParams;
 
 /*
@@ -104,8 +115,9 @@ typedef struct MulMvPush {              /* mul_mv.comp */
         uint32_t x_stride;
         uint32_t y_stride;
         uint32_t y_offset;              /* the chunk's row0 */
+        uint32_t accumulate;            /* y += W x */
 } MulMvPush;
-static_assert(sizeof(MulMvPush) == 20, "MulMvPush mirrors Push in mul_mv.comp");
+static_assert(sizeof(MulMvPush) == 24, "MulMvPush mirrors Push in mul_mv.comp");
 
 typedef struct GetRowsPush {            /* get_rows.comp */
         uint32_t ncols;

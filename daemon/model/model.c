@@ -941,6 +941,19 @@ static int project(GpuCmd *cmd, GpuDevice *d, const GpuTensor *w, GpuBuffer *x, 
         return gpu_op_matmul(cmd, d, w, bind(x), bind(y), n);
 }
 
+/* The residual connection after a projection: y += W x. A few tokens (decode) take one matvec that adds
+ * as it stores, one dispatch and barrier fewer per call; beyond, the matmul into tmp and an add. */
+static int project_add(GpuCmd *cmd, GpuDevice *d, const GpuTensor *w, GpuBuffer *x, GpuBuffer *y, GpuBuffer *tmp,
+                       uint32_t n) {
+        if (n <= GPU_MATVEC_MAX_VECTORS)
+                return gpu_op_matvec_add(cmd, d, w, bind(x), bind(y), n);
+        int r = gpu_op_matmul(cmd, d, w, bind(x), bind(tmp), n);
+        if (r < 0)
+                return r;
+        gpu_cmd_barrier(cmd);
+        return gpu_op_add(cmd, d, bind(y), bind(tmp), bind(y), n, w->n_rows, false);
+}
+
 #define TRY(expr)                       \
         do {                            \
                 int _r_ = (expr);       \
@@ -1036,17 +1049,19 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
                                        true));
                         gpu_cmd_barrier(cmd);
                 }
-                TRY(gpu_op_rope(cmd, d, q, pos, q, &rope_q));
-                if (!rope_once)
-                        TRY(gpu_op_rope(cmd, d, k, pos, k, &rope_k));
-                gpu_cmd_barrier(cmd);
-                TRY(gpu_op_kv_store(cmd, d, k, v, kc, vc, &ap));
+                if (n == 1)     /* decode: positions from the buffer, one dispatch for both */
+                        TRY(gpu_op_rope_kv_store(cmd, d, q, k, v, kc, vc, &rope_q, &ap));
+                else {
+                        TRY(gpu_op_rope(cmd, d, q, pos, q, &rope_q));
+                        if (!rope_once)
+                                TRY(gpu_op_rope(cmd, d, k, pos, k, &rope_k));
+                        gpu_cmd_barrier(cmd);
+                        TRY(gpu_op_kv_store(cmd, d, k, v, kc, vc, &ap));
+                }
                 gpu_cmd_barrier(cmd);
                 TRY(gpu_op_attention(cmd, d, q, kc, vc, bind(c->att), bind(c->scratch), &ap));
                 gpu_cmd_barrier(cmd);
-                TRY(project(cmd, d, l->wo, c->att, c->h, n));
-                gpu_cmd_barrier(cmd);
-                TRY(gpu_op_add(cmd, d, bind(c->x), bind(c->h), bind(c->x), n, hp->n_embd, false));
+                TRY(project_add(cmd, d, l->wo, c->att, c->x, c->h, n));
                 gpu_cmd_barrier(cmd);
 
                 /* Feed-forward. */
@@ -1065,9 +1080,7 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
                         TRY(gpu_op_swiglu(cmd, d, bind(c->g), bind(c->u), bind(c->g), n, hp->n_ff));
                 }
                 gpu_cmd_barrier(cmd);
-                TRY(project(cmd, d, l->w_down, m->fuse_ffn ? c->u : c->g, c->att, n));
-                gpu_cmd_barrier(cmd);
-                TRY(gpu_op_add(cmd, d, bind(c->x), bind(c->att), bind(c->x), n, hp->n_embd, false));
+                TRY(project_add(cmd, d, l->w_down, m->fuse_ffn ? c->u : c->g, c->x, c->att, n));
                 gpu_cmd_barrier(cmd);
         }
 

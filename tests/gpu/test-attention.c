@@ -12,6 +12,10 @@
  * again before every replay.
  *
  * Tolerances:
+ *  - rope_kv_store: q NMSE < 1e-8 against ref_rope (test-ops-basic's rope
+ *    bound); k and v as kv_store's, k after ref_rope (a k rotated a few F32
+ *    ulps apart may round to the next F16, so an element near zero gets an
+ *    absolute 1e-4 instead of one F16 step).
  *  - kv_store: every F16 within one unit in the last place of the
  *    round-to-nearest-even conversion (packHalf2x16 leaves the rounding to
  *    the implementation), and positions outside the batch untouched.
@@ -30,6 +34,7 @@
 #include "gpu-test.h"
 #include "ops-attention.h"
 #include "quant.h"
+#include "ref-basic.h"
 
 #define NMSE_BOUND 1e-9
 #define CACHE_POISON 0x7e007e00u /* two F16 quiet NaNs */
@@ -342,6 +347,145 @@ static void test_kv_store_positions(void **state) {
         run_kv_store_positions(2, 40, 320, 6, many, ELEMENTSOF(many), 4);
 }
 
+/*
+ * rope_kv_store against ref_rope on q and k followed by gpu_kv_store_ref:
+ * q rotated in place, k rotated and v stored at the buffer's positions (out
+ * of range: skipped), the rest of the caches untouched, k_new unchanged.
+ */
+static void run_rope_kv_store(uint32_t n_head, uint32_t n_head_kv, uint32_t dim, uint32_t n_rot, GpuRopeMode mode,
+                              uint32_t n_ctx, uint32_t pad, const int32_t *pos, uint32_t n_tokens, uint64_t seed) {
+        const uint32_t q_row = n_head * dim, kv_row = n_head_kv * dim, qs = q_row + pad, kvs = kv_row + pad;
+        const size_t q_n = (size_t) (n_tokens - 1) * qs + q_row, kv_n = (size_t) (n_tokens - 1) * kvs + kv_row;
+        const size_t cache_n = (size_t) n_head_kv * n_ctx * dim;
+        GpuAttentionParams p = {
+                .n_tokens = n_tokens, .n_head = n_head, .n_head_kv = n_head_kv, .head_dim = dim, .n_ctx = n_ctx,
+                .q_stride = qs, .kv_stride = kvs,
+        };
+        GpuRope rope = {
+                .n_tokens = n_tokens, .head_dim = dim, .n_rot = n_rot, .mode = mode,
+                .freq_base = 10000.0f, .freq_scale = 0.5f,
+        };
+        float *q = malloc(sizeof(float) * q_n), *q_gpu = malloc(sizeof(float) * q_n);
+        float *q_ref = malloc(sizeof(float) * q_n), *k = malloc(sizeof(float) * kv_n);
+        float *k_gpu = malloc(sizeof(float) * kv_n), *k_rot = malloc(sizeof(float) * kv_n);
+        float *v = malloc(sizeof(float) * kv_n);
+        uint16_t *kc = malloc(2 * cache_n), *vc = malloc(2 * cache_n);
+        uint16_t *kc_ref = malloc(2 * cache_n), *vc_ref = malloc(2 * cache_n);
+        bool *stored = calloc(n_ctx, sizeof *stored);
+        assert_non_null(q && q_gpu && q_ref && k && k_gpu && k_rot && v && kc && vc && kc_ref && vc_ref && stored);
+        test_fill_random(q, q_n, seed * 3 + 1);
+        test_fill_random(k, kv_n, seed * 3 + 2);
+        test_fill_random(v, kv_n, seed * 3 + 3);
+
+        GpuBuffer *qb = upload(q, sizeof(float) * q_n), *kb = upload(k, sizeof(float) * kv_n);
+        GpuBuffer *vb = upload(v, sizeof(float) * kv_n), *pb = new_buffer(4 * n_tokens);
+        GpuBuffer *kcb = new_buffer(2 * cache_n), *vcb = new_buffer(2 * cache_n);
+        GpuCmd *c = NULL;
+        write_i32(pb, pos, n_tokens);
+        p.pos_buffer = (GpuBinding) { pb };
+        assert_int_equal(gpu_cmd_new(T.dev, &c), 0);
+        assert_int_equal(gpu_cmd_begin(c), 0);
+        gpu_cmd_fill(c, kcb, 0, 2 * cache_n, CACHE_POISON);
+        gpu_cmd_fill(c, vcb, 0, 2 * cache_n, CACHE_POISON);
+        gpu_cmd_barrier(c);
+        assert_int_equal(gpu_op_rope_kv_store(c, T.dev, (GpuBinding) { qb }, (GpuBinding) { kb }, (GpuBinding) { vb },
+                                              (GpuBinding) { kcb }, (GpuBinding) { vcb }, &rope, &p),
+                         0);
+        assert_int_equal(gpu_cmd_submit(c), 0);
+        assert_int_equal(gpu_buffer_read(qb, 0, q_gpu, sizeof(float) * q_n), 0);
+        assert_int_equal(gpu_buffer_read(kb, 0, k_gpu, sizeof(float) * kv_n), 0);
+        assert_int_equal(gpu_buffer_read(kcb, 0, kc, 2 * cache_n), 0);
+        assert_int_equal(gpu_buffer_read(vcb, 0, vc, 2 * cache_n), 0);
+
+        GpuRope rq = rope, rk = rope;
+        rq.n_heads = n_head;
+        rq.x_stride = rq.out_stride = qs;
+        rk.n_heads = n_head_kv;
+        rk.x_stride = rk.out_stride = kvs;
+        memcpy(q_ref, q, sizeof(float) * q_n);
+        memcpy(k_rot, k, sizeof(float) * kv_n);
+        ref_rope(q_ref, pos, q_ref, &rq);
+        ref_rope(k_rot, pos, k_rot, &rk);
+        /* ref_rope leaves the padding alone, as the kernel does. */
+        double e = test_nmse(q_gpu, q_ref, q_n);
+        fprintf(stderr, "# rope_kv_store %s %u/%u heads x %u rot %u, %u tokens: q nmse %.3g\n",
+                mode == GPU_ROPE_NEOX ? "neox" : "norm", n_head, n_head_kv, dim, n_rot, n_tokens, e);
+        assert_true(e < 1e-8);
+        assert_memory_equal(k_gpu, k, sizeof(float) * kv_n);
+
+        for (size_t i = 0; i < cache_n; i++)
+                kc_ref[i] = vc_ref[i] = (uint16_t) CACHE_POISON;
+        for (uint32_t t = 0; t < n_tokens; t++) {
+                if (pos[t] < 0 || (uint32_t) pos[t] >= n_ctx)
+                        continue;
+                GpuAttentionParams one = p;
+                one.pos_buffer = (GpuBinding) {};
+                one.n_tokens = 1;
+                one.pos0 = (uint32_t) pos[t];
+                gpu_kv_store_ref(&one, k_rot + (size_t) t * kvs, v + (size_t) t * kvs, kc_ref, vc_ref);
+                stored[pos[t]] = true;
+        }
+        for (size_t i = 0; i < cache_n; i++) {
+                int dk = abs((int) kc[i] - (int) kc_ref[i]), dv = abs((int) vc[i] - (int) vc_ref[i]);
+                bool in_batch = stored[(i / dim) % n_ctx];
+                bool k_ok = dk <= 1 || fabsf(half_to_float(kc[i]) - half_to_float(kc_ref[i])) <= 1e-4f;
+                if ((in_batch && (!k_ok || dv > 1)) || (!in_batch && (dk || dv)))
+                        fail_msg("cache[%zu]: k %04x (want %04x), v %04x (want %04x)", i, kc[i], kc_ref[i], vc[i],
+                                 vc_ref[i]);
+        }
+
+        gpu_cmd_free(c);
+        gpu_buffer_free(qb);
+        gpu_buffer_free(kb);
+        gpu_buffer_free(vb);
+        gpu_buffer_free(pb);
+        gpu_buffer_free(kcb);
+        gpu_buffer_free(vcb);
+        free(q);
+        free(q_gpu);
+        free(q_ref);
+        free(k);
+        free(k_gpu);
+        free(k_rot);
+        free(v);
+        free(kc);
+        free(vc);
+        free(kc_ref);
+        free(vc_ref);
+        free(stored);
+}
+
+static void test_rope_kv_store(void **state) {
+        static const int32_t one[] = { 4321 };
+        static const int32_t some[] = { 5, 0, 255, -1, 300, 17 };
+
+        run_rope_kv_store(8, 4, 64, 64, GPU_ROPE_NORMAL, 8192, 0, one, 1, 1);
+        run_rope_kv_store(8, 4, 64, 64, GPU_ROPE_NEOX, 8192, 0, one, 1, 2);
+        /* Partial rotation (pass-through dims), GQA, padded rows, positions out of range. */
+        run_rope_kv_store(6, 2, 32, 16, GPU_ROPE_NORMAL, 256, 6, some, ELEMENTSOF(some), 3);
+        run_rope_kv_store(6, 2, 32, 16, GPU_ROPE_NEOX, 256, 6, some, ELEMENTSOF(some), 4);
+        run_rope_kv_store(4, 4, 128, 128, GPU_ROPE_NORMAL, 64, 0, some, 3, 5);
+
+        /* Decode only: positions from the buffer; and the rotation's head_dim must be attention's. */
+        GpuBuffer *b = new_buffer(1 << 16);
+        GpuBinding x = { b };
+        GpuAttentionParams p = { .n_tokens = 1, .n_head = 2, .n_head_kv = 2, .head_dim = 8, .n_ctx = 16 };
+        GpuRope rope = { .head_dim = 8, .n_rot = 8, .freq_base = 10000.0f, .freq_scale = 1.0f };
+        GpuCmd *c = NULL;
+        assert_int_equal(gpu_cmd_new(T.dev, &c), 0);
+        assert_int_equal(gpu_cmd_begin(c), 0);
+        assert_int_equal(gpu_op_rope_kv_store(c, T.dev, x, x, x, x, x, &rope, &p), -EINVAL);
+        p.pos_buffer = x;
+        assert_int_equal(gpu_op_rope_kv_store(c, T.dev, x, x, x, x, x, &rope, &p), 0);
+        rope.head_dim = 16;
+        assert_int_equal(gpu_op_rope_kv_store(c, T.dev, x, x, x, x, x, &rope, &p), -EINVAL);
+        rope.head_dim = 8;
+        rope.n_rot = 10;
+        assert_int_equal(gpu_op_rope_kv_store(c, T.dev, x, x, x, x, x, &rope, &p), -EINVAL);
+        gpu_cmd_free(c);
+        gpu_buffer_free(b);
+}
+
 typedef struct ReplayCase {
         uint32_t n_head, n_head_kv, dim, n_ctx;
         float qmul;
@@ -576,6 +720,7 @@ int main(void) {
                 cmocka_unit_test(test_decode_gqa),
                 cmocka_unit_test(test_decode_odd),
                 cmocka_unit_test(test_kv_store_positions),
+                cmocka_unit_test(test_rope_kv_store),
                 cmocka_unit_test(test_decode_replay),
                 cmocka_unit_test(test_bad_shapes),
         };

@@ -130,6 +130,13 @@ static void check_matvec_params(GgmlType type, uint32_t n_rows, uint32_t n_cols,
         assert_int_equal(gpu_buffer_new(T.dev, off + nx * sizeof(float), GPU_MEMORY_DEVICE, &bx), 0);
         assert_int_equal(gpu_buffer_new(T.dev, off + ny * sizeof(float) + 64, GPU_MEMORY_DEVICE, &by), 0);
         assert_int_equal(gpu_buffer_write(bx, off, x, nx * sizeof(float)), 0);
+        if (mp && mp->accumulate) {
+                /* y += W x: y starts as a residual, added to the reference as gpu_op_add() would. */
+                test_fill_random(y, ny, seed + 29);
+                for (size_t i = 0; i < ny; i++)
+                        ref[i] += y[i];
+                assert_int_equal(gpu_buffer_write(by, off, y, ny * sizeof(float)), 0);
+        }
         /* A canary after y: the kernel must not write past its rows. */
         float canary[16];
         for (int i = 0; i < 16; i++)
@@ -148,9 +155,9 @@ static void check_matvec_params(GgmlType type, uint32_t n_rows, uint32_t n_cols,
         assert_memory_equal(after, canary, sizeof canary);
 
         double e = test_nmse(y, ref, ny);
-        fprintf(stderr, "# matvec %-4s %5u x %-5u nv %u chunks %u%s: nmse %.3g (bound %.0e)\n", ggml_type_name(type),
-                n_rows, n_cols, n_vectors, t->n_chunks,
-                uses_f16math(type, n_cols, n_vectors, mp) ? " f16 math" : "", e,
+        fprintf(stderr, "# matvec %-4s %5u x %-5u nv %u chunks %u%s%s: nmse %.3g (bound %.0e)\n",
+                ggml_type_name(type), n_rows, n_cols, n_vectors, t->n_chunks,
+                uses_f16math(type, n_cols, n_vectors, mp) ? " f16 math" : "", mp && mp->accumulate ? " add" : "", e,
                 matvec_bound_params(type, n_cols, n_vectors, mp));
         assert_true(e < matvec_bound_params(type, n_cols, n_vectors, mp));
 
@@ -216,6 +223,20 @@ static void test_matvec_split(void **state) {
         for (size_t i = 0; i < ELEMENTSOF(all_types); i++)
                 check_matvec(all_types[i], 300, 512, 2, 64, true, 9);
         check_matvec(GGML_TYPE_Q6_K, 77, 256, 1, 1, false, 10);
+}
+
+static void test_matvec_accumulate(void **state) {
+        /* y += W x (gpu_op_matvec_add(), the residual connections): this device's kernel, a GPU's,
+         * split tensors (each chunk adds to its own rows) and several vectors. */
+        static const GpuMatvecParams acc = { .accumulate = true };
+        GpuMatvecParams acc_gpu = gpu_like_128;
+        acc_gpu.accumulate = true;
+        for (size_t i = 0; i < ELEMENTSOF(all_types); i++) {
+                check_matvec_params(all_types[i], 67, 256, 1, 0, false, 31, &acc);
+                check_matvec_params(all_types[i], 300, 512, 2, 64, true, 32, &acc);
+                check_matvec_params(all_types[i], 37, 512, 3, 0, false, 33, &acc_gpu);
+        }
+        check_matvec_params(GGML_TYPE_F32, 67, 37, 2, 0, false, 34, &acc);
 }
 
 static void test_matvec_auto_split(void **state) {
@@ -596,6 +617,7 @@ int main(void) {
                 cmocka_unit_test(test_matvec_vectors),
                 cmocka_unit_test(test_matvec_unaligned_float),
                 cmocka_unit_test(test_matvec_split),
+                cmocka_unit_test(test_matvec_accumulate),
                 cmocka_unit_test(test_matvec_auto_split),
                 cmocka_unit_test(test_params),
                 cmocka_unit_test(test_matvec_f16math),
