@@ -19,12 +19,12 @@
 #include "format.h"
 #include "inferctl.h"
 #include "macro.h"
+#include "names.h"
 #include "time-util.h"
 
 /* Joining fetches a certificate from a peer and learns the members: seconds, but over a slow link. */
 #define JOIN_TIMEOUT_USEC (2ULL * 60ULL * USEC_PER_SEC)
 
-#define CLUSTER_PORT_DEFAULT 7420
 #define CLUSTER_ADDRESS_MAX 63          /* bytes, as the wire protocol carries it */
 #define TOKEN_TTL_DEFAULT_USEC (3600ULL * USEC_PER_SEC)
 #define TOKEN_TTL_MAX_USEC (7ULL * 24ULL * 3600ULL * USEC_PER_SEC)
@@ -93,7 +93,7 @@ static int address_normalize(const char *s, char **ret) {
                 n = (size_t) (close - s - 1);
                 if (n == 0 || !memchr(s + 1, ':', n))
                         return ctl_error_errno(EINVAL, "invalid address '%s': expected an IPv6 address in "
-                                               "the brackets, like [fd00::1]:%d.", s, CLUSTER_PORT_DEFAULT);
+                                               "the brackets, like [fd00::1]:%d.", s, INFERD_CLUSTER_PORT);
                 for (size_t i = 1; i <= n; i++)
                         if (!host_char(s[i]) && s[i] != ':' && s[i] != '%')
                                 return ctl_error_errno(EINVAL, "invalid address '%s': '%c' in the IPv6 address.",
@@ -107,7 +107,7 @@ static int address_normalize(const char *s, char **ret) {
 
                 if (colon && strchr(colon + 1, ':'))
                         return ctl_error_errno(EINVAL, "invalid address '%s': expected HOST:PORT, or an IPv6 "
-                                               "address in brackets, like [fd00::1]:%d.", s, CLUSTER_PORT_DEFAULT);
+                                               "address in brackets, like [fd00::1]:%d.", s, INFERD_CLUSTER_PORT);
                 if (colon == s || !*s)
                         return ctl_error_errno(EINVAL, "invalid address '%s': expected HOST, HOST:PORT or "
                                                "[IPV6]:PORT.", s);
@@ -123,7 +123,7 @@ static int address_normalize(const char *s, char **ret) {
                 return ctl_error_errno(EINVAL, "invalid address '%s': the port must be a number from 1 to 65535.",
                                        s);
 
-        r = port ? asprintf(&a, "%s", s) : asprintf(&a, "%s:%d", s, CLUSTER_PORT_DEFAULT);
+        r = port ? asprintf(&a, "%s", s) : asprintf(&a, "%s:%d", s, INFERD_CLUSTER_PORT);
         if (r < 0)
                 return ctl_oom();
         if (strlen(a) > CLUSTER_ADDRESS_MAX) {

@@ -6,6 +6,7 @@
 #include "config.h"
 #include "log.h"
 #include "macro.h"
+#include "names.h"
 #include "format.h"
 #include "select.h"
 #include "time-util.h"
@@ -260,8 +261,7 @@ int config_new_default(Config **ret) {
         c->devices = strdup("auto");
         if (!c->devices)
                 return -ENOMEM;
-        c->listen = strdup("0.0.0.0:7420");
-        if (!c->listen)
+        if (asprintf(&c->listen, "0.0.0.0:%u", INFERD_CLUSTER_PORT) < 0)
                 return -ENOMEM;
         c->probe_interval_usec = 1 * USEC_PER_SEC;
         c->probe_timeout_usec = 500 * USEC_PER_MSEC;

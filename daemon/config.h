@@ -35,7 +35,6 @@ typedef struct Config {
         uint64_t http_max_body_bytes;   /* MaxBodyBytes=, default 4M */
 } Config;
 
-#define CLUSTER_DEFAULT_PORT 7420
 #define HTTP_DEFAULT_LISTEN "127.0.0.1:8080"
 
 /* Splits "HOST:PORT", "[V6]:PORT" or ":PORT"; the host may be empty (any). */

@@ -96,7 +96,7 @@ static void job_free(Job *j) {
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(Job *, job_free);
 
-static bool job_ended(const Job *j) {
+bool job_ended(const Job *j) {
         return j->state == JOB_DONE || j->state == JOB_FAILED || j->state == JOB_CANCELLED;
 }
 
@@ -524,21 +524,6 @@ void job_request_done(JobRequest *r) {
         *r = (JobRequest) {};
 }
 
-static char **strv_copy(char *const *l) {
-        size_t n = 0;
-        while (l && l[n])
-                n++;
-        char **c = calloc(n + 1, sizeof *c);
-        if (!c)
-                return NULL;
-        for (size_t i = 0; i < n; i++)
-                if (!(c[i] = strdup(l[i]))) {
-                        strv_free(c);
-                        return NULL;
-                }
-        return c;
-}
-
 static int strdup_or_null(const char *s, char **ret) {
         *ret = NULL;
         return s && !(*ret = strdup(s)) ? -ENOMEM : 0;
@@ -632,20 +617,17 @@ static int request_validate(Manager *m, const JobRequest *req, sd_bus_error *err
         return 0;
 }
 
-unsigned serve_jobs_active(Manager *m) {
+/* Jobs not ended yet; with routed ones, those relayed for callers here but run on other members. */
+static unsigned jobs_active(Manager *m, bool routed) {
         unsigned n = 0;
         for (Job *j = m->jobs; j; j = j->next)
-                if (!job_ended(j) && !j->remote)
+                if (!job_ended(j) && (routed || !j->remote))
                         n++;
         return n;
 }
 
-static unsigned jobs_active(Manager *m) {
-        unsigned n = 0;
-        for (Job *j = m->jobs; j; j = j->next)
-                if (!job_ended(j))
-                        n++;
-        return n;
+unsigned serve_jobs_active(Manager *m) {
+        return jobs_active(m, false);
 }
 
 Job *serve_job_find(Manager *m, uint32_t id) {
@@ -659,7 +641,7 @@ static int job_new(Manager *m, sd_bus_message *msg, const char *model, JobKind k
         int r;
 
         jobs_gc(m);
-        if (jobs_active(m) >= m->config->max_jobs)
+        if (jobs_active(m, true) >= m->config->max_jobs)
                 return sd_bus_error_setf(error, INFERD_ERROR_BUSY,
                                          "This node already has %u jobs queued or running (MaxJobs=); try again later.",
                                          m->config->max_jobs);

@@ -9,6 +9,7 @@
 #include "cluster.h"
 #include "frame.h"
 #include "peer.h"
+#include "pki.h"
 #include "proto.h"
 #include "swim.h"
 
@@ -74,10 +75,15 @@ struct Cluster {
 
 };
 
+/* A node id as logs and the bus show it: 32 lowercase hex digits. */
+static inline char *member_id_hex(const SwimId *id, char buf[33]) {
+        return pki_hex(id->bytes, sizeof id->bytes, buf);
+}
+
 int cluster_activate(Cluster *c, const SwimUpdate *members, size_t n_members);
 int cluster_pick_advertise(Cluster *c, char **ret);
-/* Dials addr; the connection's ConnCtx is *ret's data. */
-int cluster_connect(Cluster *c, SSL_CTX *ctx, const char *addr, const char *alpn, Member *mb, PeerConn **ret);
+/* Dials addr with ctx (its protocol: mesh or join); the connection's ConnCtx is *ret's data. */
+int cluster_connect(Cluster *c, SSL_CTX *ctx, const char *addr, Member *mb, PeerConn **ret);
 /* Unlinks and frees a connection's context (the connection stays open). */
 void cluster_conn_forget(Cluster *c, ConnCtx *x);
 void cluster_rearm(Cluster *c);

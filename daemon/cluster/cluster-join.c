@@ -19,16 +19,13 @@
 #include "log.h"
 #include "macro.h"
 #include "manager.h"
+#include "names.h"
 #include "pki.h"
 #include "time-util.h"
 #include "tls.h"
 #include "token.h"
 
 #define JOIN_TIMEOUT_SEC 30
-
-static char *id_hex(const SwimId *id, char buf[33]) {
-        return pki_hex(id->bytes, sizeof id->bytes, buf);
-}
 
 /* Forgets the join connection (it closes on its own); what it said is in hand already. */
 static void join_detach(Cluster *c) {
@@ -187,7 +184,7 @@ int cluster_join(Cluster *c, const char *address, const char *token, ClusterJoin
         snprintf(addr, sizeof addr, "%s", address);
         if (cluster_address_parse(address, host, sizeof host, &port) < 0) {
                 snprintf(addr, sizeof addr, strchr(address, ':') && address[0] != '[' ? "[%s]:%u" : "%s:%u", address,
-                         CLUSTER_DEFAULT_PORT);
+                         INFERD_CLUSTER_PORT);
                 if (strlen(address) > 250 || cluster_address_parse(addr, host, sizeof host, &port) < 0)
                         return cluster_errorf(ret_error, -EINVAL,
                                               "'%s' is not an address (HOST, HOST:PORT or [IPV6]:PORT).", address);
@@ -214,7 +211,7 @@ int cluster_join(Cluster *c, const char *address, const char *token, ClusterJoin
         if (r >= 0)
                 r = tls_join_client_ctx_new(&ctx);
         if (r >= 0)
-                r = cluster_connect(c, ctx, addr, TLS_ALPN_JOIN, NULL, &pc);
+                r = cluster_connect(c, ctx, addr, NULL, &pc);
         SSL_CTX_free(ctx); /* the connection holds its own reference */
         if (r < 0) {
                 c->join_pki = pki_join_free(c->join_pki);
@@ -264,7 +261,7 @@ void cluster_join_server_frame(Cluster *c, PeerConn *pc, Frame *f) {
                 join_refuse(c, pc, "a malformed join request", why ? why : strerror(-r));
                 return;
         }
-        snprintf(what, sizeof what, "the join request of node '%s' (%s)", j.name, id_hex(&j.node, hex));
+        snprintf(what, sizeof what, "the join request of node '%s' (%s)", j.name, member_id_hex(&j.node, hex));
         if (cluster_address_parse(j.addr, host, sizeof host, &port) < 0 || !host[0]) {
                 join_refuse(c, pc, what, "its address is not HOST:PORT");
                 return;

@@ -71,10 +71,6 @@ static uint64_t now_mono(void) {
         return now_usec(CLOCK_MONOTONIC);
 }
 
-static char *id_hex(const SwimId *id, char buf[33]) {
-        return pki_hex(id->bytes, sizeof id->bytes, buf);
-}
-
 /* ---- members ---- */
 
 static void member_free(Member *mb) {
@@ -238,9 +234,9 @@ static void conn_closed(PeerConn *pc, const char *reason, void *userdata) {
                 mb->out = NULL;
                 if (!x->established_at) {
                         mb->connect_failed_usec = now_mono();
-                        log_debug("Cannot reach member %s at %s: %s", id_hex(&mb->id, hex), mb->addr, reason);
+                        log_debug("Cannot reach member %s at %s: %s", member_id_hex(&mb->id, hex), mb->addr, reason);
                 } else
-                        log_debug("Connection to member %s closed: %s", id_hex(&mb->id, hex), reason);
+                        log_debug("Connection to member %s closed: %s", member_id_hex(&mb->id, hex), reason);
                 if (c->swim && x->established_at) {
                         swim_peer_closed(c->swim, &mb->id, now_mono());
                         cluster_rearm(c);
@@ -254,7 +250,7 @@ static void conn_closed(PeerConn *pc, const char *reason, void *userdata) {
                                    "Refused a connection from %s: %s", peer_conn_remote(pc), reason);
         }
         else if (x->have_peer && !c->leaving_quietly)
-                log_debug("Connection from member %s (%s) closed: %s", id_hex(&x->peer, hex), peer_conn_remote(pc),
+                log_debug("Connection from member %s (%s) closed: %s", member_id_hex(&x->peer, hex), peer_conn_remote(pc),
                           reason);
         free(x);
 }
@@ -296,7 +292,7 @@ static void conn_established(PeerConn *pc, void *userdata) {
         x->have_peer = true;
         if (x->member && memcmp(&x->member->id, &id, sizeof id) != 0) {
                 log_warning("Member at %s presented the certificate of node %s, not of %s; dropping it.",
-                            peer_conn_remote(pc), id_hex(&id, hex), id_hex(&x->member->id, hex2));
+                            peer_conn_remote(pc), member_id_hex(&id, hex), member_id_hex(&x->member->id, hex2));
                 peer_conn_close(pc, "certificate of another node");
         }
 }
@@ -351,7 +347,7 @@ static void conn_frame(PeerConn *pc, Frame *frame, void *userdata) {
                 }
                 Member *mb = member_get(c, &x->peer, swim_find(c->swim, &x->peer) ? NULL : h.addr);
                 (void) mb;
-                log_debug("Member %s (%s) connected from %s.", h.name, id_hex(&x->peer, hex), peer_conn_remote(pc));
+                log_debug("Member %s (%s) connected from %s.", h.name, member_id_hex(&x->peer, hex), peer_conn_remote(pc));
                 return;
         }
         if (c->state != CLUSTER_ACTIVE && c->state != CLUSTER_LEAVING)
@@ -437,9 +433,9 @@ void cluster_conn_forget(Cluster *c, ConnCtx *x) {
         free(x);
 }
 
-int cluster_connect(Cluster *c, SSL_CTX *ctx, const char *addr, const char *alpn, Member *mb, PeerConn **ret) {
+int cluster_connect(Cluster *c, SSL_CTX *ctx, const char *addr, Member *mb, PeerConn **ret) {
         PeerConn *pc = NULL;
-        int r = peer_conn_connect(c->manager->event, c->dns, ctx, addr, alpn, &conn_callbacks, c, &pc);
+        int r = peer_conn_connect(c->manager->event, c->dns, ctx, addr, &conn_callbacks, c, &pc);
         if (r < 0)
                 return r;
         ConnCtx *x = conn_ctx_new(c, pc);
@@ -467,7 +463,7 @@ int cluster_send(Cluster *c, Member *mb, const FrameBuffer *frame) {
                 if (mb->connect_failed_usec && now - mb->connect_failed_usec < c->swim_config.probe_interval_usec / 2)
                         return -EHOSTUNREACH;
                 PeerConn *pc = NULL;
-                r = cluster_connect(c, c->client_ctx, mb->addr, TLS_ALPN_MESH, mb, &pc);
+                r = cluster_connect(c, c->client_ctx, mb->addr, mb, &pc);
                 if (r < 0) {
                         mb->connect_failed_usec = now;
                         return r;
@@ -574,7 +570,7 @@ static void swim_member_changed(void *userdata, const SwimUpdate *u, SwimState o
         c->members_dirty = true;
         if (mb->self)
                 return;
-        const char *name = mb->meta.frame ? mb->meta.st.name : id_hex(&u->id, hex);
+        const char *name = mb->meta.frame ? mb->meta.st.name : member_id_hex(&u->id, hex);
         if (is_new)
                 log_info("Member %s at %s joined (%s).", name, u->addr, swim_state_to_string(u->state));
         else if (old != u->state) {
@@ -875,7 +871,7 @@ void cluster_save_members(Cluster *c) {
         SwimMemberInfo info;
         while (swim_member_next(c->swim, &cursor, &info))
                 if (!info.self && (info.update.state == SWIM_ALIVE || info.update.state == SWIM_SUSPECT))
-                        fprintf(f, "member %s %s\n", id_hex(&info.update.id, hex), info.update.addr);
+                        fprintf(f, "member %s %s\n", member_id_hex(&info.update.id, hex), info.update.addr);
         if (fclose(f) != 0)
                 return;
         if (write_file_atomic(path, text, size, 0600) < 0)
@@ -884,11 +880,17 @@ void cluster_save_members(Cluster *c) {
                 c->members_dirty = false;
 }
 
-static void load_members(Cluster *c, uint32_t *ret_incarnation) {
+/* What cluster_save_members() wrote: the incarnation, and the members as seeds (the caller frees them). A
+ * missing or unreadable file is an empty one: the node then starts from the join's list alone. */
+static void load_members(Cluster *c, uint32_t *ret_incarnation, SwimUpdate **ret_seeds, size_t *ret_n) {
         _cleanup_free_ char *path = cluster_file(c, "members");
+        SwimUpdate *seeds = NULL;
+        size_t n = 0;
         char line[256];
 
         *ret_incarnation = 0;
+        *ret_seeds = NULL;
+        *ret_n = 0;
         FILE *f = path ? fopen(path, "re") : NULL;
         if (!f)
                 return;
@@ -899,10 +901,18 @@ static void load_members(Cluster *c, uint32_t *ret_incarnation) {
                 if (sscanf(line, "incarnation %u", &inc) == 1)
                         *ret_incarnation = inc;
                 else if (sscanf(line, "member %63s %71s", hex, addr) == 2 && strlen(addr) < SWIM_ADDR_MAX &&
-                         pki_unhex(hex, strlen(hex), id.bytes, sizeof id.bytes) >= 0)
-                        (void) swim_add_seed(c->swim, &id, addr);
+                         pki_unhex(hex, strlen(hex), id.bytes, sizeof id.bytes) >= 0) {
+                        SwimUpdate *a = reallocarray(seeds, n + 1, sizeof *a);
+                        if (!a)
+                                break;
+                        seeds = a;
+                        seeds[n] = (SwimUpdate) { .id = id };
+                        snprintf(seeds[n++].addr, sizeof seeds[0].addr, "%s", addr);
+                }
         }
         fclose(f);
+        *ret_seeds = seeds;
+        *ret_n = n;
 }
 
 static int read_cluster_name(Cluster *c) {
@@ -1002,16 +1012,9 @@ int cluster_activate(Cluster *c, const SwimUpdate *members, size_t n_members) {
                 seed = now_usec(CLOCK_REALTIME) ^ (uint64_t) getpid();
 
         /* The previous run's incarnation + 1, so our ALIVE outranks whatever others remember of us. */
-        {
-                _cleanup_free_ char *path = cluster_file(c, "members");
-                char line[64];
-                FILE *f = path ? fopen(path, "re") : NULL;
-                if (f) {
-                        if (fgets(line, sizeof line, f))
-                                (void) sscanf(line, "incarnation %u", &incarnation);
-                        fclose(f);
-                }
-        }
+        _cleanup_free_ SwimUpdate *seeds = NULL;
+        size_t n_seeds = 0;
+        load_members(c, &incarnation, &seeds, &n_seeds);
         const SwimId *self = (const SwimId *) m->node_id.bytes;
         r = swim_new(&c->swim_config, self, c->advertise, incarnation + 1, seed, &swim_callbacks, c, &c->swim);
         if (r < 0) {
@@ -1024,8 +1027,8 @@ int cluster_activate(Cluster *c, const SwimUpdate *members, size_t n_members) {
                 return log_oom();
         }
         me->self = true;
-        uint32_t unused;
-        load_members(c, &unused);
+        for (size_t i = 0; i < n_seeds; i++)
+                (void) swim_add_seed(c->swim, &seeds[i].id, seeds[i].addr);
         if (n_members > 0)
                 (void) swim_merge(c->swim, members, n_members, now_mono());
         c->state = CLUSTER_ACTIVE;

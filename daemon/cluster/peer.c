@@ -59,10 +59,6 @@ bool peer_conn_outbound(const PeerConn *c) {
         return c->outbound;
 }
 
-bool peer_conn_is_established(const PeerConn *c) {
-        return c->established && !c->dead && !c->closing;
-}
-
 void *peer_conn_get_data(const PeerConn *c) {
         return c->data;
 }
@@ -276,19 +272,8 @@ static int conn_attach(PeerConn *c, int fd, enum bufferevent_ssl_state state) {
         return bufferevent_enable(c->bev, EV_READ | EV_WRITE) < 0 ? -EIO : 0;
 }
 
-static int set_alpn(SSL *ssl, const char *alpn) {
-        uint8_t wire[64];
-        size_t l = strlen(alpn);
-        if (l == 0 || l >= sizeof wire)
-                return -EINVAL;
-        wire[0] = (uint8_t) l;
-        memcpy(wire + 1, alpn, l);
-        /* Returns 0 on success, unlike most of OpenSSL. */
-        return SSL_set_alpn_protos(ssl, wire, (unsigned) l + 1) == 0 ? 0 : -ENOMEM;
-}
-
 int peer_conn_connect(struct event_base *base, struct evdns_base *dns, SSL_CTX *ctx, const char *addr,
-                      const char *alpn, const PeerCallbacks *cb, void *userdata, PeerConn **ret) {
+                      const PeerCallbacks *cb, void *userdata, PeerConn **ret) {
         char host[256];
         uint16_t port;
         PeerConn *c = NULL;
@@ -299,9 +284,7 @@ int peer_conn_connect(struct event_base *base, struct evdns_base *dns, SSL_CTX *
         r = conn_new(base, ctx, addr, true, cb, userdata, &c);
         if (r < 0)
                 return r;
-        r = set_alpn(c->ssl, alpn);
-        if (r >= 0)
-                r = conn_attach(c, -1, BUFFEREVENT_SSL_CONNECTING);
+        r = conn_attach(c, -1, BUFFEREVENT_SSL_CONNECTING);
         if (r >= 0 && bufferevent_socket_connect_hostname(c->bev, dns, AF_UNSPEC, host, port) < 0)
                 r = -ECONNREFUSED;
         if (r < 0) {

@@ -31,10 +31,10 @@ typedef struct PeerCallbacks {
         void (*closed)(PeerConn *c, const char *reason, void *userdata);
 } PeerCallbacks;
 
-/* Dials addr ("HOST:PORT", "[V6]:PORT"); alpn is "inferd/1" or "inferd-join/1". Host names are
- * resolved with dns (asynchronously), or with a blocking getaddrinfo() when dns is NULL. */
+/* Dials addr ("HOST:PORT", "[V6]:PORT"); ctx says which protocol it offers (tls.h: mesh or join). Host
+ * names are resolved with dns (asynchronously), or with a blocking getaddrinfo() when dns is NULL. */
 int peer_conn_connect(struct event_base *base, struct evdns_base *dns, SSL_CTX *ctx, const char *addr,
-                      const char *alpn, const PeerCallbacks *cb, void *userdata, PeerConn **ret);
+                      const PeerCallbacks *cb, void *userdata, PeerConn **ret);
 /* Takes an accepted socket (the connection owns it from now on, even on failure). */
 int peer_conn_accept(struct event_base *base, SSL_CTX *ctx, int fd, const char *remote,
                      const PeerCallbacks *cb, void *userdata, PeerConn **ret);
@@ -51,7 +51,6 @@ void peer_conn_free(PeerConn *c);
 SSL *peer_conn_ssl(PeerConn *c);
 const char *peer_conn_remote(const PeerConn *c);        /* "ADDR:PORT" as dialled or accepted */
 bool peer_conn_outbound(const PeerConn *c);
-bool peer_conn_is_established(const PeerConn *c);
 /* Whether it was closed because the peer sent something malformed or oversized. */
 bool peer_conn_protocol_error(const PeerConn *c);
 /* Closes the connection when nothing arrives for sec seconds (0: never, the default once established). */

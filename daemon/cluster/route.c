@@ -15,10 +15,6 @@
 /* A member that took a job but never said it started is given this long. */
 #define START_TIMEOUT_USEC (30 * USEC_PER_SEC)
 
-static bool job_over(const Job *j) {
-        return j->state == JOB_DONE || j->state == JOB_FAILED || j->state == JOB_CANCELLED;
-}
-
 static bool tried(const RemoteJob *r, const SwimId *id) {
         for (size_t i = 0; i < r->n_tried; i++)
                 if (memcmp(r->tried[i], id->bytes, 16) == 0)
@@ -182,7 +178,6 @@ static void failover(Cluster *c, Job *j, const char *why) {
                 char from[64];
                 snprintf(from, sizeof from, "%s", r->node_name);
                 if (route_send(c, j, next) >= 0) {
-                        r->failovers++;
                         log_fields(LOG_NOTICE, 0, LOG_FIELDS(INFERD_MESSAGE_JOB_FAILOVER, "JOB", j->object_path),
                                    "Job %u moves from member %s to %s after %zu tokens: %s.", j->id, from,
                                    r->node_name, r->n_tokens, why);
@@ -202,7 +197,7 @@ static void failover(Cluster *c, Job *j, const char *why) {
 
 static Job *routed_job(Cluster *c, Member *from, uint32_t id) {
         Job *j = serve_job_find(c->manager, id);
-        if (!j || !j->remote || job_over(j) || memcmp(j->remote->node, from->id.bytes, 16) != 0)
+        if (!j || !j->remote || job_ended(j) || memcmp(j->remote->node, from->id.bytes, 16) != 0)
                 return NULL;
         return j;
 }
@@ -297,17 +292,8 @@ static int on_job(Cluster *c, Member *from, Frame *f, char **ret_error) {
                 return -ENOMEM;
         if (pj.options.chat_template && !(q.template_name = strdup(pj.options.chat_template)))
                 return -ENOMEM;
-        size_t n_stop = 0;
-        while (pj.options.stop && pj.options.stop[n_stop])
-                n_stop++;
-        if (n_stop > 0) {
-                q.stop = calloc(n_stop + 1, sizeof(char *));
-                if (!q.stop)
-                        return -ENOMEM;
-                for (size_t i = 0; i < n_stop; i++)
-                        if (!(q.stop[i] = strdup(pj.options.stop[i])))
-                                return -ENOMEM;
-        }
+        if (pj.options.stop && !(q.stop = strv_copy(pj.options.stop)))
+                return -ENOMEM;
         if (pj.chat && pj.n_messages > 0) {
                 q.roles = calloc(pj.n_messages, sizeof(char *));
                 q.contents = calloc(pj.n_messages, sizeof(char *));
@@ -431,7 +417,7 @@ void route_job_end(Cluster *c, Job *j) {
 static void fail_jobs_on(Cluster *c, Member *mb, const char *why) {
         /* failover() may end jobs and free none (the list is only pruned by jobs_gc), so plain iteration is safe. */
         for (Job *j = c->manager->jobs; j; j = j->next)
-                if (j->remote && !job_over(j) && memcmp(j->remote->node, mb->id.bytes, 16) == 0)
+                if (j->remote && !job_ended(j) && memcmp(j->remote->node, mb->id.bytes, 16) == 0)
                         failover(c, j, why);
 }
 
@@ -439,7 +425,7 @@ void route_member_gone(Cluster *c, Member *mb) {
         const SwimUpdate *u = cluster_member_swim(c, mb);
         fail_jobs_on(c, mb, u && u->state == SWIM_LEFT ? "left the cluster" : "died");
         for (Job *j = c->manager->jobs; j; j = j->next)
-                if (j->from_peer && !job_over(j) && memcmp(j->origin, mb->id.bytes, 16) == 0) {
+                if (j->from_peer && !job_ended(j) && memcmp(j->origin, mb->id.bytes, 16) == 0) {
                         /* Nobody is left to read the answer. */
                         log_info("Job %u stops: the member that asked for it %s.", j->id,
                                  u && u->state == SWIM_LEFT ? "left the cluster" : "died");
@@ -455,13 +441,13 @@ void route_member_unreachable(Cluster *c, Member *mb) {
 void route_tick(Cluster *c) {
         uint64_t now = now_usec(CLOCK_MONOTONIC);
         for (Job *j = c->manager->jobs; j; j = j->next)
-                if (j->remote && !job_over(j) && !j->remote->started && now - j->remote->sent_usec > START_TIMEOUT_USEC)
+                if (j->remote && !job_ended(j) && !j->remote->started && now - j->remote->sent_usec > START_TIMEOUT_USEC)
                         failover(c, j, "did not start the job in time");
 }
 
 void route_stop(Cluster *c) {
         for (Job *j = c->manager->jobs; j; j = j->next) {
-                if (job_over(j))
+                if (job_ended(j))
                         continue;
                 if (j->remote) {
                         route_cancel(c, j);

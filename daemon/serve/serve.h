@@ -88,7 +88,6 @@ typedef struct RemoteJob {
         uint64_t text_bytes;            /* of text delivered so far */
         uint8_t (*tried)[16];           /* members that failed it */
         size_t n_tried;
-        uint32_t failovers;
         uint64_t sent_usec;             /* CLOCK_MONOTONIC, when the member was asked */
 } RemoteJob;
 
@@ -159,6 +158,8 @@ unsigned serve_jobs_active(Manager *m);
 int serve_submit_for_peer(Manager *m, JobRequest *req, const uint8_t origin[16], uint32_t origin_job,
                           char **ret_error);
 Job *serve_job_find(Manager *m, uint32_t id);
+/* Done, failed or cancelled: over for its caller (a worker may still be finishing it). */
+bool job_ended(const Job *j);
 /*
  * A generation for a client in this process (the HTTP API): here or on the member route.c picks, like
  * Generate and Chat. Takes req. On failure error says why (its name: INFERD_ERROR_*). The job is

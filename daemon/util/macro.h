@@ -68,6 +68,22 @@ static inline void strv_free(char **l) {
 DEFINE_TRIVIAL_CLEANUP_FUNC(char **, strv_free);
 #define _cleanup_strv_free_ _cleanup_(strv_freep)
 
+/* A deep copy of a NULL-terminated string list (NULL gives an empty one); NULL when out of memory. */
+static inline char **strv_copy(char *const *l) {
+        size_t n = 0;
+        while (l && l[n])
+                n++;
+        char **c = calloc(n + 1, sizeof *c);
+        if (!c)
+                return NULL;
+        for (size_t i = 0; i < n; i++)
+                if (!(c[i] = strdup(l[i]))) {
+                        strv_free(c);
+                        return NULL;
+                }
+        return c;
+}
+
 /* errno as a negative return value, never 0 even if libc forgot to set it. */
 static inline int negative_errno(void) {
         return errno > 0 ? -errno : -EIO;

@@ -8,6 +8,9 @@
 #define INFERD_MANAGER_IFACE   "org.inferd.infer1.Manager"
 #define INFERD_ERROR_PREFIX    "org.inferd.infer1.Error."
 
+/* The TCP port of the cluster, where an address names none ([Cluster] Listen=, 'cluster join'). */
+#define INFERD_CLUSTER_PORT    7420
+
 #define INFERD_ERROR_INVALID_ARGUMENT   INFERD_ERROR_PREFIX "InvalidArgument"
 #define INFERD_ERROR_ACCESS_DENIED      INFERD_ERROR_PREFIX "AccessDenied"
 #define INFERD_ERROR_INTERACTIVE_AUTH   INFERD_ERROR_PREFIX "InteractiveAuthorizationRequired"
