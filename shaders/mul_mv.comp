@@ -71,6 +71,7 @@ layout(push_constant) uniform Push {
     uint y_stride;      // floats between the vectors of y
     uint y_offset;      // where this chunk's rows start in each y vector
     uint accumulate;    // y += W x: a residual add folded in, one dispatch and barrier fewer
+    uint pair_offset;   // 0, or SwiGLU pairs: y[v][i] = silu(row i . x) * (row i + pair_offset . x)
 } p;
 
 float acc[NUM_ROWS][NV];
@@ -387,25 +388,42 @@ void unit_math(uint u, Unit d[NUM_ROWS]) {
 
 shared float red[NUM_ROWS * NV * BLOCK_SIZE];   // subgroups: one partial per subgroup; else a tree
 
-void store(uint row0, uint i, float s) {
-    uint r = i / NV, v = i % NV;
-    if (row0 + r < p.nrows) {
-        const uint i = v * p.y_stride + p.y_offset + row0 + r;
+// Output i = r * NV + v of row group rg from its total s.
+void store(uint rg, uint i, float s) {
+    uint r = i / NV, v = i % NV, row = rg * NUM_ROWS + r;
+    if (row < p.nrows) {
+        const uint i = v * p.y_stride + p.y_offset + row;
         y[i] = p.accumulate != 0u ? s + y[i] : s;
     }
 }
 
-// Sums acc over the workgroup and stores the group's rows. Uniform control flow.
-void reduce_store(uint row0, uint tid) {
+// SwiGLU pairs (p.pair_offset != 0): a row group is NUM_ROWS / 2 gate rows
+// and then their up rows; output i = r * NV + v from the totals of gate row
+// r and up row r, silu written as swiglu.comp writes it.
+void store_pair(uint rg, uint i, float g, float u) {
+    const uint H = NUM_ROWS / 2u;
+    uint r = i / NV, v = i % NV, row = rg * H + r;
+    if (row < p.nrows)
+        y[v * p.y_stride + p.y_offset + row] = g / (1.0 + exp(-g)) * u;
+}
+
+// Sums acc over the workgroup and stores row group rg. Uniform control flow.
+void reduce_store(uint rg, uint tid) {
+    const bool pair = p.pair_offset != 0u;
+    const uint H = NUM_ROWS / 2u;
 #if USE_SUBGROUP
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
         [[unroll]] for (uint v = 0; v < NV; v++)
             acc[r][v] = subgroupAdd(acc[r][v]);
     if (gl_NumSubgroups == 1u) {
-        if (tid == 0u)
+        if (tid == 0u && pair)
+            [[unroll]] for (uint r = 0; r < H; r++)
+                [[unroll]] for (uint v = 0; v < NV; v++)
+                    store_pair(rg, r * NV + v, acc[r][v], acc[r + H][v]);
+        else if (tid == 0u)
             [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
                 [[unroll]] for (uint v = 0; v < NV; v++)
-                    store(row0, r * NV + v, acc[r][v]);
+                    store(rg, r * NV + v, acc[r][v]);
         return;
     }
     if (subgroupElect())
@@ -417,9 +435,17 @@ void reduce_store(uint row0, uint tid) {
         float s = 0.0;
         for (uint g = 0; g < gl_NumSubgroups; g++)
             s += red[i * BLOCK_SIZE + g];
-        store(row0, i, s);
+        if (pair)
+            red[i * BLOCK_SIZE] = s;    // only this invocation reads row i's partials
+        else
+            store(rg, i, s);
     }
     barrier();      // red is rewritten by the next row group
+    if (pair) {
+        for (uint i = tid; i < H * NV; i += BLOCK_SIZE)
+            store_pair(rg, i, red[i * BLOCK_SIZE], red[(i + H * NV) * BLOCK_SIZE]);
+        barrier();
+    }
 #else
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
         [[unroll]] for (uint v = 0; v < NV; v++)
@@ -431,13 +457,23 @@ void reduce_store(uint row0, uint tid) {
                 red[i * BLOCK_SIZE + tid] += red[i * BLOCK_SIZE + tid + w];
         barrier();
     }
-    for (uint i = tid; i < NUM_ROWS * NV; i += BLOCK_SIZE)
-        store(row0, i, red[i * BLOCK_SIZE]);
+    if (pair)
+        for (uint i = tid; i < H * NV; i += BLOCK_SIZE)
+            store_pair(rg, i, red[i * BLOCK_SIZE], red[(i + H * NV) * BLOCK_SIZE]);
+    else
+        for (uint i = tid; i < NUM_ROWS * NV; i += BLOCK_SIZE)
+            store(rg, i, red[i * BLOCK_SIZE]);
     barrier();
 #endif
 }
 
 void rows_of(uint rg, out uint rows[NUM_ROWS]) {
+    if (p.pair_offset != 0u) {
+        const uint H = NUM_ROWS / 2u;
+        [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
+            rows[r] = min(rg * H + r % H, p.nrows - 1u) + (r < H ? 0u : p.pair_offset);
+        return;
+    }
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
         rows[r] = min(rg * NUM_ROWS + r, p.nrows - 1u);
 }
@@ -467,7 +503,8 @@ void main() {
     const uint n_groups = gl_NumWorkGroups.x * gl_NumWorkGroups.y;
     const uint tid = gl_LocalInvocationID.x;
     const uint K = p.ncols;
-    const uint n_rg = (p.nrows + NUM_ROWS - 1u) / NUM_ROWS;
+    const uint group_rows = p.pair_offset != 0u ? NUM_ROWS / 2u : NUM_ROWS;
+    const uint n_rg = (p.nrows + group_rows - 1u) / group_rows;
     uint rg = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
 
     if (rg >= n_rg)
@@ -487,7 +524,7 @@ void main() {
                     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
                         acc[r][v] += wt_get1(rr[r], k, K) * xv;
                 }
-            reduce_store(rg * NUM_ROWS, tid);
+            reduce_store(rg, tid);
         }
         return;
     }
@@ -505,7 +542,7 @@ void main() {
                 load_units(cur, rr, u0, U);
                 math_units(cur, u0, U);
             }
-            reduce_store(rg * NUM_ROWS, tid);
+            reduce_store(rg, tid);
         }
         return;
     }
@@ -535,7 +572,7 @@ void main() {
         }
         math_units(cur, tid + it * STEP, U);
         if (it_n == 0u) {
-            reduce_store(rg * NUM_ROWS, tid);
+            reduce_store(rg, tid);
             acc_zero();
         }
         if (!more)

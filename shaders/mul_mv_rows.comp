@@ -36,6 +36,7 @@ layout(push_constant) uniform Push {
     uint y_stride;      // floats between the vectors of y
     uint y_offset;      // where this chunk's rows start in each y vector
     uint accumulate;    // y += W x (a residual add folded in)
+    uint pair_offset;   // 0, or SwiGLU pairs (as in mul_mv): y[v][i] = silu(row i . x) * (row i + pair_offset . x)
 } p;
 
 uint rows[NUM_ROWS];
@@ -171,11 +172,14 @@ void step_rows(uint step, uint v, vec4 sx) {
 }
 
 void main() {
+    // SwiGLU pairs: a lane's first H rows are gate rows, the next H their up rows.
+    const bool pair = p.pair_offset != 0u;
+    const uint H = pair ? NUM_ROWS / 2u : NUM_ROWS;
     const uint wg = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
-    const uint row0 = wg * BLOCK_SIZE * NUM_ROWS + gl_LocalInvocationID.x;
+    const uint row0 = wg * BLOCK_SIZE * H + gl_LocalInvocationID.x;
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++) {
         // A partial last group recomputes the last row and never stores it.
-        rows[r] = min(row0 + r * BLOCK_SIZE, p.nrows - 1u);
+        rows[r] = min(row0 + (r % H) * BLOCK_SIZE, p.nrows - 1u) + (r < H ? 0u : p.pair_offset);
         [[unroll]] for (uint v = 0; v < NV; v++)
             acc[r][v] = 0.0;
     }
@@ -187,10 +191,15 @@ void main() {
         [[unroll]] for (uint v = 0; v < NV; v++)
             step_rows(step, v, load_x(v, step));
     }
+    // Constant bounds and indices only: acc stays in registers.
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
-        if (row0 + r * BLOCK_SIZE < p.nrows)
+        if (r < H && row0 + r * BLOCK_SIZE < p.nrows)
             [[unroll]] for (uint v = 0; v < NV; v++) {
                 const uint i = v * p.y_stride + p.y_offset + row0 + r * BLOCK_SIZE;
-                y[i] = p.accumulate != 0u ? acc[r][v] + y[i] : acc[r][v];
+                if (pair) {
+                    const float g = acc[r][v];  // silu as swiglu.comp writes it
+                    y[i] = g / (1.0 + exp(-g)) * acc[(r + NUM_ROWS / 2u) % NUM_ROWS][v];
+                } else
+                    y[i] = p.accumulate != 0u ? acc[r][v] + y[i] : acc[r][v];
             }
 }

@@ -216,8 +216,17 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
         r = type_shaders(w->type, &ts);
         if (r < 0)
                 return r;
+        /* SwiGLU pairs: n_out outputs from gate rows [0, n_out) and up rows [up_row, up_row + n_out). */
+        uint32_t up_row = params ? params->swiglu_up_row : 0, n_out = params ? params->swiglu_rows : 0;
+        bool pair = n_out > 0;
+        if (pair && (params->accumulate || up_row < n_out || up_row > w->n_rows || n_out > w->n_rows - up_row))
+                return -EINVAL;
+        if (pair && w->n_chunks != 1)
+                return -EOPNOTSUPP;
+        if (!pair)
+                n_out = w->n_rows;
         if (binding_bytes(&x) < (uint64_t) n_vectors * w->n_cols * sizeof(float) ||
-            binding_bytes(&y) < (uint64_t) n_vectors * w->n_rows * sizeof(float))
+            binding_bytes(&y) < (uint64_t) n_vectors * n_out * sizeof(float))
                 return -EINVAL;
 
         gpu_matvec_default_params(d, w->type, w->n_cols, n_vectors, &mp);
@@ -260,10 +269,15 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
                 if (r < 0)
                         return r;
         }
+        /* Pairs take a gate row and its up row together. */
+        if (pair && mp.num_rows % 2 != 0)
+                mp.num_rows = mp.num_rows < 16 ? mp.num_rows + 1 : mp.num_rows - 1;
         /* The reduction's shared array: rows x vectors x block floats. */
         while ((uint64_t) mp.num_rows * n_vectors * mp.block_size * sizeof(float) > caps->max_shared_memory &&
-               mp.num_rows > 1)
+               mp.num_rows > (pair ? 2u : 1u))
                 mp.num_rows /= 2;
+        /* Outputs per row group (one pair is two rows). */
+        uint32_t group_rows = pair ? mp.num_rows / 2 : mp.num_rows;
         bool word = unit_cols(w->type, ts.unit_cols, mp.units) != ts.unit_cols;
 
         GpuSpec spec = {
@@ -287,9 +301,10 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
                 const GpuTensorChunk *ch = &w->chunks[i];
                 /* Workgroups loop over row groups: at most max_groups of them, each taking the same
                  * number of groups (ceil), so none is left with a long tail of its own. */
-                uint32_t row_groups = (ch->n_rows + mp.num_rows - 1) / mp.num_rows;
+                uint32_t out_rows = pair ? n_out : ch->n_rows;
+                uint32_t row_groups = (out_rows + group_rows - 1) / group_rows;
                 if (row)        /* block_size x num_rows rows per workgroup, no loop */
-                        row_groups = (ch->n_rows + mp.block_size * mp.num_rows - 1) / (mp.block_size * mp.num_rows);
+                        row_groups = (out_rows + mp.block_size * group_rows - 1) / (mp.block_size * group_rows);
                 uint32_t per_wg = (row_groups + mp.max_groups - 1) / mp.max_groups;
                 if (row || mp.max_groups >= row_groups)
                         per_wg = 1;
@@ -300,11 +315,12 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
                         return -E2BIG;
                 MulMvPush push = {
                         .ncols = w->n_cols,
-                        .nrows = ch->n_rows,
+                        .nrows = out_rows,
                         .x_stride = w->n_cols,
-                        .y_stride = w->n_rows,
+                        .y_stride = n_out,
                         .y_offset = ch->row0,
                         .accumulate = params && params->accumulate,
+                        .pair_offset = pair ? up_row : 0,
                 };
                 GpuBinding b[4] = {
                         { ch->buffer, 0, 0 },
@@ -325,6 +341,14 @@ int gpu_op_matvec(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, Gpu
 
 int gpu_op_matvec_add(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, GpuBinding y, uint32_t n_vectors) {
         const GpuMatvecParams mp = { .accumulate = true };
+        return gpu_op_matvec_params(c, d, w, x, y, n_vectors, &mp);
+}
+
+int gpu_op_matvec_swiglu(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, GpuBinding y,
+                         uint32_t n_vectors, uint32_t n_out, uint32_t up_row) {
+        if (n_out == 0)
+                return -EINVAL;
+        const GpuMatvecParams mp = { .swiglu_rows = n_out, .swiglu_up_row = up_row };
         return gpu_op_matvec_params(c, d, w, x, y, n_vectors, &mp);
 }
 

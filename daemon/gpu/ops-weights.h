@@ -38,6 +38,18 @@ int gpu_op_matvec(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, Gpu
  */
 int gpu_op_matvec_add(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, GpuBinding y, uint32_t n_vectors);
 
+/*
+ * SwiGLU of a fused [gate | up] projection in one dispatch: y[v][i] =
+ * silu(W[i] . x[v]) * (W[i + up_row] . x[v]) for i < n_out, y binding F32
+ * [n_vectors][n_out]. A workgroup takes gate rows with their up rows, so
+ * the gate and up outputs never leave it: a dispatch, a barrier and a
+ * round trip of both through memory fewer than gpu_op_matvec() then
+ * gpu_op_swiglu_strided(), with the same sums and silu. w must be one
+ * chunk (-EOPNOTSUPP otherwise: the caller takes the two-step path).
+ */
+int gpu_op_matvec_swiglu(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, GpuBinding y,
+                         uint32_t n_vectors, uint32_t n_out, uint32_t up_row);
+
 typedef enum GpuMatvecDequant {
         GPU_MATVEC_DEQUANT_DEFAULT,
         GPU_MATVEC_DEQUANT_F32,         /* quant bits into an f32 mantissa: 2 integer ops per element */
@@ -75,7 +87,8 @@ typedef enum GpuMatvecPipeline {
  * block_size x num_rows per workgroup, no grid cap); pipeline: software
  * pipelining (constant 8); max_groups: at most this many workgroups per
  * dispatch, each looping over row groups; accumulate: y += W x
- * (gpu_op_matvec_add()), not a tuning knob. 0 in a field: the default for
+ * (gpu_op_matvec_add()), and swiglu_rows/swiglu_up_row (SwiGLU pairs,
+ * gpu_op_matvec_swiglu()), not tuning knobs. 0 in a field: the default for
  * this device and shape (gpu_matvec_default_params()).
  */
 typedef struct GpuMatvecParams {
@@ -87,6 +100,8 @@ typedef struct GpuMatvecParams {
         uint32_t max_groups;
         GpuMatvecPipeline pipeline;
         bool accumulate;
+        uint32_t swiglu_rows;           /* > 0: outputs of SwiGLU pairs */
+        uint32_t swiglu_up_row;         /* the first up row */
 } GpuMatvecParams;
 
 /*
@@ -116,8 +131,9 @@ typedef struct MulMvPush {              /* mul_mv.comp */
         uint32_t y_stride;
         uint32_t y_offset;              /* the chunk's row0 */
         uint32_t accumulate;            /* y += W x */
+        uint32_t pair_offset;           /* SwiGLU pairs: up row = gate row + pair_offset; 0: none */
 } MulMvPush;
-static_assert(sizeof(MulMvPush) == 24, "MulMvPush mirrors Push in mul_mv.comp");
+static_assert(sizeof(MulMvPush) == 28, "MulMvPush mirrors Push in mul_mv.comp");
 
 typedef struct GetRowsPush {            /* get_rows.comp */
         uint32_t ncols;

@@ -99,6 +99,9 @@ struct Model {
          * Offsets and strides in floats of one token's output row.
          */
         bool fuse_qkv, fuse_ffn;
+        /* With fuse_ffn and every w_gu in one chunk: matrix x vector passes apply SwiGLU in the
+         * projection's own dispatch (gpu_op_matvec_swiglu()). */
+        bool fuse_swiglu;
         uint32_t k_off, v_off, qkv_stride;
         uint32_t up_off, ffn_stride;
 };
@@ -572,7 +575,7 @@ static int load_tensors(Model *m, char **ret_error) {
         /* Fuse where every layer allows it; a missing tensor is reported by the unfused load. */
         const char *const qkv[] = { nm->attn_q, nm->attn_k, nm->attn_v };
         const char *const gu[] = { nm->ffn_gate, nm->ffn_up };
-        m->fuse_qkv = m->fuse_ffn = !getenv("INFERD_MODEL_NO_FUSE");
+        m->fuse_qkv = m->fuse_ffn = m->fuse_swiglu = !getenv("INFERD_MODEL_NO_FUSE");
         for (uint32_t il = 0; il < hp->n_layer; il++) {
                 m->fuse_qkv = m->fuse_qkv && same_type(m, il, 3, qkv);
                 m->fuse_ffn = m->fuse_ffn && same_type(m, il, 2, gu);
@@ -595,9 +598,11 @@ static int load_tensors(Model *m, char **ret_error) {
                         r = load_matrix(m, nm->attn_v, il, hp->n_embd, kv_dim, true, &l->wv, ret_error);
                 if (r < 0)
                         return r;
-                if (m->fuse_ffn)
+                if (m->fuse_ffn) {
                         r = load_fused(m, il, hp->n_embd, 2, gu, gu_rows, gu_offs, m->ffn_stride, &l->w_gu,
                                        ret_error);
+                        m->fuse_swiglu = m->fuse_swiglu && r >= 0 && l->w_gu->n_chunks == 1;
+                }
                 else if ((r = load_matrix(m, nm->ffn_gate, il, hp->n_embd, hp->n_ff, true, &l->w_gate, ret_error)) >= 0)
                         r = load_matrix(m, nm->ffn_up, il, hp->n_embd, hp->n_ff, true, &l->w_up, ret_error);
                 if (r < 0)
@@ -1068,7 +1073,9 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
                 TRY(gpu_op_rmsnorm(cmd, d, bind(c->x), bind_at(m->vecs, l->ffn_norm, hp->n_embd * 4), bind(c->h), n,
                                    hp->n_embd, hp->rms_eps));
                 gpu_cmd_barrier(cmd);
-                if (m->fuse_ffn) {
+                if (m->fuse_swiglu && n <= GPU_MATVEC_MAX_VECTORS)
+                        TRY(gpu_op_matvec_swiglu(cmd, d, l->w_gu, bind(c->h), bind(c->u), n, hp->n_ff, m->up_off));
+                else if (m->fuse_ffn) {
                         TRY(project(cmd, d, l->w_gu, c->h, c->g, n));
                         gpu_cmd_barrier(cmd);
                         TRY(gpu_op_swiglu_strided(cmd, d, bind(c->g), bind_at(c->g, (uint64_t) m->up_off * 4, 0),

@@ -239,6 +239,111 @@ static void test_matvec_accumulate(void **state) {
         check_matvec_params(GGML_TYPE_F32, 67, 37, 2, 0, false, 34, &acc);
 }
 
+/*
+ * SwiGLU pairs (gpu_op_matvec_swiglu(), the fused [gate | up] projection):
+ * n_out gate rows, a gap, n_out up rows from up_row, trailing rows never
+ * read. Against silu(gate) * up in double over the reference products; the
+ * matvec's bound (silu's slope is at most 1.1).
+ */
+static void check_matvec_swiglu(GgmlType type, uint32_t n_out, uint32_t up_row, uint32_t n_cols,
+                                uint32_t n_vectors, uint64_t seed, const GpuMatvecParams *base) {
+        uint32_t n_rows = up_row + n_out + 3;
+        size_t nx = (size_t) n_vectors * n_cols, ny = (size_t) n_vectors * n_out;
+        float *x = malloc(nx * sizeof(float)), *y = malloc(ny * sizeof(float));
+        float *prod = malloc((size_t) n_vectors * n_rows * sizeof(float)), *ref = malloc(ny * sizeof(float));
+        GpuBuffer *bx = NULL, *by = NULL;
+        GpuTensor *t = NULL;
+        GpuCmd *c = NULL;
+        Weights w;
+
+        weights_make(&w, type, n_rows, n_cols, seed);
+        test_fill_random(x, nx, seed + 17);
+        matvec_ref(&w, x, n_vectors, prod);
+        for (uint32_t v = 0; v < n_vectors; v++)
+                for (uint32_t i = 0; i < n_out; i++) {
+                        double g = prod[(size_t) v * n_rows + i], u = prod[(size_t) v * n_rows + up_row + i];
+                        ref[(size_t) v * n_out + i] = (float) (g / (1.0 + exp(-g)) * u);
+                }
+
+        GpuMatvecParams mp = base ? *base : (GpuMatvecParams) {};
+        mp.swiglu_rows = n_out;
+        mp.swiglu_up_row = up_row;
+        assert_int_equal(gpu_tensor_upload_split(T.dev, type, n_cols, n_rows, w.data, 0, &t), 0);
+        assert_int_equal(gpu_buffer_new(T.dev, nx * sizeof(float), GPU_MEMORY_DEVICE, &bx), 0);
+        assert_int_equal(gpu_buffer_new(T.dev, ny * sizeof(float) + 64, GPU_MEMORY_DEVICE, &by), 0);
+        assert_int_equal(gpu_buffer_write(bx, 0, x, nx * sizeof(float)), 0);
+        float canary[16];
+        for (int i = 0; i < 16; i++)
+                canary[i] = 12345.0f;
+        assert_int_equal(gpu_buffer_write(by, ny * sizeof(float), canary, sizeof canary), 0);
+
+        assert_int_equal(gpu_cmd_new(T.dev, &c), 0);
+        assert_int_equal(gpu_cmd_begin(c), 0);
+        assert_int_equal(gpu_op_matvec_params(c, T.dev, t, (GpuBinding) { bx }, (GpuBinding) { by, 0, ny * sizeof(float) },
+                                              n_vectors, &mp),
+                         0);
+        assert_int_equal(gpu_cmd_submit(c), 0);
+        assert_int_equal(gpu_buffer_read(by, 0, y, ny * sizeof(float)), 0);
+        float after[16];
+        assert_int_equal(gpu_buffer_read(by, ny * sizeof(float), after, sizeof after), 0);
+        assert_memory_equal(after, canary, sizeof canary);
+
+        double e = test_nmse(y, ref, ny), bound = matvec_bound_params(type, n_cols, n_vectors, &mp);
+        fprintf(stderr, "# matvec swiglu %-4s %5u(+%u) x %-5u nv %u%s: nmse %.3g (bound %.0e)\n",
+                ggml_type_name(type), n_out, up_row, n_cols, n_vectors, base ? " gpu-like" : "", e, bound);
+        assert_true(e < bound);
+
+        gpu_cmd_free(c);
+        gpu_buffer_free(bx);
+        gpu_buffer_free(by);
+        gpu_tensor_free(t);
+        weights_free(&w);
+        free(x);
+        free(y);
+        free(prod);
+        free(ref);
+}
+
+static void test_matvec_swiglu(void **state) {
+        /* This device's kernel and a GPU's (several subgroups, odd row counts for the pairs'
+         * partial last group), one and several vectors, a gap before the up rows as the model's
+         * aligned layout has. */
+        GpuMatvecParams odd_rows = gpu_like_128;
+        odd_rows.num_rows = 3;          /* made even: a pair is two rows */
+        for (size_t i = 0; i < ELEMENTSOF(all_types); i++) {
+                GgmlType t = all_types[i];
+                check_matvec_swiglu(t, 67, 67, 256, 1, 41, NULL);
+                check_matvec_swiglu(t, 301, 320, 512, i % 2 ? 2 : 1, 42, &gpu_like_128);
+                check_matvec_swiglu(t, 37, 40, 2 * block_cols(t), 3, 43, i % 2 ? &gpu_like_64 : &odd_rows);
+        }
+        check_matvec_swiglu(GGML_TYPE_F16, 29, 29, 36, 2, 44, NULL);   /* rows not 16-byte aligned */
+
+        /* Bad pairs, and a split tensor: the caller's two-step path. */
+        Weights w;
+        GpuTensor *t = NULL, *split = NULL;
+        GpuBuffer *b = NULL;
+        GpuCmd *c = NULL;
+        weights_make(&w, GGML_TYPE_Q8_0, 64, 64, 45);
+        assert_int_equal(gpu_tensor_upload_split(T.dev, GGML_TYPE_Q8_0, 64, 64, w.data, 0, &t), 0);
+        assert_int_equal(gpu_tensor_upload_split(T.dev, GGML_TYPE_Q8_0, 64, 64, w.data, 16, &split), 0);
+        assert_int_equal(gpu_buffer_new(T.dev, 64 * 64 * 4, GPU_MEMORY_DEVICE, &b), 0);
+        assert_int_equal(gpu_cmd_new(T.dev, &c), 0);
+        assert_int_equal(gpu_cmd_begin(c), 0);
+        GpuBinding bb = { b };
+        assert_int_equal(gpu_op_matvec_swiglu(c, T.dev, t, bb, bb, 1, 0, 32), -EINVAL);
+        assert_int_equal(gpu_op_matvec_swiglu(c, T.dev, t, bb, bb, 1, 32, 16), -EINVAL);   /* overlapping */
+        assert_int_equal(gpu_op_matvec_swiglu(c, T.dev, t, bb, bb, 1, 32, 33), -EINVAL);   /* past the rows */
+        assert_int_equal(gpu_op_matvec_swiglu(c, T.dev, split, bb, bb, 1, 32, 32), -EOPNOTSUPP);
+        const GpuMatvecParams both = { .accumulate = true, .swiglu_rows = 32, .swiglu_up_row = 32 };
+        assert_int_equal(gpu_op_matvec_params(c, T.dev, t, bb, bb, 1, &both), -EINVAL);
+        assert_int_equal(gpu_op_matvec_swiglu(c, T.dev, t, bb, bb, 1, 32, 32), 0);
+        gpu_cmd_free(c);
+        gpu_buffer_free(b);
+        gpu_tensor_free(t);
+        gpu_tensor_free(split);
+        weights_free(&w);
+}
+
 static void test_matvec_auto_split(void **state) {
         /* Larger than one storage buffer on devices like lavapipe (128 MiB): chunked by the caps. */
         const GpuCaps *caps = gpu_device_caps(T.dev);
@@ -618,6 +723,7 @@ int main(void) {
                 cmocka_unit_test(test_matvec_unaligned_float),
                 cmocka_unit_test(test_matvec_split),
                 cmocka_unit_test(test_matvec_accumulate),
+                cmocka_unit_test(test_matvec_swiglu),
                 cmocka_unit_test(test_matvec_auto_split),
                 cmocka_unit_test(test_params),
                 cmocka_unit_test(test_matvec_f16math),
