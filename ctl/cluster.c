@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "address.h"
 #include "bus.h"
 #include "format.h"
 #include "inferctl.h"
@@ -58,81 +59,32 @@ int cluster_parse_option(Context *ctx, int opt, const char *arg) {
         return -EINVAL;
 }
 
-static bool host_char(char c) {
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.';
-}
-
-/* 1..65535 in decimal, all of s. */
-static bool port_valid(const char *s) {
-        unsigned long p;
-        char *end;
-
-        if (!(*s >= '0' && *s <= '9'))
-                return false;
-        errno = 0;
-        p = strtoul(s, &end, 10);
-        return errno == 0 && *end == 0 && p >= 1 && p <= 65535;
-}
-
 /*
- * ADDRESS as the daemon takes it, HOST:PORT or [IPV6]:PORT, with the default
- * port added to a bare HOST or [IPV6]. Only the shape is checked here; the
- * daemon resolves the name and connects. Prints why and returns -EINVAL.
+ * ADDRESS in the daemon's grammar (address.h), normalised to HOST:PORT or
+ * [IPV6]:PORT with the default port where none is given. Only the shape is
+ * checked here; the daemon resolves the name and connects. Prints why and
+ * returns -EINVAL.
  */
 static int address_normalize(const char *s, char **ret) {
-        const char *port = NULL;
-        char *a;
-        int r;
+        char host[256], buf[CLUSTER_ADDRESS_MAX + 1];
+        const char *why = NULL;
+        uint16_t port;
 
-        if (s[0] == '[') {
-                const char *close = strchr(s, ']');
-                size_t n;
-
-                if (!close)
-                        return ctl_error_errno(EINVAL, "invalid address '%s': no ']' after the IPv6 address.", s);
-                n = (size_t) (close - s - 1);
-                if (n == 0 || !memchr(s + 1, ':', n))
-                        return ctl_error_errno(EINVAL, "invalid address '%s': expected an IPv6 address in "
-                                               "the brackets, like [fd00::1]:%d.", s, INFERD_CLUSTER_PORT);
-                for (size_t i = 1; i <= n; i++)
-                        if (!host_char(s[i]) && s[i] != ':' && s[i] != '%')
-                                return ctl_error_errno(EINVAL, "invalid address '%s': '%c' in the IPv6 address.",
-                                                       s, s[i]);
-                if (close[1] == ':')
-                        port = close + 2;
-                else if (close[1] != 0)
-                        return ctl_error_errno(EINVAL, "invalid address '%s': expected ':PORT' after ']'.", s);
-        } else {
-                const char *colon = strchr(s, ':');
-
-                if (colon && strchr(colon + 1, ':'))
-                        return ctl_error_errno(EINVAL, "invalid address '%s': expected HOST:PORT, or an IPv6 "
-                                               "address in brackets, like [fd00::1]:%d.", s, INFERD_CLUSTER_PORT);
-                if (colon == s || !*s)
-                        return ctl_error_errno(EINVAL, "invalid address '%s': expected HOST, HOST:PORT or "
-                                               "[IPV6]:PORT.", s);
-                for (const char *p = s; *p && p != colon; p++)
-                        if (!host_char(*p))
-                                return ctl_error_errno(EINVAL, "invalid address '%s': '%c' in the host name.",
-                                                       s, *p);
-                if (colon)
-                        port = colon + 1;
-        }
-
-        if (port && !port_valid(port))
-                return ctl_error_errno(EINVAL, "invalid address '%s': the port must be a number from 1 to 65535.",
-                                       s);
-
-        r = port ? asprintf(&a, "%s", s) : asprintf(&a, "%s:%d", s, INFERD_CLUSTER_PORT);
-        if (r < 0)
-                return ctl_oom();
-        if (strlen(a) > CLUSTER_ADDRESS_MAX) {
-                free(a);
+        if (address_parse(s, INFERD_CLUSTER_PORT, host, sizeof host, &port, &why) < 0)
+                return ctl_error_errno(EINVAL, "invalid address '%s': %s.", s, why);
+        if (!host[0])
+                return ctl_error_errno(EINVAL, "invalid address '%s': expected a host before the port.", s);
+        if (address_format(host, port, buf, sizeof buf) < 0)
                 return ctl_error_errno(EINVAL, "invalid address '%s': longer than %d bytes with the port.", s,
                                        CLUSTER_ADDRESS_MAX);
-        }
-        *ret = a;
-        return 0;
+        *ret = strdup(buf);
+        return *ret ? 0 : ctl_oom();
+}
+
+/* base64url, and the dots between the token's parts. */
+static bool token_char(char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+               c == '.';
 }
 
 /* The daemon checks the token itself; this only catches a paste of the wrong thing, or of half of it. */
@@ -143,7 +95,7 @@ static int token_check(const char *s) {
                 return ctl_error_errno(EINVAL, "invalid token: expected the text 'inferctl cluster token' prints, "
                                        "starting with '" TOKEN_PREFIX "'.");
         for (const char *p = rest; *p; p++)
-                if (!host_char(*p) && *p != '_')
+                if (!token_char(*p))
                         return ctl_error_errno(EINVAL, "invalid token: '%c' cannot be part of it (was it cut or "
                                                "wrapped when copied?).", *p);
         return 0;

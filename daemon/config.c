@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <strings.h>
 
+#include "address.h"
 #include "config.h"
 #include "log.h"
 #include "macro.h"
@@ -133,7 +134,7 @@ static int handler(void *userdata, const char *section, const char *key, const c
                 if (streq(key, "Listen") || streq(key, "Advertise")) {
                         char host[256];
                         uint16_t port;
-                        if (cluster_address_parse(value, host, sizeof host, &port) < 0 ||
+                        if (address_parse(value, 0, host, sizeof host, &port, NULL) < 0 ||
                             (streq(key, "Advertise") && (!*host || streq(host, "0.0.0.0") || streq(host, "::"))))
                                 return fail(st, "%s is not a valid address (HOST:PORT, [IPV6]:PORT%s)", key,
                                             streq(key, "Listen") ? " or :PORT" : "; not a wildcard");
@@ -168,7 +169,7 @@ static int handler(void *userdata, const char *section, const char *key, const c
                         uint16_t port;
                         char *v = NULL;
                         /* Empty: only sockets that systemd passes, if any. */
-                        if (*value && (cluster_address_parse(value, host, sizeof host, &port) < 0 || !*host))
+                        if (*value && (address_parse(value, 0, host, sizeof host, &port, NULL) < 0 || !*host))
                                 return fail(st, "Listen=%s is not a valid address (HOST:PORT or [IPV6]:PORT)%s", value,
                                             "");
                         if (*value && !(v = strdup(value)))
@@ -190,44 +191,6 @@ static int handler(void *userdata, const char *section, const char *key, const c
         }
 
         return fail(st, "unknown section [%s] (key '%s')", section, key);
-}
-
-int cluster_address_parse(const char *s, char *host, size_t host_size, uint16_t *ret_port) {
-        const char *colon, *h = s;
-        size_t hlen;
-
-        if (!s || !*s)
-                return -EINVAL;
-        if (s[0] == '[') {
-                const char *close = strchr(s, ']');
-                if (!close || close[1] != ':')
-                        return -EINVAL;
-                h = s + 1;
-                hlen = (size_t) (close - h);
-                colon = close + 1;
-                if (hlen == 0)
-                        return -EINVAL;
-        } else {
-                colon = strrchr(s, ':');
-                if (!colon || memchr(s, ':', (size_t) (colon - s)))
-                        return -EINVAL;
-                hlen = (size_t) (colon - s);
-        }
-        if (hlen >= host_size)
-                return -EINVAL;
-        for (size_t i = 0; i < hlen; i++)
-                if (!((h[i] >= 'a' && h[i] <= 'z') || (h[i] >= 'A' && h[i] <= 'Z') || (h[i] >= '0' && h[i] <= '9') ||
-                      h[i] == '-' || h[i] == '.' || h[i] == ':' || h[i] == '%'))
-                        return -EINVAL;
-        char *end;
-        errno = 0;
-        unsigned long p = strtoul(colon + 1, &end, 10);
-        if (errno || end == colon + 1 || *end || !(colon[1] >= '0' && colon[1] <= '9') || p == 0 || p > 65535)
-                return -EINVAL;
-        memcpy(host, h, hlen);
-        host[hlen] = 0;
-        *ret_port = (uint16_t) p;
-        return 0;
 }
 
 Config *config_free(Config *c) {

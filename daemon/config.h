@@ -37,9 +37,6 @@ typedef struct Config {
 
 #define HTTP_DEFAULT_LISTEN "127.0.0.1:8080"
 
-/* Splits "HOST:PORT", "[V6]:PORT" or ":PORT"; the host may be empty (any). */
-int cluster_address_parse(const char *s, char *host, size_t host_size, uint16_t *ret_port);
-
 Config *config_free(Config *c);
 static inline void config_freep(Config **c) {
         if (*c)

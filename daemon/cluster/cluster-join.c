@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "address.h"
 #include "cluster-internal.h"
 #include "config.h"
 #include "log.h"
@@ -180,17 +181,15 @@ int cluster_join(Cluster *c, const char *address, const char *token, ClusterJoin
         if (c->state != CLUSTER_NONE)
                 return cluster_errorf(ret_error, -EEXIST, "This node is already %s a cluster.",
                                       c->state == CLUSTER_JOINING ? "joining" : "a member of");
-        /* A bare host means the default port. */
-        snprintf(addr, sizeof addr, "%s", address);
-        if (cluster_address_parse(address, host, sizeof host, &port) < 0) {
-                snprintf(addr, sizeof addr, strchr(address, ':') && address[0] != '[' ? "[%s]:%u" : "%s:%u", address,
-                         INFERD_CLUSTER_PORT);
-                if (strlen(address) > 250 || cluster_address_parse(addr, host, sizeof host, &port) < 0)
-                        return cluster_errorf(ret_error, -EINVAL,
-                                              "'%s' is not an address (HOST, HOST:PORT or [IPV6]:PORT).", address);
-        }
+        /* A bare host means the default port; the grammar is inferctl's (address.h). */
+        const char *why = NULL;
+        if (address_parse(address, INFERD_CLUSTER_PORT, host, sizeof host, &port, &why) < 0)
+                return cluster_errorf(ret_error, -EINVAL, "Invalid address '%s': %s.", address, why);
         if (!host[0])
                 return cluster_errorf(ret_error, -EINVAL, "'%s' names no host.", address);
+        r = address_format(host, port, addr, sizeof addr);
+        if (r < 0)
+                return cluster_errorf(ret_error, -EINVAL, "Invalid address '%s': too long.", address);
         r = token_parse(token, &t);
         if (r < 0)
                 return cluster_errorf(ret_error, r, "%s", pki_strerror(r));
@@ -262,7 +261,7 @@ void cluster_join_server_frame(Cluster *c, PeerConn *pc, Frame *f) {
                 return;
         }
         snprintf(what, sizeof what, "the join request of node '%s' (%s)", j.name, member_id_hex(&j.node, hex));
-        if (cluster_address_parse(j.addr, host, sizeof host, &port) < 0 || !host[0]) {
+        if (address_parse(j.addr, 0, host, sizeof host, &port, NULL) < 0 || !host[0]) {
                 join_refuse(c, pc, what, "its address is not HOST:PORT");
                 return;
         }

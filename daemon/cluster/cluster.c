@@ -7,6 +7,7 @@
  * and a dialler always knows whom it reached (its certificate). The first
  * frame on a connection is "hello", the dialler's name and address.
  */
+#include "address.h"
 #include "build-config.h"
 
 #include <arpa/inet.h>
@@ -791,7 +792,7 @@ int cluster_pick_advertise(Cluster *c, char **ret) {
 
         if (cfg->advertise)
                 return (*ret = strdup(cfg->advertise)) ? 0 : -ENOMEM;
-        if (cluster_address_parse(cfg->listen, host, sizeof host, &port) < 0)
+        if (address_parse(cfg->listen, 0, host, sizeof host, &port, NULL) < 0)
                 return -EINVAL;
         if (host[0] && !streq(host, "0.0.0.0") && !streq(host, "::"))
                 return (*ret = strdup(cfg->listen)) ? 0 : -ENOMEM;
@@ -830,7 +831,7 @@ static int listen_start(Cluster *c) {
         char host[256], spec[300];
         uint16_t port;
 
-        if (cluster_address_parse(cfg->listen, host, sizeof host, &port) < 0)
+        if (address_parse(cfg->listen, 0, host, sizeof host, &port, NULL) < 0)
                 return -EINVAL;
         if (!host[0])
                 snprintf(spec, sizeof spec, "0.0.0.0:%u", port);

@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "address.h"
 #include "config.h"
 #include "log.h"
 #include "macro.h"
@@ -279,7 +280,7 @@ int peer_conn_connect(struct event_base *base, struct evdns_base *dns, SSL_CTX *
         PeerConn *c = NULL;
         int r;
 
-        if (cluster_address_parse(addr, host, sizeof host, &port) < 0 || !host[0])
+        if (address_parse(addr, 0, host, sizeof host, &port, NULL) < 0 || !host[0])
                 return -EINVAL;
         r = conn_new(base, ctx, addr, true, cb, userdata, &c);
         if (r < 0)

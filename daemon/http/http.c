@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <systemd/sd-daemon.h>
 
+#include "address.h"
 #include "api-keys.h"
 #include "cluster.h"
 #include "http.h"
@@ -627,7 +628,7 @@ int http_server_new(Manager *m, HttpServer **ret) {
         else if (m->config->http_listen) {
                 char host[256];
                 uint16_t port;
-                if (cluster_address_parse(m->config->http_listen, host, sizeof host, &port) < 0 || !*host)
+                if (address_parse(m->config->http_listen, 0, host, sizeof host, &port, NULL) < 0 || !*host)
                         return log_error_errno(EINVAL, "Invalid [HTTP] Listen=%s.", m->config->http_listen);
                 errno = 0;
                 if (!evhttp_bind_socket_with_handle(s->evhttp, host, port))

@@ -187,6 +187,16 @@ def test_token_forged_or_replayed_is_refused():
         # Garbage is refused before anything is sent.
         r = n3.ctl("cluster", "join", n1.address, "inferd-join-1.nonsense", check_rc=None)
         check(r.returncode != 0, "garbage token refused")
+        # A bad address: inferctl says what is wrong before calling, and the daemon, called
+        # directly, says the same (one grammar, daemon/util/address.c).
+        r = n3.ctl("cluster", "join", "127.0.0.1:0", token2, check_rc=2)   # a usage error
+        check("invalid address '127.0.0.1:0': the port must be a number from 1 to 65535" in r.stderr,
+              f"bad port refused by inferctl: {r.stderr}")
+        r = subprocess.run(["busctl", "--address=" + n3.bus.address, "call", "org.inferd.infer1",
+                            "/org/inferd/infer1", "org.inferd.infer1.Manager", "ClusterJoin", "ss",
+                            "[::1", token2], capture_output=True, text=True, env=n3.env, timeout=30)
+        check(r.returncode != 0 and "no ']' after the IPv6 address" in r.stderr,
+              f"bad address refused by the daemon: {r.stderr}")
         check_eq(n3.ctl_json("cluster", "members"), [], "n3 is in no cluster")
         log = n1.node.read_log()
         check("Refused the join request" in log, "refusals are logged on the issuer")

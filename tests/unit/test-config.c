@@ -199,62 +199,6 @@ static void test_cluster_errors(void **state) {
         load_fails("[cluster]\nListen=:7420\n", "test.conf:2: unknown section [cluster]");
 }
 
-static void address_ok(const char *s, const char *host, uint16_t port) {
-        char h[256];
-        uint16_t p = 0;
-        if (cluster_address_parse(s, h, sizeof h, &p) < 0)
-                fail_msg("'%s' was refused", s);
-        assert_string_equal(h, host);
-        assert_int_equal(p, port);
-}
-
-static void address_bad(const char *s) {
-        char h[256] = "untouched";
-        uint16_t p = 4242;
-        if (cluster_address_parse(s, h, sizeof h, &p) != -EINVAL)
-                fail_msg("'%s' was not refused with -EINVAL", s ? s : "(null)");
-        /* Output parameters are left alone on failure. */
-        assert_string_equal(h, "untouched");
-        assert_int_equal(p, 4242);
-}
-
-static void test_cluster_address_parse(void **state) {
-        char small[4];
-        uint16_t p;
-
-        address_ok("1.2.3.4:7420", "1.2.3.4", 7420);
-        address_ok("[::1]:7420", "::1", 7420);
-        address_ok(":7420", "", 7420);
-        address_ok("host.example:1", "host.example", 1);
-        address_ok("node-2:65535", "node-2", 65535);
-        address_ok("[fe80::1%eth0]:7420", "fe80::1%eth0", 7420);
-
-        address_bad(NULL);
-        address_bad("");
-        address_bad("host");
-        address_bad("host:");
-        address_bad("host:0");
-        address_bad("host:65536");
-        address_bad("host:99999999999999999999");
-        address_bad("host:-1");
-        address_bad("host:+1");
-        address_bad("host:1x");
-        address_bad("host: 1");
-        address_bad("[::1]7420");
-        address_bad("[::1]");
-        address_bad("[::1:7420");
-        address_bad("[]:7420");
-        address_bad("a:b:c");
-        address_bad("::1:7420");
-        address_bad("ho st:1");
-        address_bad("host/x:1");
-
-        /* A host that does not fit the caller's buffer is refused, not cut. */
-        assert_int_equal(cluster_address_parse("abc:1", small, sizeof small, &p), 0);
-        assert_string_equal(small, "abc");
-        assert_int_equal(cluster_address_parse("abcd:1", small, sizeof small, &p), -EINVAL);
-}
-
 static void test_http(void **state) {
         Config *c = NULL;
         load_ok("", &c);
@@ -319,7 +263,6 @@ int main(void) {
                 cmocka_unit_test(test_cluster_defaults),
                 cmocka_unit_test(test_cluster_values),
                 cmocka_unit_test(test_cluster_errors),
-                cmocka_unit_test(test_cluster_address_parse),
                 cmocka_unit_test(test_http),
                 cmocka_unit_test(test_first_error_wins),
                 cmocka_unit_test(test_missing_file),

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -6,6 +7,7 @@
 #include <sys/stat.h>
 #include <cmocka.h>
 
+#include "address.h"
 #include "fileio.h"
 #include "format.h"
 #include "log.h"
@@ -101,9 +103,106 @@ static void test_files_and_node_id(void **state) {
         assert_int_equal(system(cmd), 0);
 }
 
+static void address_ok(const char *s, uint16_t def, const char *host, uint16_t port) {
+        char h[256];
+        uint16_t p = 0;
+        const char *why = NULL;
+        if (address_parse(s, def, h, sizeof h, &p, &why) < 0)
+                fail_msg("'%s' was refused: %s", s, why);
+        assert_string_equal(h, host);
+        assert_int_equal(p, port);
+}
+
+static void address_bad(const char *s, uint16_t def, const char *reason) {
+        char h[256] = "untouched";
+        uint16_t p = 4242;
+        const char *why = NULL;
+        if (address_parse(s, def, h, sizeof h, &p, &why) != -EINVAL)
+                fail_msg("'%s' was not refused with -EINVAL", s ? s : "(null)");
+        /* Every refusal says why, as a phrase for "invalid address 'S': ". */
+        assert_non_null(why);
+        if (reason)
+                assert_string_equal(why, reason);
+        /* Output parameters are left alone on failure. */
+        assert_string_equal(h, "untouched");
+        assert_int_equal(p, 4242);
+}
+
+static void test_address_parse(void **state) {
+        char small[4];
+        uint16_t p;
+
+        address_ok("1.2.3.4:7420", 0, "1.2.3.4", 7420);
+        address_ok("[::1]:7420", 0, "::1", 7420);
+        address_ok(":7420", 0, "", 7420);
+        address_ok("host.example:1", 0, "host.example", 1);
+        address_ok("node-2:65535", 0, "node-2", 65535);
+        address_ok("[fe80::1%eth0]:7420", 0, "fe80::1%eth0", 7420);
+
+        address_bad(NULL, 0, "empty");
+        address_bad("", 0, NULL);
+        address_bad("host", 0, NULL);
+        address_bad("host:", 0, NULL);
+        address_bad("host:0", 0, NULL);
+        address_bad("host:65536", 0, NULL);
+        address_bad("host:99999999999999999999", 0, NULL);
+        address_bad("host:-1", 0, NULL);
+        address_bad("host:+1", 0, NULL);
+        address_bad("host:1x", 0, NULL);
+        address_bad("host: 1", 0, NULL);
+        address_bad("[::1]7420", 0, NULL);
+        address_bad("[::1]", 0, NULL);
+        address_bad("[::1:7420", 0, NULL);
+        address_bad("[]:7420", 0, NULL);
+        address_bad("a:b:c", 0, NULL);
+        address_bad("::1:7420", 0, NULL);
+        address_bad("ho st:1", 0, NULL);
+        address_bad("host/x:1", 0, NULL);
+
+        /* A host that does not fit the caller's buffer is refused, not cut. */
+        assert_int_equal(address_parse("abc:1", 0, small, sizeof small, &p, NULL), 0);
+        assert_string_equal(small, "abc");
+        assert_int_equal(address_parse("abcd:1", 0, small, sizeof small, &p, NULL), -EINVAL);
+
+        /* The reasons inferctl prints. */
+        address_bad("host", 0, "expected HOST:PORT or [IPV6]:PORT");
+        address_bad("host:0", 0, "the port must be a number from 1 to 65535");
+        address_bad("[::1", 0, "no ']' after the IPv6 address");
+        address_bad("[::1]x", 0, "expected ':PORT' after ']'");
+        address_bad("[host]:1", 0, "expected an IPv6 address in the brackets, like [fd00::1]:7420");
+        address_bad("ho st:1", 0, "a host name has only letters, digits, '-' and '.'");
+
+        /* With a default port (join addresses): bare hosts and bare IPv6 addresses too. */
+        address_ok("node-2", 7420, "node-2", 7420);
+        address_ok("node-2:99", 7420, "node-2", 99);
+        address_ok("10.0.0.1", 7420, "10.0.0.1", 7420);
+        address_ok("[fd00::1]", 7420, "fd00::1", 7420);
+        address_ok("[fd00::1]:99", 7420, "fd00::1", 99);
+        address_ok("fd00::1", 7420, "fd00::1", 7420);
+        address_ok("fe80::1%eth0", 7420, "fe80::1%eth0", 7420);
+        address_bad("", 7420, "empty");
+        address_bad(":", 7420, "the port must be a number from 1 to 65535");
+        address_bad("host:", 7420, "the port must be a number from 1 to 65535");
+        address_bad("fd00::1/64", 7420, "an IPv6 address has only hex digits, ':' and a '%' zone");
+        address_bad("::1:7420", 0, "an IPv6 address with a port goes in brackets, like [fd00::1]:7420");
+}
+
+static void test_address_format(void **state) {
+        char b[32];
+
+        assert_int_equal(address_format("node-2", 7420, b, sizeof b), 0);
+        assert_string_equal(b, "node-2:7420");
+        assert_int_equal(address_format("fd00::1", 1, b, sizeof b), 0);
+        assert_string_equal(b, "[fd00::1]:1");
+        assert_int_equal(address_format("node-2", 7420, b, 11), -ENOBUFS);
+        assert_int_equal(address_format("node-2", 7420, b, 12), 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_format_bytes),
+                cmocka_unit_test(test_address_parse),
+                cmocka_unit_test(test_address_format),
                 cmocka_unit_test(test_format_timespan),
                 cmocka_unit_test(test_parse_timespan),
                 cmocka_unit_test(test_parse_size),
