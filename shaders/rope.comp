@@ -9,7 +9,10 @@
 // follows exactly):
 //   inv_freq = theta_scale^i by repeated squaring, theta_scale =
 //              freq_base^(-2/n_rot) rounded to float on the host;
-//   theta    = (float(pos) * freq_scale) * inv_freq;
+//   theta    = ((float(pos) * freq_scale) * inv_freq) * inv_factor[i],
+//              the last factor only with has_factors: the Llama 3.1+
+//              frequency factors (rope_freqs.weight, which llama.cpp
+//              divides theta by) inverted and rounded to float on the host;
 // only correctly rounded multiplications, so GPU and CPU agree on theta to
 // the bit (exp2/pow on GPUs are allowed errors of several ulps, which at
 // position 30000 is already a visible fraction of a radian). theta is then
@@ -22,6 +25,9 @@ layout(local_size_x_id = 0) in;
 layout(binding = 0, std430) readonly buffer X { float x[]; };
 layout(binding = 1, std430) readonly buffer P { int pos[]; };
 layout(binding = 2, std430) writeonly buffer O { float o[]; };
+// n_rot/2 inverse frequency factors; read only with has_factors (otherwise
+// some other buffer is bound here).
+layout(binding = 3, std430) readonly buffer F { float inv_factor[]; };
 
 layout(push_constant) uniform Push {
     uint n_tokens;
@@ -33,9 +39,18 @@ layout(push_constant) uniform Push {
     float theta_scale;
     float freq_scale;
     uint copy_rest;
+    uint has_factors;
 } p;
 
 #include "rope.glsl"
+
+// A branch, not ?: (which may become a select that loads anyway): without
+// factors the buffer bound here may be shorter than n_rot/2 floats.
+float pair_inv_factor(uint j) {
+    if (p.has_factors == 0u)
+        return 1.0;
+    return inv_factor[j];
+}
 
 void main() {
     const uint half_dim = p.head_dim / 2u;
@@ -54,8 +69,7 @@ void main() {
 #else
                 const uint i0 = 2u * j, i1 = 2u * j + 1u;
 #endif
-                const precise float theta = fpos * powi(p.theta_scale, j);
-                const float a = reduce_angle(theta);
+                const float a = reduce_angle(rope_theta(fpos, p.theta_scale, j, pair_inv_factor(j)));
                 const float c = cos(a), sn = sin(a);
                 const float x0 = x[xb + i0], x1 = x[xb + i1];
                 o[ob + i0] = x0 * c - x1 * sn;

@@ -23,6 +23,8 @@ layout(binding = 2, std430) readonly buffer Kn { float k_new[]; };
 layout(binding = 3, std430) readonly buffer Vn { float v_new[]; };
 layout(binding = 4, std430) writeonly buffer Kc { uint k_cache[]; };
 layout(binding = 5, std430) writeonly buffer Vc { uint v_cache[]; };
+// As rope.comp's: read only with has_factors.
+layout(binding = 6, std430) readonly buffer F { float inv_factor[]; };
 
 // Mirrored by GpuRopeKvStorePush in daemon/gpu/ops-attention.h.
 layout(push_constant) uniform Push {
@@ -36,9 +38,20 @@ layout(push_constant) uniform Push {
     uint n_ctx;
     float theta_scale;
     float freq_scale;
+    uint has_factors;   // inv_factor holds the Llama 3.1+ frequency factors, inverted
 } p;
 
 #include "rope.glsl"
+
+// cos and sin of rotated pair j's angle. A branch rather than ?: (which may
+// become a select that loads anyway): without factors the buffer bound at 6
+// may be shorter than n_rot/2 floats.
+vec2 pair_cs(float fpos, uint j) {
+    float f = 1.0;
+    if (p.has_factors != 0u)
+        f = inv_factor[j];
+    return rope_cs(fpos, p.theta_scale, j, f);
+}
 
 // Element e of a k head (kb: its first float) after rotation, for ROPE_NEOX.
 float k_neox(uint kb, uint e, float fpos) {
@@ -46,7 +59,7 @@ float k_neox(uint kb, uint e, float fpos) {
     if (e >= p.n_rot)
         return k_new[kb + e];
     const uint j = e < half_rot ? e : e - half_rot;
-    const vec2 cs = rope_cs(fpos, p.theta_scale, j);
+    const vec2 cs = pair_cs(fpos, j);
     const float x0 = k_new[kb + j], x1 = k_new[kb + j + half_rot];
     return e < half_rot ? x0 * cs.x - x1 * cs.y : x0 * cs.y + x1 * cs.x;
 }
@@ -69,7 +82,7 @@ void main() {
                 const uint i0 = 2u * j, i1 = 2u * j + 1u;
 #endif
                 const uint b = t * p.q_stride + h * p.head_dim;
-                const vec2 cs = rope_cs(fpos, p.theta_scale, j);
+                const vec2 cs = pair_cs(fpos, j);
                 const float x0 = q[b + i0], x1 = q[b + i1];
                 q[b + i0] = x0 * cs.x - x1 * cs.y;
                 q[b + i1] = x0 * cs.y + x1 * cs.x;
@@ -92,7 +105,7 @@ void main() {
 #else
             vec2 kv = vec2(k_new[src], k_new[src + 1u]);
             if (pp < half_rot) {
-                const vec2 cs = rope_cs(fpos, p.theta_scale, pp);
+                const vec2 cs = pair_cs(fpos, pp);
                 kv = vec2(kv.x * cs.x - kv.y * cs.y, kv.x * cs.y + kv.y * cs.x);
             }
             k_cache[dst] = packHalf2x16(kv);

@@ -8,6 +8,8 @@
  * The weights come from a seeded generator keyed by tensor name and row, so
  * a file is reproducible bit for bit, and tensors are produced row by row
  * while the file is written: an 8B model in F32 needs a few MiB of memory.
+ * Llama 3.1+ RoPE frequency factors (rope_freqs.weight) are not random: they
+ * follow Llama 3's rule, as llama.cpp's converter writes them.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -37,14 +39,22 @@ typedef struct Spec {
         Arch arch;
         uint64_t dim, layers, heads, kv_heads, ff, vocab, ctx;
         double rope_base, rms_eps;
+        /* > 0: rope_freqs.weight by Llama 3's rule with this factor and original context */
+        double rope_factor;
+        uint64_t rope_orig_ctx;
 } Spec;
 
-/* Shapes of the real models (context lengths as their config.json has them). */
+/* Llama 3's rope_scaling defaults (config.json), as llama.cpp's converter takes them. */
+#define LLAMA3_ORIG_CTX 8192
+#define LLAMA3_LOW_FREQ_FACTOR 1.0
+#define LLAMA3_HIGH_FREQ_FACTOR 4.0
+
+/* Shapes of the real models (context lengths and RoPE scaling as their config.json has them). */
 static const Spec presets[] = {
-        { "tiny", ARCH_LLAMA, 64, 2, 4, 2, 128, 512, 2048, 10000.0, 1e-5 },
-        { "llama-3.2-1b", ARCH_LLAMA, 2048, 16, 32, 8, 8192, 128256, 131072, 500000.0, 1e-5 },
-        { "llama-3-8b", ARCH_LLAMA, 4096, 32, 32, 8, 14336, 128256, 8192, 500000.0, 1e-5 },
-        { "qwen2-0.5b", ARCH_QWEN2, 896, 24, 14, 2, 4864, 151936, 32768, 1000000.0, 1e-6 },
+        { "tiny", ARCH_LLAMA, 64, 2, 4, 2, 128, 512, 2048, 10000.0, 1e-5, 0, 0 },
+        { "llama-3.2-1b", ARCH_LLAMA, 2048, 16, 32, 8, 8192, 128256, 131072, 500000.0, 1e-5, 32.0, LLAMA3_ORIG_CTX },
+        { "llama-3-8b", ARCH_LLAMA, 4096, 32, 32, 8, 14336, 128256, 8192, 500000.0, 1e-5, 0, 0 },
+        { "qwen2-0.5b", ARCH_QWEN2, 896, 24, 14, 2, 4864, 151936, 32768, 1000000.0, 1e-6, 0, 0 },
 };
 
 /* The types the engine runs, with llama.cpp's general.file_type for a model
@@ -105,6 +115,7 @@ typedef struct Tensor {
         uint64_t ne[2];
         Fill fill;
         uint64_t seed;          /* from the model seed and the name */
+        const float *values;    /* NULL: random by fill; else the contents, ne[0] x ne[1] */
         float *row;             /* scratch, ne[0] floats */
 } Tensor;
 
@@ -126,7 +137,8 @@ static int produce_rows(void *userdata, uint64_t first_row, uint64_t n_rows, voi
                         float u = uniform(&state);
                         t->row[i] = t->fill == FILL_MATRIX ? u * a : t->fill == FILL_NORM ? 1.0f + 0.1f * u : 0.02f * u;
                 }
-                int k = ggml_quantize_row(t->type, t->row, (uint8_t *) buf + r * row_bytes, t->ne[0]);
+                const float *src = t->values ? t->values + (first_row + r) * t->ne[0] : t->row;
+                int k = ggml_quantize_row(t->type, src, (uint8_t *) buf + r * row_bytes, t->ne[0]);
                 if (k < 0)
                         return k;
         }
@@ -144,12 +156,14 @@ typedef struct Model {
         size_t n_fallback;
         char **tokens;
         size_t n_tokens;
+        float *rope_freqs;      /* rope_freqs.weight's values, or NULL */
 } Model;
 
 static void model_done(Model *m) {
         for (size_t i = 0; i < m->n_tensors; i++)
                 free(m->tensors[i].row);
         free(m->tensors);
+        free(m->rope_freqs);
         for (size_t i = 0; i < m->n_tokens; i++)
                 free(m->tokens[i]);
         free(m->tokens);
@@ -211,15 +225,52 @@ static int add_matrix(Model *m, uint64_t ne0, uint64_t ne1, const char *what, co
         return 0;
 }
 
+/*
+ * Llama 3's RoPE frequency factors, one per rotated pair, as llama.cpp's converter computes them from
+ * config.json's rope_scaling: pairs that turn more than 4 times (high_freq_factor) within the original
+ * context keep their frequency, those that turn less than once (low_freq_factor) are slowed down by
+ * factor, and those between by a blend of the two.
+ */
+static void llama3_rope_freqs(const Spec *s, float *ret) {
+        uint64_t n_rot = s->dim / s->heads;
+        double orig = (double) s->rope_orig_ctx;
+
+        for (uint64_t i = 0; i < n_rot / 2; i++) {
+                double freq = pow(s->rope_base, -2.0 * (double) i / (double) n_rot);
+                double wavelen = 2 * M_PI / freq;
+                double f;
+                if (wavelen < orig / LLAMA3_HIGH_FREQ_FACTOR)
+                        f = 1;
+                else if (wavelen > orig / LLAMA3_LOW_FREQ_FACTOR)
+                        f = s->rope_factor;
+                else {
+                        double smooth = (orig / wavelen - LLAMA3_LOW_FREQ_FACTOR) /
+                                        (LLAMA3_HIGH_FREQ_FACTOR - LLAMA3_LOW_FREQ_FACTOR);
+                        f = 1 / ((1 - smooth) / s->rope_factor + smooth);
+                }
+                ret[i] = (float) f;
+        }
+}
+
 static int plan_tensors(Model *m) {
         const Spec *s = &m->spec;
         uint64_t kv_dim = s->dim / s->heads * s->kv_heads;
         bool bias = s->arch == ARCH_QWEN2;
         int r;
 
-        m->tensors = calloc(3 + s->layers * 12, sizeof(Tensor));
+        m->tensors = calloc(4 + s->layers * 12, sizeof(Tensor));
         if (!m->tensors)
                 return -ENOMEM;
+        if (s->rope_factor > 0) {
+                uint64_t n_pairs = s->dim / s->heads / 2;
+                m->rope_freqs = malloc(n_pairs * sizeof(float));
+                if (!m->rope_freqs)
+                        return -ENOMEM;
+                llama3_rope_freqs(s, m->rope_freqs);
+                /* First, where llama.cpp's converter puts it. */
+                add_tensor(m, FILL_NORM, GGML_TYPE_F32, n_pairs, 0, "rope_freqs.weight");
+                m->tensors[m->n_tensors - 1].values = m->rope_freqs;
+        }
         r = add_matrix(m, s->dim, s->vocab, "--dim", "token_embd.weight");
         if (r < 0)
                 return r;
@@ -466,6 +517,10 @@ static void help(void) {
                "  --vocab N           tokens (at least %d)\n"
                "  --ctx N             context length in the metadata\n"
                "  --rope-base F       RoPE frequency base\n"
+               "  --rope-freqs F[:N]  write rope_freqs.weight, Llama 3.1+'s RoPE frequency\n"
+               "                      factors, by Llama 3's rule with factor F and original\n"
+               "                      context N (default 8192); none: do not (llama-3.2-1b\n"
+               "                      has 32:8192, the other presets none)\n"
                "  --seed N            weights' seed (default 1)\n"
                "  --allow-fallback    store matrices whose rows do not fit --type's blocks\n"
                "                      as Q8_0 or F16 instead of failing\n"
@@ -488,6 +543,30 @@ static int parse_uint(const char *opt, const char *s, uint64_t min, uint64_t max
         return 0;
 }
 
+/* --rope-freqs F[:N] or none (factor 0). */
+static int parse_rope_freqs(const char *s, double *ret_factor, uint64_t *ret_orig) {
+        uint64_t orig = LLAMA3_ORIG_CTX;
+        char *end;
+
+        if (streq(s, "none")) {
+                *ret_factor = 0;
+                *ret_orig = 0;
+                return 0;
+        }
+        errno = 0;
+        double f = strtod(s, &end);
+        if (errno != 0 || end == s || (*end && *end != ':') || !(f > 0) || !isfinite(f)) {
+                fprintf(stderr, "--rope-freqs: '%s' is not FACTOR[:ORIGINAL_CONTEXT] with a positive factor, "
+                        "nor none\n", s);
+                return -EINVAL;
+        }
+        if (*end == ':' && parse_uint("--rope-freqs ORIGINAL_CONTEXT", end + 1, 1, UINT32_MAX, &orig) < 0)
+                return -EINVAL;
+        *ret_factor = f;
+        *ret_orig = orig;
+        return 0;
+}
+
 enum {
         OPT_PRESET = 0x100,
         OPT_ARCH,
@@ -500,6 +579,7 @@ enum {
         OPT_VOCAB,
         OPT_CTX,
         OPT_ROPE_BASE,
+        OPT_ROPE_FREQS,
         OPT_SEED,
         OPT_ALLOW_FALLBACK,
 };
@@ -517,6 +597,7 @@ int main(int argc, char *argv[]) {
                 { "vocab", required_argument, NULL, OPT_VOCAB },
                 { "ctx", required_argument, NULL, OPT_CTX },
                 { "rope-base", required_argument, NULL, OPT_ROPE_BASE },
+                { "rope-freqs", required_argument, NULL, OPT_ROPE_FREQS },
                 { "seed", required_argument, NULL, OPT_SEED },
                 { "allow-fallback", no_argument, NULL, OPT_ALLOW_FALLBACK },
                 { "output", required_argument, NULL, 'o' },
@@ -526,7 +607,8 @@ int main(int argc, char *argv[]) {
         /* explicit sizes override the preset whatever the order: collect first */
         uint64_t set[OPT_ALLOW_FALLBACK - OPT_DIM] = { 0 };
         const char *preset = NULL, *arch = NULL, *output = NULL;
-        double rope_base = NAN;
+        double rope_base = NAN, rope_factor = NAN;
+        uint64_t rope_orig_ctx = 0;
         Model m = { .type = GGML_TYPE_F32, .seed = 1 };
         int c, r;
 
@@ -576,6 +658,10 @@ int main(int argc, char *argv[]) {
                         }
                         break;
                 }
+                case OPT_ROPE_FREQS:
+                        if (parse_rope_freqs(optarg, &rope_factor, &rope_orig_ctx) < 0)
+                                return 1;
+                        break;
                 case OPT_SEED:
                         if (parse_uint("--seed", optarg, 0, UINT64_MAX, &m.seed) < 0)
                                 return 1;
@@ -636,6 +722,10 @@ int main(int argc, char *argv[]) {
                         *fields[i] = set[i];
         if (!isnan(rope_base))
                 m.spec.rope_base = rope_base;
+        if (!isnan(rope_factor)) {
+                m.spec.rope_factor = rope_factor;
+                m.spec.rope_orig_ctx = rope_orig_ctx;
+        }
 
         const Spec *s = &m.spec;
         if (s->dim % s->heads != 0 || (s->dim / s->heads) % 2 != 0) {

@@ -142,6 +142,9 @@ int gpu_op_rope_kv_store(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k_new
             !gpu_binding_covers(k_new, src) || !gpu_binding_covers(v_new, src) ||
             !gpu_binding_covers(k_cache, cache_bytes(p)) || !gpu_binding_covers(v_cache, cache_bytes(p)))
                 return -EINVAL;
+        r = gpu_rope_check_factors(rope);
+        if (r < 0)
+                return r;
 
         GpuRopeKvStorePush push = {
                 .n_tokens = p->n_tokens,
@@ -155,6 +158,7 @@ int gpu_op_rope_kv_store(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k_new
                 /* Rounded to float once, as gpu_op_rope() does, so the two rotate alike. */
                 .theta_scale = rope->n_rot ? (float) pow(rope->freq_base, -2.0 / rope->n_rot) : 1.0f,
                 .freq_scale = rope->freq_scale,
+                .has_factors = rope->freq_factors_inv.buffer != NULL,
         };
         /* One invocation per F16 pair of q, k and v. */
         uint64_t slots = (uint64_t) (p->n_head + 2 * p->n_head_kv) * p->head_dim / 2;
@@ -165,7 +169,9 @@ int gpu_op_rope_kv_store(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k_new
         r = gpu_pipeline_get(d, id, &spec, &pl);
         if (r < 0)
                 return r;
-        GpuBinding b[6] = { q, p->pos_buffer, k_new, v_new, k_cache, v_cache };
+        /* Without factors binding 6 is not read, but it needs a buffer: the positions will do. */
+        GpuBinding b[7] = { q, p->pos_buffer, k_new, v_new, k_cache, v_cache,
+                            push.has_factors ? rope->freq_factors_inv : p->pos_buffer };
         return gpu_cmd_dispatch(c, pl, b, ELEMENTSOF(b), &push, sizeof push, gx, gy, 1);
 }
 

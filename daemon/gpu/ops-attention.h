@@ -95,8 +95,8 @@ int gpu_op_kv_store(GpuCmd *c, GpuDevice *d, GpuBinding k_new, GpuBinding v_new,
  * stores k_new rotated and v_new into the caches at pos_buffer's positions,
  * as gpu_op_rope() on q and k followed by gpu_op_kv_store() would, except
  * that k_new itself is left as it was. The positions for the rotation are
- * p->pos_buffer's; rope gives head_dim, n_rot, mode, freq_base and
- * freq_scale (its n_tokens, n_heads and strides are not used).
+ * p->pos_buffer's; rope gives head_dim, n_rot, mode, freq_base, freq_scale
+ * and freq_factors_inv (its n_tokens, n_heads and strides are not used).
  */
 int gpu_op_rope_kv_store(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k_new, GpuBinding v_new,
                          GpuBinding k_cache, GpuBinding v_cache, const GpuRope *rope, const GpuAttentionParams *p);
@@ -179,5 +179,6 @@ typedef struct GpuRopeKvStorePush {     /* rope_kv_store.comp */
         uint32_t n_ctx;
         float theta_scale;
         float freq_scale;
+        uint32_t has_factors;   /* binding 6 holds GpuRope.freq_factors_inv */
 } GpuRopeKvStorePush;
-static_assert(sizeof(GpuRopeKvStorePush) == 40, "GpuRopeKvStorePush mirrors Push in rope_kv_store.comp");
+static_assert(sizeof(GpuRopeKvStorePush) == 44, "GpuRopeKvStorePush mirrors Push in rope_kv_store.comp");

@@ -81,6 +81,12 @@ int gpu_op_rmsnorm(GpuCmd *c, GpuDevice *d, GpuBinding x, GpuBinding weight, Gpu
                         groups(d, 0, n_rows, 1), 1);
 }
 
+int gpu_rope_check_factors(const GpuRope *p) {
+        if (p->freq_factors_inv.buffer && !gpu_binding_covers(p->freq_factors_inv, (uint64_t) p->n_rot / 2 * 4))
+                return -EINVAL;
+        return 0;
+}
+
 int gpu_op_rope(GpuCmd *c, GpuDevice *d, GpuBinding x, GpuBinding pos, GpuBinding out, const GpuRope *p) {
         int r;
 
@@ -102,6 +108,8 @@ int gpu_op_rope(GpuCmd *c, GpuDevice *d, GpuBinding x, GpuBinding pos, GpuBindin
                 r = covers(pos, (uint64_t) p->n_tokens * 4);
         if (r >= 0)
                 r = covers(out, strided_floats(p->n_tokens, (uint32_t) row, os) * 4);
+        if (r >= 0)
+                r = gpu_rope_check_factors(p);
         if (r < 0)
                 return r;
 
@@ -118,11 +126,13 @@ int gpu_op_rope(GpuCmd *c, GpuDevice *d, GpuBinding x, GpuBinding pos, GpuBindin
                 .theta_scale = p->n_rot ? (float) pow(p->freq_base, -2.0 / p->n_rot) : 1.0f,
                 .freq_scale = p->freq_scale,
                 .copy_rest = !in_place,
+                .has_factors = p->freq_factors_inv.buffer != NULL,
         };
-        GpuBinding b[3] = { x, pos, out };
+        /* Without factors the kernel does not read binding 3, but it needs a buffer: pos will do. */
+        GpuBinding b[4] = { x, pos, out, push.has_factors ? p->freq_factors_inv : pos };
         uint64_t slots = row / 2;
         return dispatch(c, d, p->mode == GPU_ROPE_NEOX ? GPU_SHADER_ROPE_NEOX_F32 : GPU_SHADER_ROPE_NORM_F32,
-                        ELT_BLOCK, b, 3, &push, sizeof push, groups(d, 0, slots, ELT_BLOCK),
+                        ELT_BLOCK, b, ELEMENTSOF(b), &push, sizeof push, groups(d, 0, slots, ELT_BLOCK),
                         groups(d, 1, p->n_tokens, 1));
 }
 

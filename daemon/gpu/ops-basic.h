@@ -54,8 +54,9 @@ typedef struct GpuRopePush {            /* rope.comp */
         float theta_scale;
         float freq_scale;
         uint32_t copy_rest;
+        uint32_t has_factors;           /* binding 3 holds GpuRope.freq_factors_inv */
 } GpuRopePush;
-static_assert(sizeof(GpuRopePush) == 36, "GpuRopePush mirrors Push in rope.comp");
+static_assert(sizeof(GpuRopePush) == 40, "GpuRopePush mirrors Push in rope.comp");
 
 typedef struct GpuEltwisePush {         /* binary.comp, swiglu.comp */
         uint32_t n_rows;
@@ -96,16 +97,26 @@ typedef struct GpuRope {
         float freq_scale;               /* 1: none; linear position scaling otherwise */
         uint32_t x_stride;              /* floats from one token to the next in x; 0: n_heads * head_dim */
         uint32_t out_stride;            /* ... in out; 0: n_heads * head_dim */
+        /*
+         * Optional (.buffer NULL: none): n_rot/2 floats, 1/factor for each rotated pair, the Llama 3.1+
+         * frequency factors (rope_freqs.weight) inverted and rounded to float by the caller, since the
+         * kernels only multiply (rope.comp says why).
+         */
+        GpuBinding freq_factors_inv;
 } GpuRope;
 
 /*
  * Rotates x ([n_tokens][n_heads][head_dim], token rows x_stride apart) into
  * out; pos holds one int32 position per token. For rotated pair i
  * (0 <= i < n_rot/2):
- *   theta = (pos * freq_scale) * theta_scale^i,  theta_scale = freq_base^(-2/n_rot)
+ *   theta = (pos * freq_scale) * theta_scale^i [* freq_factors_inv[i]],
+ *   theta_scale = freq_base^(-2/n_rot)
  * (see rope.comp and ref_rope() for the exact float arithmetic). out may be x.
  */
 int gpu_op_rope(GpuCmd *c, GpuDevice *d, GpuBinding x, GpuBinding pos, GpuBinding out, const GpuRope *p);
+
+/* -EINVAL when p->freq_factors_inv is given but shows fewer than n_rot/2 floats (gpu_op_rope_kv_store's check too). */
+int gpu_rope_check_factors(const GpuRope *p);
 
 /* out[r] = softmax(scale * x[r]) over n_cols, max subtracted. A row that is all -inf gives NaN. */
 int gpu_op_softmax(GpuCmd *c, GpuDevice *d, GpuBinding x, GpuBinding out, uint32_t n_rows, uint32_t n_cols,

@@ -23,6 +23,7 @@ const ModelTensorNames model_tensor_names_llama = {
         .ffn_gate = "blk.%u.ffn_gate.weight",
         .ffn_up = "blk.%u.ffn_up.weight",
         .ffn_down = "blk.%u.ffn_down.weight",
+        .rope_freqs = "rope_freqs.weight",
 };
 
 const ModelArch model_arch_llama = {

@@ -23,6 +23,7 @@ typedef struct ModelTensorNames {
         const char *attn_q_bias, *attn_k_bias, *attn_v_bias;
         const char *ffn_norm;
         const char *ffn_gate, *ffn_up, *ffn_down;
+        const char *rope_freqs;         /* optional: RoPE frequency factors, one per rotated pair (Llama 3.1+) */
 } ModelTensorNames;
 
 typedef struct ModelArch {

@@ -5,8 +5,9 @@
  * Loading: the GGUF file is mapped (gguf.c), its hyper-parameters read and
  * checked, and every weight matrix uploaded once as a GpuTensor in the
  * device layout of tensor.h. The one-dimensional tensors (norm weights,
- * biases) are small: they are converted to F32 and packed into one buffer,
- * each at a 256-byte aligned offset so it can be bound on its own.
+ * biases, RoPE frequency factors) are small: they are converted to F32 and
+ * packed into one buffer, each at a 256-byte aligned offset so it can be
+ * bound on its own.
  *
  * Running: a ModelContext owns the F16 KV cache (a K and a V buffer per
  * layer, each [n_head_kv][n_ctx][head_dim] as ops-attention.h wants) and the
@@ -89,8 +90,9 @@ struct Model {
 
         GpuTensor *tok_embd;
         GpuTensor *output;      /* NULL when tied: use tok_embd */
-        GpuBuffer *vecs;        /* norm weights and biases, F32 */
+        GpuBuffer *vecs;        /* norm weights, biases and inverse RoPE frequency factors, F32 */
         uint64_t output_norm;
+        uint64_t rope_freqs_inv; /* offset in vecs of 1/factor per rotated pair, with hp.rope_freqs */
         ModelLayer *layers;
 
         /*
@@ -434,6 +436,7 @@ typedef struct VecSlot {
         uint64_t at[3];         /* where each starts in the slot, in floats */
         uint64_t n;             /* floats in the slot; gaps are zeros */
         uint64_t *offset;       /* where the slot's offset in Model.vecs goes */
+        bool invert;            /* store 1/x rounded to float (RoPE factors: the kernels only multiply) */
 } VecSlot;
 
 static int add_vec(Model *m, VecSlot *slots, size_t *n_slots, const char *pattern, uint32_t layer, uint64_t n,
@@ -472,7 +475,38 @@ static int add_vec_part(Model *m, VecSlot *slots, size_t n_slots, uint32_t part,
         return 0;
 }
 
-/* Norm weights and biases, converted to F32, into one buffer. */
+/*
+ * The Llama 3.1+ RoPE frequency factors, if the file has them (Llama 3.0 and qwen2 files do not): one
+ * per rotated pair, dividing its angle (llama.cpp's ggml_rope_ext). Every factor is checked, since one
+ * zero or NaN would quietly wreck every position; load_vecs() uploads them.
+ */
+static int check_rope_freqs(Model *m, char **ret_error) {
+        const GgufTensor *t;
+        int r;
+
+        t = gguf_find_tensor(m->gguf, m->arch->names->rope_freqs);
+        if (!t)
+                return 0;
+        if (t->type != GGML_TYPE_F32)
+                return fail(ret_error, -EBADMSG, "%s: tensor '%s' has type %s, expected F32", m->path, t->name,
+                            strna(ggml_type_name(t->type)));
+        r = check_shape(m, t, 1, m->hp.n_rot / 2, 1, ret_error);
+        if (r < 0)
+                return r;
+        for (uint64_t i = 0; i < t->ne[0]; i++) {
+                float f;
+                memcpy(&f, (const uint8_t *) t->data + i * sizeof f, sizeof f);
+                /* 1/f must be finite too: the kernels multiply by it. */
+                if (!(f > 0 && isfinite(f) && isfinite(1.0f / f)))
+                        return fail(ret_error, -EBADMSG,
+                                    "%s: tensor '%s' has factor %g for pair %" PRIu64
+                                    ", which is not a finite positive number", m->path, t->name, (double) f, i);
+        }
+        m->hp.rope_freqs = true;
+        return 0;
+}
+
+/* Norm weights, biases and RoPE frequency factors, converted to F32, into one buffer. */
 static int load_vecs(Model *m, char **ret_error) {
         const ModelHParams *hp = &m->hp;
         const ModelTensorNames *nm = m->arch->names;
@@ -483,10 +517,14 @@ static int load_vecs(Model *m, char **ret_error) {
         uint64_t size = 0;
         int r;
 
-        slots = calloc((size_t) hp->n_layer * 5 + 1, sizeof *slots);
+        slots = calloc((size_t) hp->n_layer * 5 + 2, sizeof *slots);
         if (!slots)
                 return -ENOMEM;
         r = add_vec(m, slots, &n_slots, nm->output_norm, 0, hp->n_embd, &m->output_norm, ret_error);
+        if (r >= 0 && hp->rope_freqs)
+                /* Inverted: the kernels multiply (rope.comp says why). */
+                slots[n_slots++] = (VecSlot) { .t = { gguf_find_tensor(m->gguf, nm->rope_freqs) }, .n = hp->n_rot / 2,
+                                               .offset = &m->rope_freqs_inv, .invert = true };
         for (uint32_t il = 0; r >= 0 && il < hp->n_layer; il++) {
                 ModelLayer *l = &m->layers[il];
                 r = add_vec(m, slots, &n_slots, nm->attn_norm, il, hp->n_embd, &l->attn_norm, ret_error);
@@ -529,6 +567,8 @@ static int load_vecs(Model *m, char **ret_error) {
                 r = 0;
                 for (size_t j = 0; r >= 0 && j < ELEMENTSOF(sl->t) && sl->t[j]; j++)
                         r = ggml_dequantize_row(sl->t[j]->type, sl->t[j]->data, tmp + sl->at[j], sl->t[j]->ne[0]);
+                for (uint64_t k = 0; sl->invert && k < sl->n; k++)
+                        tmp[k] = 1.0f / tmp[k];
                 if (r >= 0)
                         r = gpu_buffer_write(m->vecs, *sl->offset, tmp, sl->n * sizeof(float));
                 if (r < 0)
@@ -560,13 +600,9 @@ static int load_tensors(Model *m, char **ret_error) {
         if (r < 0)
                 return r;
         m->hp.tied_output = !m->output;
-        /* Llama 3.1+ files carry per-dimension RoPE frequency factors (llama3 scaling); rope.comp has no
-         * input for them yet, so they are not applied: exact at short range, drifting at long range. */
-        if (gguf_find_tensor(m->gguf, "rope_freqs.weight"))
-                /* Llama 3.1+ long-context scaling: exact below the original
-                 * context (8k), drifting beyond it. Said once, at load. */
-                log_warning("%s: rope_freqs.weight (Llama 3.1+ RoPE frequency factors) is not applied yet; "
-                            "output drifts past the model's original context of about 8k tokens.", m->path);
+        r = check_rope_freqs(m, ret_error);
+        if (r < 0)
+                return r;
 
         m->layers = calloc(hp->n_layer, sizeof *m->layers);
         if (!m->layers)
@@ -997,6 +1033,8 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
                 .mode = hp->rope_neox ? GPU_ROPE_NEOX : GPU_ROPE_NORMAL,
                 .freq_base = hp->rope_base,
                 .freq_scale = hp->rope_scale,
+                .freq_factors_inv = hp->rope_freqs ? bind_at(m->vecs, m->rope_freqs_inv, (uint64_t) hp->n_rot / 2 * 4)
+                                                   : (GpuBinding) {},
         };
         GpuRope rope_k = rope_q;
         rope_k.n_heads = hp->n_head_kv;

@@ -37,6 +37,7 @@ typedef struct ModelHParams {
         float rope_base;
         float rope_scale;               /* frequency scale (1 / linear factor) */
         bool rope_neox;                 /* qwen2: NeoX pairs */
+        bool rope_freqs;                /* per-pair frequency factors (rope_freqs.weight, Llama 3.1+) applied */
         bool qkv_bias;                  /* qwen2 */
         bool tied_output;               /* no output.weight: reuse token_embd */
 } ModelHParams;

@@ -28,9 +28,18 @@ float reduce_angle(float t) {
     return r;
 }
 
-// cos and sin of pair j's angle at position fpos (float(pos) * freq_scale).
-vec2 rope_cs(float fpos, float theta_scale, uint j) {
-    const precise float theta = fpos * powi(theta_scale, j);
-    const float a = reduce_angle(theta);
+// Pair j's angle at position fpos (float(pos) * freq_scale). inv_factor is
+// 1 / rope_freqs[j] rounded to float on the host, 1.0 without factors (an
+// exact multiplication, so the angle is then the one without them): llama.cpp
+// divides by the factor, but GLSL's division is not correctly rounded.
+float rope_theta(float fpos, float theta_scale, uint j, float inv_factor) {
+    precise float theta = fpos * powi(theta_scale, j);
+    theta = theta * inv_factor;
+    return theta;
+}
+
+// cos and sin of that angle.
+vec2 rope_cs(float fpos, float theta_scale, uint j, float inv_factor) {
+    const float a = reduce_angle(rope_theta(fpos, theta_scale, j, inv_factor));
     return vec2(cos(a), sin(a));
 }

@@ -74,3 +74,13 @@ static inline double test_nmse(const float *a, const float *ref, size_t n) {
         }
         return den > 0 ? num / den : num;
 }
+
+/*
+ * n RoPE frequency factors, log-uniform in [0.5, 8) (Llama 3.1's run from 1 to 8 or 32; nothing forbids
+ * less than 1), as the kernels take them: 1/factor rounded to float, as model.c uploads them.
+ */
+static inline void test_rope_factors_inv(float *inv, uint32_t n, uint64_t seed) {
+        uint64_t s = seed * 0x9E3779B97F4A7C15ULL + 7;
+        for (uint32_t i = 0; i < n; i++)
+                inv[i] = 1.0f / exp2f(2.0f * test_rand_f(&s) + 1.0f);
+}

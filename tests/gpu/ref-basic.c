@@ -28,7 +28,7 @@ static float powi_f(float b, uint32_t e) {
         return r;
 }
 
-void ref_rope(const float *x, const int32_t *pos, float *out, const GpuRope *p) {
+void ref_rope(const float *x, const int32_t *pos, const float *factors_inv, float *out, const GpuRope *p) {
         uint32_t row = p->n_heads * p->head_dim;
         uint32_t xs = p->x_stride ? p->x_stride : row, os = p->out_stride ? p->out_stride : row;
         uint32_t half_rot = p->n_rot / 2;
@@ -46,6 +46,8 @@ void ref_rope(const float *x, const int32_t *pos, float *out, const GpuRope *p) 
                                 uint32_t i0 = p->mode == GPU_ROPE_NEOX ? j : 2 * j;
                                 uint32_t i1 = p->mode == GPU_ROPE_NEOX ? j + half_rot : 2 * j + 1;
                                 volatile float theta = fpos * powi_f(theta_scale, j);
+                                if (factors_inv)
+                                        theta = theta * factors_inv[j];
                                 /* The float theta, then sin/cos without further rounding. */
                                 double c = cos((double) theta), s = sin((double) theta);
                                 double x0 = xh[i0], x1 = xh[i1];

@@ -15,7 +15,8 @@
 #include "ops-basic.h"
 
 void ref_rmsnorm(const float *x, const float *weight, float *out, uint32_t n_rows, uint32_t n_cols, float eps);
-void ref_rope(const float *x, const int32_t *pos, float *out, const GpuRope *p);
+/* factors_inv: NULL, or the n_rot/2 floats gpu_op_rope() gets in p->freq_factors_inv. */
+void ref_rope(const float *x, const int32_t *pos, const float *factors_inv, float *out, const GpuRope *p);
 void ref_softmax(const float *x, float *out, uint32_t n_rows, uint32_t n_cols, float scale);
 void ref_swiglu(const float *gate, const float *up, float *out, size_t n);
 void ref_binary(const float *a, const float *b, float *out, uint32_t n_rows, uint32_t n_cols, bool b_broadcast,

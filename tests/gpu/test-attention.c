@@ -13,7 +13,8 @@
  *
  * Tolerances:
  *  - rope_kv_store: q NMSE < 1e-8 against ref_rope (test-ops-basic's rope
- *    bound); k and v as kv_store's, k after ref_rope (a k rotated a few F32
+ *    bound), with frequency factors too (and then > 0.1 against ref_rope
+ *    without them); k and v as kv_store's, k after ref_rope (a k rotated a few F32
  *    ulps apart may round to the next F16, so an element near zero gets an
  *    absolute 1e-4 instead of one F16 step).
  *  - kv_store: every F16 within one unit in the last place of the
@@ -351,9 +352,12 @@ static void test_kv_store_positions(void **state) {
  * rope_kv_store against ref_rope on q and k followed by gpu_kv_store_ref:
  * q rotated in place, k rotated and v stored at the buffer's positions (out
  * of range: skipped), the rest of the caches untouched, k_new unchanged.
+ * factors: with random frequency factors, which must then matter (q far
+ * from the reference without them).
  */
 static void run_rope_kv_store(uint32_t n_head, uint32_t n_head_kv, uint32_t dim, uint32_t n_rot, GpuRopeMode mode,
-                              uint32_t n_ctx, uint32_t pad, const int32_t *pos, uint32_t n_tokens, uint64_t seed) {
+                              uint32_t n_ctx, uint32_t pad, const int32_t *pos, uint32_t n_tokens, bool factors,
+                              uint64_t seed) {
         const uint32_t q_row = n_head * dim, kv_row = n_head_kv * dim, qs = q_row + pad, kvs = kv_row + pad;
         const size_t q_n = (size_t) (n_tokens - 1) * qs + q_row, kv_n = (size_t) (n_tokens - 1) * kvs + kv_row;
         const size_t cache_n = (size_t) n_head_kv * n_ctx * dim;
@@ -372,10 +376,18 @@ static void run_rope_kv_store(uint32_t n_head, uint32_t n_head_kv, uint32_t dim,
         uint16_t *kc = malloc(2 * cache_n), *vc = malloc(2 * cache_n);
         uint16_t *kc_ref = malloc(2 * cache_n), *vc_ref = malloc(2 * cache_n);
         bool *stored = calloc(n_ctx, sizeof *stored);
+        float *inv = factors ? malloc(sizeof(float) * n_rot / 2) : NULL;
         assert_non_null(q && q_gpu && q_ref && k && k_gpu && k_rot && v && kc && vc && kc_ref && vc_ref && stored);
+        assert_true(!factors || inv);
         test_fill_random(q, q_n, seed * 3 + 1);
         test_fill_random(k, kv_n, seed * 3 + 2);
         test_fill_random(v, kv_n, seed * 3 + 3);
+        GpuBuffer *fb = NULL;
+        if (factors) {
+                test_rope_factors_inv(inv, n_rot / 2, seed);
+                fb = upload(inv, sizeof(float) * n_rot / 2);
+                rope.freq_factors_inv = (GpuBinding) { fb };
+        }
 
         GpuBuffer *qb = upload(q, sizeof(float) * q_n), *kb = upload(k, sizeof(float) * kv_n);
         GpuBuffer *vb = upload(v, sizeof(float) * kv_n), *pb = new_buffer(4 * n_tokens);
@@ -404,13 +416,24 @@ static void run_rope_kv_store(uint32_t n_head, uint32_t n_head_kv, uint32_t dim,
         rk.x_stride = rk.out_stride = kvs;
         memcpy(q_ref, q, sizeof(float) * q_n);
         memcpy(k_rot, k, sizeof(float) * kv_n);
-        ref_rope(q_ref, pos, q_ref, &rq);
-        ref_rope(k_rot, pos, k_rot, &rk);
+        ref_rope(q_ref, pos, inv, q_ref, &rq);
+        ref_rope(k_rot, pos, inv, k_rot, &rk);
         /* ref_rope leaves the padding alone, as the kernel does. */
         double e = test_nmse(q_gpu, q_ref, q_n);
-        fprintf(stderr, "# rope_kv_store %s %u/%u heads x %u rot %u, %u tokens: q nmse %.3g\n",
-                mode == GPU_ROPE_NEOX ? "neox" : "norm", n_head, n_head_kv, dim, n_rot, n_tokens, e);
+        fprintf(stderr, "# rope_kv_store %s %u/%u heads x %u rot %u, %u tokens%s: q nmse %.3g\n",
+                mode == GPU_ROPE_NEOX ? "neox" : "norm", n_head, n_head_kv, dim, n_rot, n_tokens,
+                factors ? ", factors" : "", e);
         assert_true(e < 1e-8);
+        if (factors) {
+                float *plain = malloc(sizeof(float) * q_n);
+                assert_non_null(plain);
+                memcpy(plain, q, sizeof(float) * q_n);
+                ref_rope(plain, pos, NULL, plain, &rq);
+                double e0 = test_nmse(q_gpu, plain, q_n);
+                fprintf(stderr, "# ... q nmse %.3g against no factors\n", e0);
+                assert_true(e0 > 0.1);
+                free(plain);
+        }
         assert_memory_equal(k_gpu, k, sizeof(float) * kv_n);
 
         for (size_t i = 0; i < cache_n; i++)
@@ -441,6 +464,8 @@ static void run_rope_kv_store(uint32_t n_head, uint32_t n_head_kv, uint32_t dim,
         gpu_buffer_free(pb);
         gpu_buffer_free(kcb);
         gpu_buffer_free(vcb);
+        gpu_buffer_free(fb);
+        free(inv);
         free(q);
         free(q_gpu);
         free(q_ref);
@@ -459,12 +484,17 @@ static void test_rope_kv_store(void **state) {
         static const int32_t one[] = { 4321 };
         static const int32_t some[] = { 5, 0, 255, -1, 300, 17 };
 
-        run_rope_kv_store(8, 4, 64, 64, GPU_ROPE_NORMAL, 8192, 0, one, 1, 1);
-        run_rope_kv_store(8, 4, 64, 64, GPU_ROPE_NEOX, 8192, 0, one, 1, 2);
+        run_rope_kv_store(8, 4, 64, 64, GPU_ROPE_NORMAL, 8192, 0, one, 1, false, 1);
+        run_rope_kv_store(8, 4, 64, 64, GPU_ROPE_NEOX, 8192, 0, one, 1, false, 2);
         /* Partial rotation (pass-through dims), GQA, padded rows, positions out of range. */
-        run_rope_kv_store(6, 2, 32, 16, GPU_ROPE_NORMAL, 256, 6, some, ELEMENTSOF(some), 3);
-        run_rope_kv_store(6, 2, 32, 16, GPU_ROPE_NEOX, 256, 6, some, ELEMENTSOF(some), 4);
-        run_rope_kv_store(4, 4, 128, 128, GPU_ROPE_NORMAL, 64, 0, some, 3, 5);
+        run_rope_kv_store(6, 2, 32, 16, GPU_ROPE_NORMAL, 256, 6, some, ELEMENTSOF(some), false, 3);
+        run_rope_kv_store(6, 2, 32, 16, GPU_ROPE_NEOX, 256, 6, some, ELEMENTSOF(some), false, 4);
+        run_rope_kv_store(4, 4, 128, 128, GPU_ROPE_NORMAL, 64, 0, some, 3, false, 5);
+        /* Frequency factors (Llama 3.1+), with the same variations. */
+        run_rope_kv_store(8, 4, 64, 64, GPU_ROPE_NORMAL, 8192, 0, one, 1, true, 6);
+        run_rope_kv_store(8, 4, 64, 64, GPU_ROPE_NEOX, 8192, 0, one, 1, true, 7);
+        run_rope_kv_store(6, 2, 32, 16, GPU_ROPE_NORMAL, 256, 6, some, ELEMENTSOF(some), true, 8);
+        run_rope_kv_store(6, 2, 32, 16, GPU_ROPE_NEOX, 256, 6, some, ELEMENTSOF(some), true, 9);
 
         /* Decode only: positions from the buffer; and the rotation's head_dim must be attention's. */
         GpuBuffer *b = new_buffer(1 << 16);
@@ -481,6 +511,11 @@ static void test_rope_kv_store(void **state) {
         assert_int_equal(gpu_op_rope_kv_store(c, T.dev, x, x, x, x, x, &rope, &p), -EINVAL);
         rope.head_dim = 8;
         rope.n_rot = 10;
+        assert_int_equal(gpu_op_rope_kv_store(c, T.dev, x, x, x, x, x, &rope, &p), -EINVAL);
+        rope.n_rot = 8;
+        rope.freq_factors_inv = (GpuBinding) { b, 0, 4 * 4 }; /* one factor per rotated pair */
+        assert_int_equal(gpu_op_rope_kv_store(c, T.dev, x, x, x, x, x, &rope, &p), 0);
+        rope.freq_factors_inv.range = 3 * 4;
         assert_int_equal(gpu_op_rope_kv_store(c, T.dev, x, x, x, x, x, &rope, &p), -EINVAL);
         gpu_cmd_free(c);
         gpu_buffer_free(b);

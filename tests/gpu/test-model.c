@@ -10,6 +10,11 @@
  *    prefill attention), a 3-token batch (matrix x vector on 3 vectors,
  *    prefill attention at an offset), single-token decode steps, and
  *    model_eval_greedy. Prompts split into chunks (n_batch) too.
+ *  - Llama 3.1+ RoPE frequency factors (rope_freqs.weight) on both
+ *    architectures, with factors that matter at these short positions: the
+ *    same comparisons, and the reference without the factors must be far
+ *    off (so a loader that ignored them fails). Broken factor tensors are
+ *    load errors.
  *  - stories260K (a real trained model, F32, feed-forward 172): the GPU's
  *    greedy tokens for "Once upon a time" equal the reference's, token for
  *    token.
@@ -64,6 +69,11 @@ typedef struct Spec {
         GgmlType type;
         uint32_t n_embd, n_ff, n_layer, n_head, n_head_kv, n_vocab;
         uint64_t seed;
+        /* rope_freqs.weight: n_rope_freqs values of rope_freqs_type (F32 unless a test wants it broken),
+         * or none when NULL. */
+        const float *rope_freqs;
+        uint32_t n_rope_freqs;
+        GgmlType rope_freqs_type;
 } Spec;
 
 /* ---- synthetic models ------------------------------------------------------ */
@@ -84,6 +94,16 @@ static void add_tensor(GgufWriter *w, const char *name, GgmlType type, uint32_t 
         uint64_t ne[2] = { cols, rows };
         assert_int_equal(gguf_writer_add_tensor(w, name, type, rows > 1 ? 2 : 1, ne, q), 0);
         free(x);
+        free(q);
+}
+
+/* A one-dimensional tensor of these n values. */
+static void add_vector(GgufWriter *w, const char *name, GgmlType type, const float *x, uint32_t n) {
+        uint8_t *q = malloc(ggml_row_bytes(type, n));
+        uint64_t ne[1] = { n };
+        assert_non_null(q);
+        assert_int_equal(ggml_quantize_row(type, x, q, n), 0);
+        assert_int_equal(gguf_writer_add_tensor(w, name, type, 1, ne, q), 0);
         free(q);
 }
 
@@ -161,6 +181,8 @@ static void write_model(const char *path, const Spec *s) {
         add_key_f32(w, s->arch, "rope.freq_base", qwen ? 1000000.0f : 10000.0f);
         add_vocab(w, s->n_vocab);
 
+        if (s->rope_freqs)
+                add_vector(w, "rope_freqs.weight", s->rope_freqs_type, s->rope_freqs, s->n_rope_freqs);
         add_tensor(w, "token_embd.weight", s->type, s->n_embd, s->n_vocab, 1.0f, 0, seed++);
         add_tensor(w, "output_norm.weight", GGML_TYPE_F32, s->n_embd, 1, 0.2f, 1.0f, seed++);
         if (!qwen)
@@ -258,7 +280,8 @@ static void step(ModelContext *c, RefModel *rm, const int32_t *tokens, uint32_t 
 
 static void run_synthetic(const Spec *s, const ModelOptions *opts, uint32_t n_prompt) {
         char file[64], what[96];
-        snprintf(file, sizeof file, "%s-%s-%" PRIu64 ".gguf", s->arch, ggml_type_name(s->type), s->seed);
+        snprintf(file, sizeof file, "%s-%s-%" PRIu64 "%s.gguf", s->arch, ggml_type_name(s->type), s->seed,
+                 s->rope_freqs ? "-freqs" : "");
         char *path = model_path(file);
         uint64_t rs = s->seed * 77 + 5;
         const uint32_t n_ctx = 64;
@@ -273,6 +296,7 @@ static void run_synthetic(const Spec *s, const ModelOptions *opts, uint32_t n_pr
         assert_int_equal(hp->head_dim, s->n_embd / s->n_head);
         assert_int_equal(hp->rope_neox, strcmp(s->arch, "qwen2") == 0);
         assert_int_equal(hp->tied_output, strcmp(s->arch, "qwen2") == 0);
+        assert_int_equal(hp->rope_freqs, s->rope_freqs != NULL);
         assert_non_null(model_tokenizer(m));
         RefModel *rm = ref_load(path, n_ctx);
         ModelContext *c = NULL;
@@ -286,13 +310,14 @@ static void run_synthetic(const Spec *s, const ModelOptions *opts, uint32_t n_pr
         assert_true(lg && lr);
 
         /* The prompt, then a few tokens at once, then decode. */
-        snprintf(what, sizeof what, "%s %s prompt", s->arch, ggml_type_name(s->type));
+        const char *fq = s->rope_freqs ? " rope_freqs" : "";
+        snprintf(what, sizeof what, "%s %s%s prompt", s->arch, ggml_type_name(s->type), fq);
         step(c, rm, tokens, n_prompt, what);
-        snprintf(what, sizeof what, "%s %s batch of 3", s->arch, ggml_type_name(s->type));
+        snprintf(what, sizeof what, "%s %s%s batch of 3", s->arch, ggml_type_name(s->type), fq);
         step(c, rm, tokens + n_prompt, 3, what);
         uint32_t pos = n_prompt + 3;
         for (uint32_t i = 0; i < 3; i++, pos++) {
-                snprintf(what, sizeof what, "%s %s decode %u", s->arch, ggml_type_name(s->type), pos);
+                snprintf(what, sizeof what, "%s %s%s decode %u", s->arch, ggml_type_name(s->type), fq, pos);
                 step(c, rm, tokens + pos, 1, what);
         }
 
@@ -408,6 +433,130 @@ static void test_fused_padding(void **state) {
         assert_int_equal(unsetenv("INFERD_MODEL_NO_FUSE"), 0);
 }
 
+/*
+ * Llama 3's rule for the factors (llama.cpp's converter; low_freq_factor 1, high_freq_factor 4): pairs
+ * whose wavelength is under orig/4 positions keep theirs, those over orig are slowed down by factor,
+ * those between by a blend. A small original context makes them matter at the positions tested here.
+ */
+static void llama3_factors(float *f, uint32_t n_rot, double base, double factor, double orig) {
+        for (uint32_t i = 0; i < n_rot / 2; i++) {
+                double wavelen = 2 * M_PI / pow(base, -2.0 * i / n_rot);
+                double smooth = (orig / wavelen - 1) / (4 - 1);
+                if (wavelen < orig / 4)
+                        f[i] = 1;
+                else if (wavelen > orig)
+                        f[i] = (float) factor;
+                else
+                        f[i] = (float) (1 / ((1 - smooth) / factor + smooth));
+        }
+}
+
+/* Logits of the first n_prompt tokens of run_synthetic's sequence, by the reference. */
+static void ref_prompt_logits(const Spec *s, const char *path, uint32_t n_prompt, float *logits) {
+        uint64_t rs = s->seed * 77 + 5;
+        int32_t tokens[64];
+
+        assert_true(n_prompt <= ELEMENTSOF(tokens));
+        for (uint32_t i = 0; i < n_prompt; i++)
+                tokens[i] = (int32_t) (test_rand_u64(&rs) % s->n_vocab);
+        RefModel *rm = ref_load(path, 64);
+        assert_int_equal(ref_model_eval(rm, tokens, n_prompt, logits), 0);
+        ref_model_free(rm);
+}
+
+/*
+ * rope_freqs.weight (Llama 3.1+): the GPU with the factors against the reference with them, llama
+ * (NORMAL pairs, Llama 3's rule) and qwen2 (NeoX pairs, random factors in [0.5, 8]), fused and not.
+ * And the factors must matter: the reference without them is far outside the tolerance, so a
+ * loader that dropped them would fail.
+ */
+static void test_rope_freqs(void **state) {
+        float f[32];
+        for (size_t a = 0; a < 2; a++) {
+                Spec s = {
+                        .arch = a ? "qwen2" : "llama",
+                        .type = GGML_TYPE_Q8_0,
+                        .n_embd = 256,
+                        .n_ff = 512,
+                        .n_layer = 2,
+                        .n_head = 4,
+                        .n_head_kv = 2,
+                        .n_vocab = 300,
+                        .seed = 70 + a,
+                        .rope_freqs = f,
+                        .n_rope_freqs = 32,             /* head size 64, all rotated */
+                };
+                if (a) {
+                        uint64_t rs = 123;
+                        for (uint32_t i = 0; i < 32; i++)
+                                f[i] = exp2f(2.0f * test_rand_f(&rs) + 1.0f);
+                } else
+                        llama3_factors(f, 64, 10000.0, 8.0, 32.0);
+                ModelOptions opts = { .n_batch = 12 };
+                run_synthetic(&s, &opts, 30);
+                assert_int_equal(setenv("INFERD_MODEL_NO_FUSE", "1", 1), 0);
+                run_synthetic(&s, &opts, 10);
+                assert_int_equal(unsetenv("INFERD_MODEL_NO_FUSE"), 0);
+
+                char *with = model_path("freqs.gguf"), *without = model_path("no-freqs.gguf");
+                float *lw = malloc(s.n_vocab * sizeof(float)), *lo = malloc(s.n_vocab * sizeof(float));
+                assert_true(lw && lo);
+                write_model(with, &s);
+                Spec plain = s;
+                plain.rope_freqs = NULL;
+                write_model(without, &plain);
+                ref_prompt_logits(&s, with, 30, lw);
+                ref_prompt_logits(&plain, without, 30, lo);
+                double max_ref = 0, max_diff = 0;
+                for (uint32_t i = 0; i < s.n_vocab; i++) {
+                        max_ref = MAX(max_ref, fabs((double) lw[i]));
+                        max_diff = MAX(max_diff, fabs((double) lw[i] - lo[i]));
+                }
+                fprintf(stderr, "# %s: without rope_freqs the logits move by %.3g of the largest\n", s.arch,
+                        max_diff / max_ref);
+                assert_true(max_diff / max_ref > 20 * LOGIT_TOL);
+                free(lw);
+                free(lo);
+                unlink(with);
+                unlink(without);
+                free(with);
+                free(without);
+        }
+}
+
+/* A small llama whose rope_freqs.weight (16 pairs) is broken as given: -EBADMSG naming it and the fault. */
+static void check_bad_rope_freqs(const float *f, uint32_t n, GgmlType type, const char *why) {
+        Spec s = {
+                .arch = "llama",
+                .type = GGML_TYPE_F32,
+                .n_embd = 64,
+                .n_ff = 128,
+                .n_layer = 1,
+                .n_head = 2,
+                .n_head_kv = 2,
+                .n_vocab = 270,
+                .seed = 80,
+                .rope_freqs = f,
+                .n_rope_freqs = n,
+                .rope_freqs_type = type,
+        };
+        char *path = model_path("bad-freqs.gguf");
+        Model *m = NULL;
+        char *err = NULL;
+
+        write_model(path, &s);
+        assert_int_equal(model_load(T.dev, path, NULL, &m, &err), -EBADMSG);
+        assert_null(m);
+        assert_non_null(err);
+        if (getenv("INFERD_TEST_VERBOSE"))
+                fprintf(stderr, "# %s\n", err);
+        assert_non_null(strstr(err, "rope_freqs.weight"));
+        assert_non_null(strstr(err, why));
+        free(err);
+        unlink(path);
+        free(path);
+}
+
 static void test_load_errors(void **state) {
         Model *m = NULL;
         char *err = NULL;
@@ -431,6 +580,22 @@ static void test_load_errors(void **state) {
         free(err);
         unlink(path);
         free(path);
+
+        /* RoPE frequency factors: one per rotated pair, F32, finite and positive. */
+        float f[17];
+        for (size_t i = 0; i < ELEMENTSOF(f); i++)
+                f[i] = 1.0f + (float) i;
+        check_bad_rope_freqs(f, 15, GGML_TYPE_F32, "15 elements, expected 16");
+        check_bad_rope_freqs(f, 17, GGML_TYPE_F32, "17 elements, expected 16");
+        check_bad_rope_freqs(f, 16, GGML_TYPE_F16, "type F16, expected F32");
+        f[3] = 0;
+        check_bad_rope_freqs(f, 16, GGML_TYPE_F32, "factor 0 for pair 3");
+        f[3] = -2;
+        check_bad_rope_freqs(f, 16, GGML_TYPE_F32, "factor -2 for pair 3");
+        f[3] = NAN;
+        check_bad_rope_freqs(f, 16, GGML_TYPE_F32, "for pair 3");
+        f[3] = INFINITY;
+        check_bad_rope_freqs(f, 16, GGML_TYPE_F32, "factor inf for pair 3");
 }
 
 /* ---- stories260K ------------------------------------------------------------ */
@@ -610,6 +775,7 @@ int main(void) {
                 cmocka_unit_test(test_qwen2),
                 cmocka_unit_test(test_chunks),
                 cmocka_unit_test(test_fused_padding),
+                cmocka_unit_test(test_rope_freqs),
                 cmocka_unit_test(test_stories_greedy),
                 cmocka_unit_test(test_context_full),
         };

@@ -11,7 +11,9 @@
  *   rope                      1e-8   theta is bit-identical by construction,
  *                                    so this is sin/cos after range reduction
  *                                    (Vulkan allows 2^-11 absolute within
- *                                    [-pi, pi], real devices do far better)
+ *                                    [-pi, pi], real devices do far better);
+ *                                    the same with frequency factors, whose
+ *                                    omission must give an NMSE above 0.1
  *   add, mul, scale           exact  one correctly rounded operation
  *   argmax                    exact  indices, ties to the lowest
  */
@@ -151,6 +153,7 @@ typedef struct RopeCase {
         float base, freq_scale;
         bool in_place;
         uint32_t extra_stride;          /* > 0: token rows padded, as Q inside a fused QKV row */
+        bool factors;                   /* Llama 3.1+ frequency factors (GpuRope.freq_factors_inv) */
 } RopeCase;
 
 static void run_rope(const RopeCase *k) {
@@ -169,6 +172,7 @@ static void run_rope(const RopeCase *k) {
         float *x = random_floats(nx, 40 + k->n_rot + k->mode, 1.0f);
         float *ref = calloc(nx, 4), *got = calloc(nx, 4);
         int32_t *pos = malloc(k->n_tokens * sizeof *pos);
+        float *inv = k->factors ? malloc(MAX(k->n_rot / 2, 1u) * sizeof *inv) : NULL;
         uint64_t seed = 77;
         char what[120];
 
@@ -179,6 +183,12 @@ static void run_rope(const RopeCase *k) {
         p.out_stride = k->in_place ? p.x_stride : 0;
 
         GpuBuffer *bx = upload(x, nx * 4), *bp = upload(pos, k->n_tokens * 4), *bo = upload(NULL, no * 4);
+        GpuBuffer *bf = NULL;
+        if (inv) {
+                test_rope_factors_inv(inv, k->n_rot / 2, 90 + k->n_rot);
+                bf = upload(inv, k->n_rot / 2 * 4);
+                p.freq_factors_inv = (GpuBinding) { bf, 0, k->n_rot / 2 * 4 };
+        }
         GpuBinding out = k->in_place ? bind(bx) : bind(bo);
         GpuCmd *c = begin();
         assert_int_equal(gpu_op_rope(c, T.dev, bind(bx), bind(bp), out, &p), 0);
@@ -186,17 +196,29 @@ static void run_rope(const RopeCase *k) {
 
         if (k->in_place) {
                 memcpy(ref, x, nx * 4); /* the padding between rows must survive */
-                ref_rope(ref, pos, ref, &p);
+                ref_rope(ref, pos, inv, ref, &p);
                 download(bx, got, nx * 4);
         } else {
-                ref_rope(x, pos, ref, &p);
+                ref_rope(x, pos, inv, ref, &p);
                 download(bo, got, no * 4);
         }
         size_t n = k->in_place ? nx : no;
-        snprintf(what, sizeof what, "rope %s %ux%ux%u rot %u base %g scale %g%s%s",
+        snprintf(what, sizeof what, "rope %s %ux%ux%u rot %u base %g scale %g%s%s%s",
                  k->mode == GPU_ROPE_NEOX ? "neox" : "norm", k->n_tokens, k->n_heads, k->head_dim, k->n_rot,
-                 k->base, k->freq_scale, k->in_place ? " in place" : "", k->extra_stride ? " strided" : "");
+                 k->base, k->freq_scale, k->in_place ? " in place" : "", k->extra_stride ? " strided" : "",
+                 k->factors ? " factors" : "");
         check_nmse(what, got, ref, n, NMSE_ROPE);
+        if (inv) {
+                /* The factors matter: without them the reference is far from what the kernel gave. */
+                float *plain = malloc(nx * 4);
+                assert_non_null(plain);
+                memcpy(plain, x, nx * 4);
+                ref_rope(x, pos, NULL, plain, &p);
+                double e = test_nmse(got, plain, n);
+                fprintf(stderr, "# %-40s nmse %.3g against no factors\n", what, e);
+                assert_true(e > 0.1);
+                free(plain);
+        }
 
         /* Dims past n_rot (and row padding) are copied bit for bit. */
         uint32_t os = k->in_place ? xs : row;
@@ -213,10 +235,12 @@ static void run_rope(const RopeCase *k) {
         gpu_buffer_free(bx);
         gpu_buffer_free(bp);
         gpu_buffer_free(bo);
+        gpu_buffer_free(bf);
         free(x);
         free(ref);
         free(got);
         free(pos);
+        free(inv);
 }
 
 static void test_rope(void **state) {
@@ -232,6 +256,13 @@ static void test_rope(void **state) {
                 { GPU_ROPE_NORMAL, 5, 7, 64, 24, 10000.0f, 1.0f, false, 2 * 64 + 4 },
                 { GPU_ROPE_NEOX, 3, 2, 10, 0, 10000.0f, 1.0f, false, 0 },   /* nothing rotated */
                 { GPU_ROPE_NORMAL, 300, 1, 2, 2, 10000.0f, 1.0f, false, 0 }, /* tiny heads, many tokens */
+                /* Frequency factors (Llama 3.1+), with the variations above. */
+                { GPU_ROPE_NORMAL, 7, 3, 128, 128, 500000.0f, 1.0f, false, 0, true },
+                { GPU_ROPE_NEOX, 7, 3, 128, 128, 1000000.0f, 1.0f, false, 0, true },
+                { GPU_ROPE_NORMAL, 9, 5, 64, 32, 10000.0f, 0.25f, true, 0, true },
+                { GPU_ROPE_NEOX, 9, 5, 64, 32, 10000.0f, 0.25f, false, 0, true },
+                { GPU_ROPE_NORMAL, 5, 7, 64, 64, 500000.0f, 1.0f, true, 2 * 2 * 64, true },
+                { GPU_ROPE_NEOX, 5, 7, 64, 24, 10000.0f, 1.0f, false, 2 * 64 + 4, true },
         };
         for (size_t i = 0; i < ELEMENTSOF(cases); i++)
                 run_rope(&cases[i]);
@@ -258,6 +289,11 @@ static void test_rope_errors(void **state) {
         assert_int_equal(gpu_op_rope(c, T.dev, bind(bx), bind(bp), bind(bx), &p), -EINVAL);
         p.x_stride = 0;
         p.n_tokens = 100; /* more than the buffers hold */
+        assert_int_equal(gpu_op_rope(c, T.dev, bind(bx), bind(bp), bind(bx), &p), -EINVAL);
+        p.n_tokens = 2;
+        p.freq_factors_inv = (GpuBinding) { bp, 0, 32 * 4 }; /* a factor per rotated pair */
+        assert_int_equal(gpu_op_rope(c, T.dev, bind(bx), bind(bp), bind(bx), &p), 0);
+        p.freq_factors_inv.range = 31 * 4;
         assert_int_equal(gpu_op_rope(c, T.dev, bind(bx), bind(bp), bind(bx), &p), -EINVAL);
         submit(c);
         gpu_buffer_free(bx);

@@ -32,6 +32,7 @@ struct RefModel {
         bool neox;
         Mat embd, output;
         float *output_norm;
+        float *rope_freqs;      /* n_rot/2 factors (Llama 3.1+), or NULL */
         RefLayer *layers;
         /* Work space for one token. */
         float *x, *h, *q, *k, *v, *att, *g, *u, *o;
@@ -80,6 +81,7 @@ RefModel *ref_model_free(RefModel *m) {
         mat_free(&m->embd);
         mat_free(&m->output);
         free(m->output_norm);
+        free(m->rope_freqs);
         free(m->x);
         free(m->h);
         free(m->q);
@@ -221,6 +223,9 @@ int ref_model_load(const char *path, uint32_t n_ctx, RefModel **ret, char **ret_
                 goto out;
         if ((r = load_floats(f, "output_norm.weight", m->n_embd, 1, &m->output_norm, ret_error)) < 0)
                 goto out;
+        if (gguf_find_tensor(f, "rope_freqs.weight") &&
+            (r = load_floats(f, "rope_freqs.weight", m->n_rot / 2, 1, &m->rope_freqs, ret_error)) < 0)
+                goto out;
 
         m->layers = calloc(m->n_layer, sizeof *m->layers);
         if (!m->layers) {
@@ -329,11 +334,14 @@ static void rmsnorm(const float *x, const float *w, float *out, uint32_t n, floa
                 out[i] = (float) (x[i] * scale * w[i]);
 }
 
+/* Frequency factors divide the angle, as in llama.cpp (the GPU multiplies by 1/factor in float). */
 static void rope(const RefModel *m, float *x, uint32_t n_heads, uint32_t pos) {
         for (uint32_t h = 0; h < n_heads; h++) {
                 float *v = x + (size_t) h * m->head_dim;
                 for (uint32_t i = 0; i < m->n_rot / 2; i++) {
                         double theta = (double) pos * m->rope_scale * pow(m->rope_base, -2.0 * i / m->n_rot);
+                        if (m->rope_freqs)
+                                theta /= m->rope_freqs[i];
                         uint32_t i0 = m->neox ? i : 2 * i, i1 = m->neox ? i + m->n_rot / 2 : 2 * i + 1;
                         double c = cos(theta), s = sin(theta), a = v[i0], b = v[i1];
                         v[i0] = (float) (a * c - b * s);

@@ -7,7 +7,10 @@
  * to float with ggml_dequantize_row(), and runs one token at a time in the
  * most direct way, accumulating dot products and norms in double. The KV
  * cache holds float values rounded to F16, as the GPU's F16 cache does, so
- * both sides attend to the same keys and values.
+ * both sides attend to the same keys and values. RoPE angles are computed in
+ * double and divided by the Llama 3.1+ frequency factors (rope_freqs.weight)
+ * when the file has them, as llama.cpp defines them, rather than with the
+ * GPU's float arithmetic.
  *
  * It parses the metadata itself rather than sharing model.c's code, so a
  * mistake there does not hide in both.

@@ -1224,6 +1224,71 @@ static void test_mkmodel_deterministic(void **state) {
         assert_int_not_equal(run_mkmodel((const char *[]) { "--preset", "tiny", NULL }), 0);
 }
 
+/*
+ * The factors path's rope_freqs.weight holds, or -1 when it has none: n_pairs F32 values checked
+ * against Llama 3's rule (low_freq_factor 1, high_freq_factor 4), worked out here on its own.
+ */
+static int check_rope_freqs(const char *path, uint32_t n_pairs, double base, double factor, double orig) {
+        _cleanup_(gguf_freep) GgufFile *f = NULL;
+        char *why = NULL;
+
+        if (gguf_open(path, NULL, &f, &why) < 0)
+                fail_msg("%s", strna(why));
+        const GgufTensor *t = gguf_find_tensor(f, "rope_freqs.weight");
+        if (!t)
+                return -1;
+        assert_int_equal(t->type, GGML_TYPE_F32);
+        assert_int_equal(t->n_dims, 1);
+        assert_int_equal(t->ne[0], n_pairs);
+        for (uint32_t i = 0; i < n_pairs; i++) {
+                float got;
+                memcpy(&got, (const uint8_t *) t->data + 4 * i, 4);
+                /* Pair i turns orig / wavelength times within the original context. */
+                double turns = orig * pow(base, -2.0 * i / (2.0 * n_pairs)) / (2 * M_PI);
+                double smooth = (turns - 1) / 3;
+                double want = turns > 4 ? 1 : turns < 1 ? factor : 1 / ((1 - smooth) / factor + smooth);
+                if (fabs(got - want) > 1e-6 * want)
+                        fail_msg("%s: factor %u is %.9g, want %.9g", path, i, (double) got, want);
+        }
+        return 0;
+}
+
+static void test_mkmodel_rope_freqs(void **state) {
+        char path[256];
+        static const char *const small[] = { "--dim", "256", "--layers", "1", "--heads", "4", "--kv-heads", "1",
+                                             "--ff", "512", "--vocab", "300" };
+#define SMALL small[0], small[1], small[2], small[3], small[4], small[5], small[6], small[7], small[8], small[9], \
+              small[10], small[11]
+
+        if (!have_mkmodel())
+                skip();
+        snprintf(path, sizeof path, "%s", tmp_path("freqs.gguf"));
+        /* tiny: head size 16, base 10000; an original context of 64 puts pairs in all three ranges. */
+        assert_int_equal(run_mkmodel((const char *[]) { "--preset", "tiny", "--rope-freqs", "8:64", "-o", path, NULL }),
+                         0);
+        assert_int_equal(check_rope_freqs(path, 8, 10000, 8, 64), 0);
+        assert_int_equal(run_mkmodel((const char *[]) { "--preset", "tiny", "--rope-freqs", "4", "-o", path, NULL }),
+                         0);
+        assert_int_equal(check_rope_freqs(path, 8, 10000, 4, 8192), 0);
+        assert_int_equal(run_mkmodel((const char *[]) { "--preset", "tiny", "-o", path, NULL }), 0);
+        assert_int_equal(check_rope_freqs(path, 8, 10000, 1, 1), -1);
+
+        /* llama-3.2-1b has them (factor 32, as the real one), llama-3-8b (Llama 3.0) not. */
+        assert_int_equal(run_mkmodel((const char *[]) { "--preset", "llama-3.2-1b", SMALL, "-o", path, NULL }), 0);
+        assert_int_equal(check_rope_freqs(path, 32, 500000, 32, 8192), 0);
+        assert_int_equal(run_mkmodel((const char *[]) { "--preset", "llama-3.2-1b", "--rope-freqs", "none", SMALL, "-o",
+                                                         path, NULL }),
+                         0);
+        assert_int_equal(check_rope_freqs(path, 32, 500000, 32, 8192), -1);
+        assert_int_equal(run_mkmodel((const char *[]) { "--preset", "llama-3-8b", SMALL, "-o", path, NULL }), 0);
+        assert_int_equal(check_rope_freqs(path, 32, 500000, 32, 8192), -1);
+#undef SMALL
+
+        static const char *const bad[] = { "0", "-1", "x", "nan", "inf", "8:", "8:0", "8:x", "8:64:1" };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+                assert_int_not_equal(run_mkmodel((const char *[]) { "--rope-freqs", bad[i], "-o", path, NULL }), 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_round_trip),
@@ -1242,6 +1307,7 @@ int main(void) {
                 cmocka_unit_test(test_vocab_files),
                 cmocka_unit_test(test_mkmodel),
                 cmocka_unit_test(test_mkmodel_deterministic),
+                cmocka_unit_test(test_mkmodel_rope_freqs),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }
