@@ -61,7 +61,7 @@ layout(constant_id = 8) const uint PIPELINE = 1;
 
 layout(binding = 2, std430) readonly buffer X4 { vec4 x4[]; };
 layout(binding = 2, std430) readonly buffer X1 { float x1[]; };
-layout(binding = 3, std430) buffer Y { float y[]; };
+layout(binding = 3, std430) coherent buffer Y { float y[]; };   // coherent: mv_norm.glsl reads it across workgroups
 
 // Mirrored by MulMvPush in daemon/gpu/ops-weights.h.
 layout(push_constant) uniform Push {
@@ -72,7 +72,13 @@ layout(push_constant) uniform Push {
     uint y_offset;      // where this chunk's rows start in each y vector
     uint accumulate;    // y += W x: a residual add folded in, one dispatch and barrier fewer
     uint pair_offset;   // 0, or SwiGLU pairs: y[v][i] = silu(row i . x) * (row i + pair_offset . x)
+    uint norm;          // 1: RMSNorm of the finished y into h (mv_norm.glsl)
+    uint norm_groups;
+    uint norm_base;
+    float norm_eps;
 } p;
+
+#include "mv_norm.glsl"
 
 float acc[NUM_ROWS][NV];
 uint rr[NUM_ROWS];      // rows (clamped: a partial last group recomputes the last row, never stores it)
@@ -393,7 +399,10 @@ void store(uint rg, uint i, float s) {
     uint r = i / NV, v = i % NV, row = rg * NUM_ROWS + r;
     if (row < p.nrows) {
         const uint i = v * p.y_stride + p.y_offset + row;
-        y[i] = p.accumulate != 0u ? s + y[i] : s;
+        const float val = p.accumulate != 0u ? s + y[i] : s;
+        y[i] = val;
+        if (p.norm != 0u)
+            mv_norm_add(v, val);
     }
 }
 
@@ -499,16 +508,10 @@ void math_units(Unit d[NUM_UNITS][NUM_ROWS], uint u0, uint U) {
             unit_math(u0 + i * BLOCK_SIZE, d[i]);
 }
 
-void main() {
+// The row groups from rg on, n_rg in all, gl_NumWorkGroups apart.
+void run(uint rg, uint n_rg, uint tid) {
     const uint n_groups = gl_NumWorkGroups.x * gl_NumWorkGroups.y;
-    const uint tid = gl_LocalInvocationID.x;
     const uint K = p.ncols;
-    const uint group_rows = p.pair_offset != 0u ? NUM_ROWS / 2u : NUM_ROWS;
-    const uint n_rg = (p.nrows + group_rows - 1u) / group_rows;
-    uint rg = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
-
-    if (rg >= n_rg)
-        return;         // the whole workgroup: the 2D grid's overhang
     [[unroll]] for (uint v = 0; v < NV; v++)
         xb[v] = (v * p.x_stride) >> 2;
 
@@ -585,4 +588,18 @@ void main() {
                 cur[i][r] = nxt[i][r];
         }
     }
+}
+
+void main() {
+    const uint tid = gl_LocalInvocationID.x;
+    const uint group_rows = p.pair_offset != 0u ? NUM_ROWS / 2u : NUM_ROWS;
+    const uint n_rg = (p.nrows + group_rows - 1u) / group_rows;
+    const uint wg = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
+
+    if (wg >= n_rg)
+        return;         // the whole workgroup: the 2D grid's overhang, which the norm does not count
+    mv_norm_begin();
+    run(wg, n_rg, tid);
+    if (p.norm != 0u)
+        mv_norm_finish(wg, tid);
 }

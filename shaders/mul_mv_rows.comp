@@ -27,7 +27,7 @@ layout(constant_id = 4) const uint NV = 1;
 #include "weights.glsl"
 
 layout(binding = 2, std430) readonly buffer X4 { vec4 x4[]; };
-layout(binding = 3, std430) buffer Y { float y[]; };
+layout(binding = 3, std430) coherent buffer Y { float y[]; };   // coherent: mv_norm.glsl reads it across workgroups
 
 layout(push_constant) uniform Push {
     uint ncols;         // K
@@ -37,7 +37,13 @@ layout(push_constant) uniform Push {
     uint y_offset;      // where this chunk's rows start in each y vector
     uint accumulate;    // y += W x (a residual add folded in)
     uint pair_offset;   // 0, or SwiGLU pairs (as in mul_mv): y[v][i] = silu(row i . x) * (row i + pair_offset . x)
+    uint norm;          // 1: RMSNorm of the finished y into h (mv_norm.glsl)
+    uint norm_groups;
+    uint norm_base;
+    float norm_eps;
 } p;
+
+#include "mv_norm.glsl"
 
 uint rows[NUM_ROWS];
 float acc[NUM_ROWS][NV];
@@ -176,6 +182,8 @@ void main() {
     const bool pair = p.pair_offset != 0u;
     const uint H = pair ? NUM_ROWS / 2u : NUM_ROWS;
     const uint wg = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
+    if (wg * BLOCK_SIZE * H >= p.nrows)
+        return;         // the whole workgroup: the 2D grid's overhang, which the norm does not count
     const uint row0 = wg * BLOCK_SIZE * H + gl_LocalInvocationID.x;
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++) {
         // A partial last group recomputes the last row and never stores it.
@@ -184,6 +192,7 @@ void main() {
             acc[r][v] = 0.0;
     }
 
+    mv_norm_begin();
     const uint n_steps = p.ncols / STEP_COLS;
     for (uint step = 0; step < n_steps; step++) {
         if ((step & (256u / STEP_COLS - 1u)) == 0u)
@@ -199,7 +208,13 @@ void main() {
                 if (pair) {
                     const float g = acc[r][v];  // silu as swiglu.comp writes it
                     y[i] = g / (1.0 + exp(-g)) * acc[(r + NUM_ROWS / 2u) % NUM_ROWS][v];
-                } else
-                    y[i] = p.accumulate != 0u ? acc[r][v] + y[i] : acc[r][v];
+                } else {
+                    const float val = p.accumulate != 0u ? acc[r][v] + y[i] : acc[r][v];
+                    y[i] = val;
+                    if (p.norm != 0u)
+                        mv_norm_add(v, val);
+                }
             }
+    if (p.norm != 0u)
+        mv_norm_finish(wg, gl_LocalInvocationID.x);
 }

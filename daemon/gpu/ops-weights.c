@@ -203,6 +203,22 @@ void gpu_matvec_default_params(const GpuDevice *d, GgmlType type, uint32_t n_col
         }
 }
 
+/* Workgroups of one chunk's dispatch that do work: row groups, or fewer with a capped grid. */
+static uint32_t matvec_groups(const GpuMatvecParams *mp, bool row, uint32_t group_rows, uint32_t out_rows) {
+        uint32_t row_groups = (out_rows + group_rows - 1) / group_rows;
+        if (row)        /* block_size x num_rows rows per workgroup, no loop */
+                return (out_rows + mp->block_size * group_rows - 1) / (mp->block_size * group_rows);
+        uint32_t per_wg = (row_groups + mp->max_groups - 1) / mp->max_groups;
+        if (mp->max_groups >= row_groups)
+                per_wg = 1;
+        return (row_groups + per_wg - 1) / per_wg;
+}
+
+uint64_t gpu_matvec_norm_scratch_size(uint32_t n_rows, uint32_t n_vectors) {
+        /* The counter, then a sum per workgroup and vector: at most one workgroup per row. */
+        return 4 * (1 + (uint64_t) n_rows * n_vectors);
+}
+
 int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, GpuBinding y,
                          uint32_t n_vectors, const GpuMatvecParams *params) {
         const GpuCaps *caps = gpu_device_caps(d);
@@ -227,6 +243,13 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
                 n_out = w->n_rows;
         if (binding_bytes(&x) < (uint64_t) n_vectors * w->n_cols * sizeof(float) ||
             binding_bytes(&y) < (uint64_t) n_vectors * n_out * sizeof(float))
+                return -EINVAL;
+        /* The norm: of the whole y after the residual add, into its own output. */
+        const GpuMatvecNorm *norm = params ? params->norm : NULL;
+        if (norm && (!params->accumulate || pair || !(norm->eps >= 0) ||
+                     binding_bytes(&norm->weight) < (uint64_t) w->n_rows * sizeof(float) ||
+                     binding_bytes(&norm->out) < (uint64_t) n_vectors * w->n_rows * sizeof(float) ||
+                     binding_bytes(&norm->scratch) < gpu_matvec_norm_scratch_size(w->n_rows, n_vectors)))
                 return -EINVAL;
 
         gpu_matvec_default_params(d, w->type, w->n_cols, n_vectors, &mp);
@@ -272,8 +295,8 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
         /* Pairs take a gate row and its up row together. */
         if (pair && mp.num_rows % 2 != 0)
                 mp.num_rows = mp.num_rows < 16 ? mp.num_rows + 1 : mp.num_rows - 1;
-        /* The reduction's shared array: rows x vectors x block floats. */
-        while ((uint64_t) mp.num_rows * n_vectors * mp.block_size * sizeof(float) > caps->max_shared_memory &&
+        /* The reduction's shared array: rows x vectors x block floats; and mv_norm.glsl's block floats. */
+        while ((uint64_t) (mp.num_rows * n_vectors + 1) * mp.block_size * sizeof(float) + 4 > caps->max_shared_memory &&
                mp.num_rows > (pair ? 2u : 1u))
                 mp.num_rows /= 2;
         /* Outputs per row group (one pair is two rows). */
@@ -297,18 +320,23 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
         if (r < 0)
                 return r;
 
+        /* Workgroups per chunk first: the norm counts those of all chunks. */
+        uint32_t norm_groups = 0, norm_base = 0;
+        for (uint32_t i = 0; norm && i < w->n_chunks; i++) {
+                uint32_t g = matvec_groups(&mp, row, group_rows, pair ? n_out : w->chunks[i].n_rows);
+                if (g > UINT32_MAX - norm_groups)
+                        return -E2BIG;
+                norm_groups += g;
+        }
+        if (norm && binding_bytes(&norm->scratch) < 4 * (1 + (uint64_t) norm_groups * n_vectors))
+                return -EINVAL;
+
         for (uint32_t i = 0; i < w->n_chunks; i++) {
                 const GpuTensorChunk *ch = &w->chunks[i];
                 /* Workgroups loop over row groups: at most max_groups of them, each taking the same
                  * number of groups (ceil), so none is left with a long tail of its own. */
                 uint32_t out_rows = pair ? n_out : ch->n_rows;
-                uint32_t row_groups = (out_rows + group_rows - 1) / group_rows;
-                if (row)        /* block_size x num_rows rows per workgroup, no loop */
-                        row_groups = (out_rows + mp.block_size * group_rows - 1) / (mp.block_size * group_rows);
-                uint32_t per_wg = (row_groups + mp.max_groups - 1) / mp.max_groups;
-                if (row || mp.max_groups >= row_groups)
-                        per_wg = 1;
-                uint32_t groups = (row_groups + per_wg - 1) / per_wg;
+                uint32_t groups = matvec_groups(&mp, row, group_rows, out_rows);
                 uint32_t gx = MIN(groups, caps->max_workgroup_count[0]);
                 uint32_t gy = (groups + gx - 1) / gx;
                 if (gy > caps->max_workgroup_count[1])
@@ -321,13 +349,22 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
                         .y_offset = ch->row0,
                         .accumulate = params && params->accumulate,
                         .pair_offset = pair ? up_row : 0,
+                        .norm = !!norm,
+                        .norm_groups = norm_groups,
+                        .norm_base = norm_base,
+                        .norm_eps = norm ? norm->eps : 0,
                 };
-                GpuBinding b[4] = {
+                /* Without the norm its bindings are never read or written: y stands in. */
+                GpuBinding b[7] = {
                         { ch->buffer, 0, 0 },
                         { ch->buffer, ch->d_offset, 0 },
                         x,
                         y,
+                        norm ? norm->weight : y,
+                        norm ? norm->out : y,
+                        norm ? norm->scratch : y,
                 };
+                norm_base += groups;
                 r = gpu_cmd_dispatch(c, p, b, ELEMENTSOF(b), &push, sizeof push, gx, gy, 1);
                 if (r < 0)
                         return r;
@@ -341,6 +378,14 @@ int gpu_op_matvec(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, Gpu
 
 int gpu_op_matvec_add(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, GpuBinding y, uint32_t n_vectors) {
         const GpuMatvecParams mp = { .accumulate = true };
+        return gpu_op_matvec_params(c, d, w, x, y, n_vectors, &mp);
+}
+
+int gpu_op_matvec_add_norm(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, GpuBinding y,
+                           uint32_t n_vectors, const GpuMatvecNorm *norm) {
+        if (!norm)
+                return -EINVAL;
+        const GpuMatvecParams mp = { .accumulate = true, .norm = norm };
         return gpu_op_matvec_params(c, d, w, x, y, n_vectors, &mp);
 }
 

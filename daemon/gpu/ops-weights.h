@@ -47,6 +47,30 @@ int gpu_op_matvec_add(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x,
  * gpu_op_swiglu_strided(), with the same sums and silu. w must be one
  * chunk (-EOPNOTSUPP otherwise: the caller takes the two-step path).
  */
+/*
+ * The RMSNorm that follows a residual add, in the same dispatch: y[v] +=
+ * W x[v] as gpu_op_matvec_add(), then out[v][k] = y[v][k] /
+ * sqrt(mean(y[v]^2) + eps) * weight[k] over the w->n_rows values of each
+ * vector (y and out bind [n_vectors][w->n_rows]), what gpu_op_rmsnorm()
+ * of the finished y would give, up to the order of the sum of squares.
+ * The last workgroup to finish computes it (shaders/common/mv_norm.glsl),
+ * counting on scratch, which holds gpu_matvec_norm_scratch_size() bytes
+ * and must be zeroed once before its first use; the op leaves it zeroed,
+ * so recordings may be replayed. Ops on the same scratch must be
+ * separated by a barrier.
+ */
+typedef struct GpuMatvecNorm {
+        GpuBinding weight;
+        GpuBinding out;
+        GpuBinding scratch;
+        float eps;
+} GpuMatvecNorm;
+
+uint64_t gpu_matvec_norm_scratch_size(uint32_t n_rows, uint32_t n_vectors);
+
+int gpu_op_matvec_add_norm(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, GpuBinding y,
+                           uint32_t n_vectors, const GpuMatvecNorm *norm);
+
 int gpu_op_matvec_swiglu(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, GpuBinding y,
                          uint32_t n_vectors, uint32_t n_out, uint32_t up_row);
 
@@ -87,8 +111,8 @@ typedef enum GpuMatvecPipeline {
  * block_size x num_rows per workgroup, no grid cap); pipeline: software
  * pipelining (constant 8); max_groups: at most this many workgroups per
  * dispatch, each looping over row groups; accumulate: y += W x
- * (gpu_op_matvec_add()), and swiglu_rows/swiglu_up_row (SwiGLU pairs,
- * gpu_op_matvec_swiglu()), not tuning knobs. 0 in a field: the default for
+ * (gpu_op_matvec_add()), swiglu_rows/swiglu_up_row (SwiGLU pairs,
+ * gpu_op_matvec_swiglu()) and norm (gpu_op_matvec_add_norm()), not tuning knobs. 0 in a field: the default for
  * this device and shape (gpu_matvec_default_params()).
  */
 typedef struct GpuMatvecParams {
@@ -102,6 +126,7 @@ typedef struct GpuMatvecParams {
         bool accumulate;
         uint32_t swiglu_rows;           /* > 0: outputs of SwiGLU pairs */
         uint32_t swiglu_up_row;         /* the first up row */
+        const GpuMatvecNorm *norm;      /* with accumulate: gpu_op_matvec_add_norm() */
 } GpuMatvecParams;
 
 /*
@@ -132,8 +157,12 @@ typedef struct MulMvPush {              /* mul_mv.comp */
         uint32_t y_offset;              /* the chunk's row0 */
         uint32_t accumulate;            /* y += W x */
         uint32_t pair_offset;           /* SwiGLU pairs: up row = gate row + pair_offset; 0: none */
+        uint32_t norm;                  /* the RMSNorm epilogue (mv_norm.glsl) */
+        uint32_t norm_groups;           /* workgroups of all the op's dispatches */
+        uint32_t norm_base;             /* this dispatch's first */
+        float norm_eps;
 } MulMvPush;
-static_assert(sizeof(MulMvPush) == 28, "MulMvPush mirrors Push in mul_mv.comp");
+static_assert(sizeof(MulMvPush) == 44, "MulMvPush mirrors Push in mul_mv.comp");
 
 typedef struct GetRowsPush {            /* get_rows.comp */
         uint32_t ncols;

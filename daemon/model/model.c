@@ -104,6 +104,9 @@ struct Model {
         /* With fuse_ffn and every w_gu in one chunk: matrix x vector passes apply SwiGLU in the
          * projection's own dispatch (gpu_op_matvec_swiglu()). */
         bool fuse_swiglu;
+        /* Matrix x vector passes: the residual projections (wo, down) also compute the next RMSNorm
+         * (gpu_op_matvec_add_norm()). */
+        bool fuse_norm;
         uint32_t k_off, v_off, qkv_stride;
         uint32_t up_off, ffn_stride;
 };
@@ -135,6 +138,7 @@ struct ModelContext {
         GpuBuffer *logits;      /* [n_vocab] of the last token */
         GpuBuffer *argmax;      /* one uint32 */
         GpuBuffer *scratch;     /* decode attention's partial results */
+        GpuBuffer *norm_sync;   /* the residual matvecs' RMSNorm epilogue (gpu_op_matvec_add_norm), zeroed */
         GpuBuffer *io;          /* host-visible: ids [n_batch] at 0, positions at pos_offset */
         GpuBuffer *io_dev;      /* device-local copy of io, made at the start of every pass */
         uint64_t pos_offset;
@@ -611,7 +615,7 @@ static int load_tensors(Model *m, char **ret_error) {
         /* Fuse where every layer allows it; a missing tensor is reported by the unfused load. */
         const char *const qkv[] = { nm->attn_q, nm->attn_k, nm->attn_v };
         const char *const gu[] = { nm->ffn_gate, nm->ffn_up };
-        m->fuse_qkv = m->fuse_ffn = m->fuse_swiglu = !getenv("INFERD_MODEL_NO_FUSE");
+        m->fuse_qkv = m->fuse_ffn = m->fuse_swiglu = m->fuse_norm = !getenv("INFERD_MODEL_NO_FUSE");
         for (uint32_t il = 0; il < hp->n_layer; il++) {
                 m->fuse_qkv = m->fuse_qkv && same_type(m, il, 3, qkv);
                 m->fuse_ffn = m->fuse_ffn && same_type(m, il, 2, gu);
@@ -847,7 +851,7 @@ ModelContext *model_context_free(ModelContext *c) {
         free(c->k_cache);
         free(c->v_cache);
         GpuBuffer *bufs[] = { c->x, c->h, c->q, c->k, c->v, c->att, c->g, c->u,
-                              c->logits, c->argmax, c->scratch, c->io, c->io_dev, c->out };
+                              c->logits, c->argmax, c->scratch, c->norm_sync, c->io, c->io_dev, c->out };
         for (size_t i = 0; i < ELEMENTSOF(bufs); i++)
                 gpu_buffer_free(bufs[i]);
         free(c);
@@ -918,6 +922,7 @@ int model_context_new(Model *m, uint32_t n_ctx, ModelContext **ret) {
                 { &c->logits, (uint64_t) hp->n_vocab * 4 },
                 { &c->argmax, 4 },
                 { &c->scratch, gpu_attention_scratch_size(hp->n_head, hp->head_dim, n_ctx) },
+                { &c->norm_sync, gpu_matvec_norm_scratch_size(hp->n_embd, GPU_MATVEC_MAX_VECTORS) },
         };
         for (size_t i = 0; i < ELEMENTSOF(acts); i++) {
                 if (!acts[i].b)
@@ -941,6 +946,14 @@ int model_context_new(Model *m, uint32_t n_ctx, ModelContext **ret) {
                 return r;
         if (!gpu_buffer_map(c->out))
                 return -EIO;
+        /* The norm epilogue's counter starts at zero and every use leaves it so. */
+        uint64_t sync_size = gpu_buffer_size(c->norm_sync);
+        _cleanup_free_ void *zero = calloc(1, sync_size);
+        if (!zero)
+                return -ENOMEM;
+        r = gpu_buffer_write(c->norm_sync, 0, zero, sync_size);
+        if (r < 0)
+                return r;
         r = gpu_cmd_new(m->dev, &c->cmd);
         if (r < 0)
                 return r;
@@ -1003,6 +1016,22 @@ static int project_add(GpuCmd *cmd, GpuDevice *d, const GpuTensor *w, GpuBuffer 
         } while (0)
 
 /*
+ * x += W in, then h = RMSNorm(x) * the weight at norm_w in vecs: a residual
+ * connection and the next norm in one dispatch (matrix x vector only).
+ */
+static int residual_norm(GpuCmd *cmd, ModelContext *c, const GpuTensor *w, GpuBuffer *in, uint64_t norm_w,
+                         uint32_t n) {
+        Model *m = c->model;
+        const GpuMatvecNorm norm = {
+                .weight = bind_at(m->vecs, norm_w, (uint64_t) m->hp.n_embd * 4),
+                .out = bind(c->h),
+                .scratch = bind(c->norm_sync),
+                .eps = m->hp.rms_eps,
+        };
+        return gpu_op_matvec_add_norm(cmd, m->dev, w, bind(in), bind(c->x), n, &norm);
+}
+
+/*
  * Records the pass of n tokens at positions pos0.. (ids and positions already
  * in c->io) into cmd. out: what to compute from the last token. A single
  * token (n == 1) is recorded for any position: pos0 is not used, every
@@ -1057,6 +1086,10 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
                 .pos_buffer = n == 1 ? pos : (GpuBinding) {},
         };
 
+        /* Up to GPU_MATVEC_MAX_VECTORS tokens the residual projections normalise x for the next one
+         * themselves: only the first block has an RMSNorm dispatch. */
+        bool fuse_norm = m->fuse_norm && n <= GPU_MATVEC_MAX_VECTORS;
+
         TRY(gpu_cmd_begin(cmd));
         gpu_cmd_copy(cmd, c->io, 0, c->io_dev, 0, gpu_buffer_size(c->io));
         gpu_cmd_barrier(cmd);
@@ -1068,9 +1101,11 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
                 GpuBinding kc = bind(c->k_cache[il]), vc = bind(c->v_cache[il]);
 
                 /* Attention. */
-                TRY(gpu_op_rmsnorm(cmd, d, bind(c->x), bind_at(m->vecs, l->attn_norm, hp->n_embd * 4), bind(c->h),
-                                   n, hp->n_embd, hp->rms_eps));
-                gpu_cmd_barrier(cmd);
+                if (!fuse_norm || il == 0) {
+                        TRY(gpu_op_rmsnorm(cmd, d, bind(c->x), bind_at(m->vecs, l->attn_norm, hp->n_embd * 4),
+                                           bind(c->h), n, hp->n_embd, hp->rms_eps));
+                        gpu_cmd_barrier(cmd);
+                }
                 if (m->fuse_qkv)
                         TRY(project(cmd, d, l->wqkv, c->h, c->q, n));
                 else {
@@ -1104,13 +1139,18 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
                 gpu_cmd_barrier(cmd);
                 TRY(gpu_op_attention(cmd, d, q, kc, vc, bind(c->att), bind(c->scratch), &ap));
                 gpu_cmd_barrier(cmd);
-                TRY(project_add(cmd, d, l->wo, c->att, c->x, c->h, n));
+                if (fuse_norm)
+                        TRY(residual_norm(cmd, c, l->wo, c->att, l->ffn_norm, n));
+                else
+                        TRY(project_add(cmd, d, l->wo, c->att, c->x, c->h, n));
                 gpu_cmd_barrier(cmd);
 
                 /* Feed-forward. */
-                TRY(gpu_op_rmsnorm(cmd, d, bind(c->x), bind_at(m->vecs, l->ffn_norm, hp->n_embd * 4), bind(c->h), n,
-                                   hp->n_embd, hp->rms_eps));
-                gpu_cmd_barrier(cmd);
+                if (!fuse_norm) {
+                        TRY(gpu_op_rmsnorm(cmd, d, bind(c->x), bind_at(m->vecs, l->ffn_norm, hp->n_embd * 4),
+                                           bind(c->h), n, hp->n_embd, hp->rms_eps));
+                        gpu_cmd_barrier(cmd);
+                }
                 if (m->fuse_swiglu && n <= GPU_MATVEC_MAX_VECTORS)
                         TRY(gpu_op_matvec_swiglu(cmd, d, l->w_gu, bind(c->h), bind(c->u), n, hp->n_ff, m->up_off));
                 else if (m->fuse_ffn) {
@@ -1125,25 +1165,40 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
                         TRY(gpu_op_swiglu(cmd, d, bind(c->g), bind(c->u), bind(c->g), n, hp->n_ff));
                 }
                 gpu_cmd_barrier(cmd);
-                TRY(project_add(cmd, d, l->w_down, m->fuse_ffn ? c->u : c->g, c->x, c->att, n));
+                GpuBuffer *act = m->fuse_ffn ? c->u : c->g;
+                if (fuse_norm)  /* for the next block, or the head after the last */
+                        TRY(residual_norm(cmd, c, l->w_down, act,
+                                          il + 1 < hp->n_layer ? m->layers[il + 1].attn_norm : m->output_norm, n));
+                else
+                        TRY(project_add(cmd, d, l->w_down, act, c->x, c->att, n));
                 gpu_cmd_barrier(cmd);
         }
 
         if (out == EVAL_NONE)
                 return 0;
 
-        /* The head, for the last token only. Its row is bound directly when aligned, else copied to h. */
+        /* The head, for the last token only. Its row is bound directly when aligned, else copied. */
         uint64_t row = (uint64_t) hp->n_embd * 4, last = (uint64_t) (n - 1) * row;
-        GpuBinding xl = bind_at(c->x, last, row);
-        if (last % BIND_ALIGN != 0) {
-                gpu_cmd_copy(cmd, c->x, last, c->h, 0, row);
+        GpuBinding hl = bind_at(c->h, 0, row);
+        if (fuse_norm) {        /* h holds every token's final norm already */
+                hl = bind_at(c->h, last, row);
+                if (last % BIND_ALIGN != 0) {
+                        gpu_cmd_copy(cmd, c->h, last, c->att, 0, row);
+                        gpu_cmd_barrier(cmd);
+                        hl = bind_at(c->att, 0, row);
+                }
+        } else {
+                GpuBinding xl = bind_at(c->x, last, row);
+                if (last % BIND_ALIGN != 0) {
+                        gpu_cmd_copy(cmd, c->x, last, c->h, 0, row);
+                        gpu_cmd_barrier(cmd);
+                        xl = bind_at(c->h, 0, row);
+                }
+                TRY(gpu_op_rmsnorm(cmd, d, xl, bind_at(m->vecs, m->output_norm, row), hl, 1, hp->n_embd,
+                                   hp->rms_eps));
                 gpu_cmd_barrier(cmd);
-                xl = bind_at(c->h, 0, row);
         }
-        TRY(gpu_op_rmsnorm(cmd, d, xl, bind_at(m->vecs, m->output_norm, row), bind_at(c->h, 0, row), 1, hp->n_embd,
-                           hp->rms_eps));
-        gpu_cmd_barrier(cmd);
-        TRY(gpu_op_matvec(cmd, d, m->output ? m->output : m->tok_embd, bind_at(c->h, 0, row), bind(c->logits), 1));
+        TRY(gpu_op_matvec(cmd, d, m->output ? m->output : m->tok_embd, hl, bind(c->logits), 1));
         gpu_cmd_barrier(cmd);
         /* Into the host-visible buffer, readable as soon as the submission is done. */
         if (out == EVAL_ARGMAX) {

@@ -344,6 +344,149 @@ static void test_matvec_swiglu(void **state) {
         weights_free(&w);
 }
 
+/*
+ * The RMSNorm epilogue (gpu_op_matvec_add_norm()): y += W x, then
+ * h = rmsnorm(y) * g, against double arithmetic. One recording submitted
+ * three times (y growing each time), as decode passes are replayed: the
+ * last-workgroup counter must come back to zero. Bounds: the matvec's for
+ * y; for h the same plus the norm's sum order (F32).
+ */
+static void check_matvec_norm(GgmlType type, uint32_t n_rows, uint32_t n_cols, uint32_t n_vectors,
+                              uint32_t max_rows, uint64_t seed, const GpuMatvecParams *base) {
+        const float eps = 1e-5f;
+        size_t nx = (size_t) n_vectors * n_cols, ny = (size_t) n_vectors * n_rows;
+        float *x = malloc(nx * sizeof(float)), *y = malloc(ny * sizeof(float)), *h = malloc(ny * sizeof(float));
+        float *prod = malloc(ny * sizeof(float)), *g = malloc(n_rows * sizeof(float));
+        double *yref = malloc(ny * sizeof(double));
+        float *ref = malloc(ny * sizeof(float)), *yref_f = malloc(ny * sizeof(float));
+        GpuBuffer *bx = NULL, *by = NULL, *bg = NULL, *bh = NULL, *bs = NULL;
+        GpuTensor *t = NULL;
+        GpuCmd *c = NULL;
+        Weights w;
+
+        weights_make(&w, type, n_rows, n_cols, seed);
+        test_fill_random(x, nx, seed + 17);
+        test_fill_random(y, ny, seed + 29);
+        test_fill_random(g, n_rows, seed + 31);
+        matvec_ref(&w, x, n_vectors, prod);
+        for (size_t i = 0; i < ny; i++)
+                yref[i] = y[i];
+
+        uint64_t scratch = gpu_matvec_norm_scratch_size(n_rows, n_vectors);
+        assert_int_equal(gpu_tensor_upload_split(T.dev, type, n_cols, n_rows, w.data, max_rows, &t), 0);
+        assert_int_equal(gpu_buffer_new(T.dev, nx * sizeof(float), GPU_MEMORY_DEVICE, &bx), 0);
+        assert_int_equal(gpu_buffer_new(T.dev, ny * sizeof(float), GPU_MEMORY_DEVICE, &by), 0);
+        assert_int_equal(gpu_buffer_new(T.dev, n_rows * sizeof(float), GPU_MEMORY_DEVICE, &bg), 0);
+        assert_int_equal(gpu_buffer_new(T.dev, ny * sizeof(float), GPU_MEMORY_DEVICE, &bh), 0);
+        assert_int_equal(gpu_buffer_new(T.dev, scratch, GPU_MEMORY_DEVICE, &bs), 0);
+        uint8_t *zero = calloc(1, scratch);
+        assert_int_equal(gpu_buffer_write(bs, 0, zero, scratch), 0);
+        free(zero);
+        assert_int_equal(gpu_buffer_write(bx, 0, x, nx * sizeof(float)), 0);
+        assert_int_equal(gpu_buffer_write(by, 0, y, ny * sizeof(float)), 0);
+        assert_int_equal(gpu_buffer_write(bg, 0, g, n_rows * sizeof(float)), 0);
+
+        GpuMatvecNorm norm = { { bg }, { bh }, { bs }, eps };
+        GpuMatvecParams mp = base ? *base : (GpuMatvecParams) {};
+        mp.accumulate = true;
+        mp.norm = &norm;
+        assert_int_equal(gpu_cmd_new(T.dev, &c), 0);
+        assert_int_equal(gpu_cmd_begin(c), 0);
+        assert_int_equal(gpu_op_matvec_params(c, T.dev, t, (GpuBinding) { bx }, (GpuBinding) { by }, n_vectors, &mp),
+                         0);
+        for (int run = 0; run < 3; run++) {
+                assert_int_equal(gpu_cmd_submit(c), 0);
+                for (uint32_t v = 0; v < n_vectors; v++) {
+                        double ss = 0;
+                        for (uint32_t k = 0; k < n_rows; k++) {
+                                size_t i = (size_t) v * n_rows + k;
+                                yref[i] += prod[i];
+                                ss += yref[i] * yref[i];
+                        }
+                        double scale = 1.0 / sqrt(ss / n_rows + eps);
+                        for (uint32_t k = 0; k < n_rows; k++) {
+                                size_t i = (size_t) v * n_rows + k;
+                                yref_f[i] = (float) yref[i];
+                                ref[i] = (float) (yref[i] * scale * g[k]);
+                        }
+                }
+                assert_int_equal(gpu_buffer_read(by, 0, y, ny * sizeof(float)), 0);
+                assert_int_equal(gpu_buffer_read(bh, 0, h, ny * sizeof(float)), 0);
+                double bound = matvec_bound_params(type, n_cols, n_vectors, &mp);
+                double ey = test_nmse(y, yref_f, ny), eh = test_nmse(h, ref, ny);
+                fprintf(stderr, "# matvec norm %-4s %5u x %-5u nv %u chunks %u%s run %d: nmse y %.3g h %.3g "
+                        "(bound %.0e)\n", ggml_type_name(type), n_rows, n_cols, n_vectors, t->n_chunks,
+                        base ? " gpu-like" : "", run, ey, eh, bound);
+                assert_true(ey < bound);
+                assert_true(eh < bound);
+        }
+        /* Left zeroed for the next op. */
+        uint32_t counter = 1;
+        assert_int_equal(gpu_buffer_read(bs, 0, &counter, sizeof counter), 0);
+        assert_int_equal(counter, 0);
+
+        gpu_cmd_free(c);
+        gpu_buffer_free(bx);
+        gpu_buffer_free(by);
+        gpu_buffer_free(bg);
+        gpu_buffer_free(bh);
+        gpu_buffer_free(bs);
+        gpu_tensor_free(t);
+        weights_free(&w);
+        free(x);
+        free(y);
+        free(h);
+        free(prod);
+        free(g);
+        free(yref);
+        free(yref_f);
+        free(ref);
+}
+
+static void test_matvec_norm(void **state) {
+        /* This device's kernel, a GPU's (several subgroups per workgroup), a capped grid whose
+         * workgroups loop over row groups, split tensors (the count spans the chunks' dispatches),
+         * many workgroups, and several vectors. */
+        GpuMatvecParams capped = gpu_like_128;
+        capped.max_groups = 5;
+        for (size_t i = 0; i < ELEMENTSOF(all_types); i++) {
+                GgmlType t = all_types[i];
+                check_matvec_norm(t, 67, 256, 1, 0, 51, NULL);
+                check_matvec_norm(t, 300, 512, i % 2 ? 3 : 1, 64, 52, NULL);
+                check_matvec_norm(t, 301, 2 * block_cols(t), 2, 0, 53, i % 2 ? &gpu_like_64 : &gpu_like_128);
+                check_matvec_norm(t, 129, 256, 1, 0, 54, &capped);
+        }
+        check_matvec_norm(GGML_TYPE_Q8_0, 4099, 64, 8, 0, 55, NULL);
+        check_matvec_norm(GGML_TYPE_F16, 29, 36, 2, 0, 56, NULL);     /* rows not 16-byte aligned */
+
+        /* Bad input: no residual add, SwiGLU pairs, scratch too small, a negative eps. */
+        Weights w;
+        GpuTensor *t = NULL;
+        GpuBuffer *b = NULL;
+        GpuCmd *c = NULL;
+        weights_make(&w, GGML_TYPE_Q8_0, 64, 64, 57);
+        assert_int_equal(gpu_tensor_upload_split(T.dev, GGML_TYPE_Q8_0, 64, 64, w.data, 0, &t), 0);
+        assert_int_equal(gpu_buffer_new(T.dev, 64 * 64 * 4, GPU_MEMORY_DEVICE, &b), 0);
+        assert_int_equal(gpu_cmd_new(T.dev, &c), 0);
+        assert_int_equal(gpu_cmd_begin(c), 0);
+        GpuBinding bb = { b };
+        GpuMatvecNorm norm = { bb, bb, bb, 1e-5f };
+        GpuMatvecParams no_add = { .norm = &norm };
+        assert_int_equal(gpu_op_matvec_params(c, T.dev, t, bb, bb, 1, &no_add), -EINVAL);
+        GpuMatvecParams pairs = { .accumulate = true, .norm = &norm, .swiglu_rows = 32, .swiglu_up_row = 32 };
+        assert_int_equal(gpu_op_matvec_params(c, T.dev, t, bb, bb, 1, &pairs), -EINVAL);
+        norm.scratch.range = gpu_matvec_norm_scratch_size(64, 1) - 4;
+        assert_int_equal(gpu_op_matvec_add_norm(c, T.dev, t, bb, bb, 1, &norm), -EINVAL);
+        norm.scratch.range = 0;
+        norm.eps = -1;
+        assert_int_equal(gpu_op_matvec_add_norm(c, T.dev, t, bb, bb, 1, &norm), -EINVAL);
+        assert_int_equal(gpu_op_matvec_add_norm(c, T.dev, t, bb, bb, 1, NULL), -EINVAL);
+        gpu_cmd_free(c);
+        gpu_buffer_free(b);
+        gpu_tensor_free(t);
+        weights_free(&w);
+}
+
 static void test_matvec_auto_split(void **state) {
         /* Larger than one storage buffer on devices like lavapipe (128 MiB): chunked by the caps. */
         const GpuCaps *caps = gpu_device_caps(T.dev);
@@ -724,6 +867,7 @@ int main(void) {
                 cmocka_unit_test(test_matvec_split),
                 cmocka_unit_test(test_matvec_accumulate),
                 cmocka_unit_test(test_matvec_swiglu),
+                cmocka_unit_test(test_matvec_norm),
                 cmocka_unit_test(test_matvec_auto_split),
                 cmocka_unit_test(test_params),
                 cmocka_unit_test(test_matvec_f16math),
