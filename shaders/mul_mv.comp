@@ -76,9 +76,37 @@ layout(push_constant) uniform Push {
     uint norm_groups;
     uint norm_base;
     float norm_eps;
+#if QKV_ROPE
+    uint k_row;         // mv_qkv.glsl
+    uint v_row;
+    uint n_q;
+    uint n_kv;
+    uint head_dim;
+    uint n_rot;
+    uint n_ctx;
+    float theta_scale;
+    float freq_scale;
+    uint has_factors;
+    uint has_bias;
+#endif
 } p;
 
 #include "mv_norm.glsl"
+
+// Row pairs: SwiGLU's gate and up rows (p.pair_offset apart), or with
+// QKV_ROPE the (2e, 2e + 1) pairs of mv_qkv.glsl.
+#if QKV_ROPE
+#include "mv_qkv.glsl"
+#define PAIRS true
+uint pair_row(uint P, uint second) {
+    return qkv_row(P) + second;
+}
+#else
+#define PAIRS (p.pair_offset != 0u)
+uint pair_row(uint P, uint second) {
+    return P + second * p.pair_offset;
+}
+#endif
 
 float acc[NUM_ROWS][NV];
 uint rr[NUM_ROWS];      // rows (clamped: a partial last group recomputes the last row, never stores it)
@@ -412,13 +440,18 @@ void store(uint rg, uint i, float s) {
 void store_pair(uint rg, uint i, float g, float u) {
     const uint H = NUM_ROWS / 2u;
     uint r = i / NV, v = i % NV, row = rg * H + r;
+#if QKV_ROPE
+    if (row < p.nrows)
+        store_qkv(row, v, g, u);
+#else
     if (row < p.nrows)
         y[v * p.y_stride + p.y_offset + row] = g / (1.0 + exp(-g)) * u;
+#endif
 }
 
 // Sums acc over the workgroup and stores row group rg. Uniform control flow.
 void reduce_store(uint rg, uint tid) {
-    const bool pair = p.pair_offset != 0u;
+    const bool pair = PAIRS;
     const uint H = NUM_ROWS / 2u;
 #if USE_SUBGROUP
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
@@ -477,10 +510,10 @@ void reduce_store(uint rg, uint tid) {
 }
 
 void rows_of(uint rg, out uint rows[NUM_ROWS]) {
-    if (p.pair_offset != 0u) {
+    if (PAIRS) {
         const uint H = NUM_ROWS / 2u;
         [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
-            rows[r] = min(rg * H + r % H, p.nrows - 1u) + (r < H ? 0u : p.pair_offset);
+            rows[r] = pair_row(min(rg * H + r % H, p.nrows - 1u), r < H ? 0u : 1u);
         return;
     }
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
@@ -592,7 +625,7 @@ void run(uint rg, uint n_rg, uint tid) {
 
 void main() {
     const uint tid = gl_LocalInvocationID.x;
-    const uint group_rows = p.pair_offset != 0u ? NUM_ROWS / 2u : NUM_ROWS;
+    const uint group_rows = PAIRS ? NUM_ROWS / 2u : NUM_ROWS;
     const uint n_rg = (p.nrows + group_rows - 1u) / group_rows;
     const uint wg = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
 

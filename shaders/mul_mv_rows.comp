@@ -41,9 +41,36 @@ layout(push_constant) uniform Push {
     uint norm_groups;
     uint norm_base;
     float norm_eps;
+#if QKV_ROPE
+    uint k_row;         // mv_qkv.glsl
+    uint v_row;
+    uint n_q;
+    uint n_kv;
+    uint head_dim;
+    uint n_rot;
+    uint n_ctx;
+    float theta_scale;
+    float freq_scale;
+    uint has_factors;
+    uint has_bias;
+#endif
 } p;
 
 #include "mv_norm.glsl"
+
+// Row pairs as in mul_mv.comp: SwiGLU's, or with QKV_ROPE mv_qkv.glsl's.
+#if QKV_ROPE
+#include "mv_qkv.glsl"
+#define PAIRS true
+uint pair_row(uint P, uint second) {
+    return qkv_row(P) + second;
+}
+#else
+#define PAIRS (p.pair_offset != 0u)
+uint pair_row(uint P, uint second) {
+    return P + second * p.pair_offset;
+}
+#endif
 
 uint rows[NUM_ROWS];
 float acc[NUM_ROWS][NV];
@@ -179,7 +206,7 @@ void step_rows(uint step, uint v, vec4 sx) {
 
 void main() {
     // SwiGLU pairs: a lane's first H rows are gate rows, the next H their up rows.
-    const bool pair = p.pair_offset != 0u;
+    const bool pair = PAIRS;
     const uint H = pair ? NUM_ROWS / 2u : NUM_ROWS;
     const uint wg = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
     if (wg * BLOCK_SIZE * H >= p.nrows)
@@ -187,7 +214,8 @@ void main() {
     const uint row0 = wg * BLOCK_SIZE * H + gl_LocalInvocationID.x;
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++) {
         // A partial last group recomputes the last row and never stores it.
-        rows[r] = min(row0 + (r % H) * BLOCK_SIZE, p.nrows - 1u) + (r < H ? 0u : p.pair_offset);
+        const uint lr = min(row0 + (r % H) * BLOCK_SIZE, p.nrows - 1u);
+        rows[r] = pair ? pair_row(lr, r < H ? 0u : 1u) : lr;
         [[unroll]] for (uint v = 0; v < NV; v++)
             acc[r][v] = 0.0;
     }
@@ -206,8 +234,12 @@ void main() {
             [[unroll]] for (uint v = 0; v < NV; v++) {
                 const uint i = v * p.y_stride + p.y_offset + row0 + r * BLOCK_SIZE;
                 if (pair) {
+#if QKV_ROPE
+                    store_qkv(row0 + r * BLOCK_SIZE, v, acc[r][v], acc[(r + NUM_ROWS / 2u) % NUM_ROWS][v]);
+#else
                     const float g = acc[r][v];  // silu as swiglu.comp writes it
                     y[i] = g / (1.0 + exp(-g)) * acc[(r + NUM_ROWS / 2u) % NUM_ROWS][v];
+#endif
                 } else {
                     const float val = p.accumulate != 0u ? acc[r][v] + y[i] : acc[r][v];
                     y[i] = val;

@@ -5,6 +5,7 @@
  * tensor chunk.
  */
 #include <errno.h>
+#include <math.h>
 #include <string.h>
 
 #include "macro.h"
@@ -15,67 +16,76 @@ typedef struct TypeShaders {
         uint32_t unit_cols;     /* columns per 16-byte load of a row */
         bool has_h;             /* quantised: packed-f16 variants mv_h, mv_h_nosg */
         GpuShaderId mv_h, mv_h_nosg;
+        GpuShaderId mv_qkv, mv_qkv_nosg;
 } TypeShaders;
 
 static int type_shaders(GgmlType t, TypeShaders *ret) {
         switch (t) {
         case GGML_TYPE_F32:
-                *ret = (TypeShaders) { GPU_SHADER_MUL_MV_F32, GPU_SHADER_MUL_MV_F32_NOSG, GPU_SHADER_GET_ROWS_F32, 4 };
+                *ret = (TypeShaders) { GPU_SHADER_MUL_MV_F32, GPU_SHADER_MUL_MV_F32_NOSG, GPU_SHADER_GET_ROWS_F32, 4,
+                                       false, 0, 0, GPU_SHADER_MUL_MV_F32_QKV, GPU_SHADER_MUL_MV_F32_QKV_NOSG };
                 return 0;
         case GGML_TYPE_F16:
-                *ret = (TypeShaders) { GPU_SHADER_MUL_MV_F16, GPU_SHADER_MUL_MV_F16_NOSG, GPU_SHADER_GET_ROWS_F16, 8 };
+                *ret = (TypeShaders) { GPU_SHADER_MUL_MV_F16, GPU_SHADER_MUL_MV_F16_NOSG, GPU_SHADER_GET_ROWS_F16, 8,
+                                       false, 0, 0, GPU_SHADER_MUL_MV_F16_QKV, GPU_SHADER_MUL_MV_F16_QKV_NOSG };
                 return 0;
         case GGML_TYPE_Q8_0:
                 *ret = (TypeShaders) { GPU_SHADER_MUL_MV_Q8_0, GPU_SHADER_MUL_MV_Q8_0_NOSG, GPU_SHADER_GET_ROWS_Q8_0,
                                        16, true,
-                                       GPU_SHADER_MUL_MV_Q8_0_H, GPU_SHADER_MUL_MV_Q8_0_H_NOSG };
+                                       GPU_SHADER_MUL_MV_Q8_0_H, GPU_SHADER_MUL_MV_Q8_0_H_NOSG,
+                                       GPU_SHADER_MUL_MV_Q8_0_QKV, GPU_SHADER_MUL_MV_Q8_0_QKV_NOSG };
                 return 0;
         case GGML_TYPE_Q4_0:
                 *ret = (TypeShaders) { GPU_SHADER_MUL_MV_Q4_0, GPU_SHADER_MUL_MV_Q4_0_NOSG, GPU_SHADER_GET_ROWS_Q4_0,
                                        32, true,
-                                       GPU_SHADER_MUL_MV_Q4_0_H, GPU_SHADER_MUL_MV_Q4_0_H_NOSG };
+                                       GPU_SHADER_MUL_MV_Q4_0_H, GPU_SHADER_MUL_MV_Q4_0_H_NOSG,
+                                       GPU_SHADER_MUL_MV_Q4_0_QKV, GPU_SHADER_MUL_MV_Q4_0_QKV_NOSG };
                 return 0;
         case GGML_TYPE_Q4_K:
                 *ret = (TypeShaders) { GPU_SHADER_MUL_MV_Q4_K, GPU_SHADER_MUL_MV_Q4_K_NOSG, GPU_SHADER_GET_ROWS_Q4_K,
                                        32, true,
-                                       GPU_SHADER_MUL_MV_Q4_K_H, GPU_SHADER_MUL_MV_Q4_K_H_NOSG };
+                                       GPU_SHADER_MUL_MV_Q4_K_H, GPU_SHADER_MUL_MV_Q4_K_H_NOSG,
+                                       GPU_SHADER_MUL_MV_Q4_K_QKV, GPU_SHADER_MUL_MV_Q4_K_QKV_NOSG };
                 return 0;
         case GGML_TYPE_Q5_K:
                 *ret = (TypeShaders) { GPU_SHADER_MUL_MV_Q5_K, GPU_SHADER_MUL_MV_Q5_K_NOSG, GPU_SHADER_GET_ROWS_Q5_K,
                                        32, true,
-                                       GPU_SHADER_MUL_MV_Q5_K_H, GPU_SHADER_MUL_MV_Q5_K_H_NOSG };
+                                       GPU_SHADER_MUL_MV_Q5_K_H, GPU_SHADER_MUL_MV_Q5_K_H_NOSG,
+                                       GPU_SHADER_MUL_MV_Q5_K_QKV, GPU_SHADER_MUL_MV_Q5_K_QKV_NOSG };
                 return 0;
         case GGML_TYPE_Q6_K:
                 *ret = (TypeShaders) { GPU_SHADER_MUL_MV_Q6_K, GPU_SHADER_MUL_MV_Q6_K_NOSG, GPU_SHADER_GET_ROWS_Q6_K,
                                        32, true,
-                                       GPU_SHADER_MUL_MV_Q6_K_H, GPU_SHADER_MUL_MV_Q6_K_H_NOSG };
+                                       GPU_SHADER_MUL_MV_Q6_K_H, GPU_SHADER_MUL_MV_Q6_K_H_NOSG,
+                                       GPU_SHADER_MUL_MV_Q6_K_QKV, GPU_SHADER_MUL_MV_Q6_K_QKV_NOSG };
                 return 0;
         default:
                 return -EINVAL;
         }
 }
 
-/* mul_mv_rows for the type (GPU_MATVEC_UNITS_ROW), or -EOPNOTSUPP: F32 has none, mul_mv reads it
- * at copy speed on lavapipe already. F16 rows need n_cols % 32 == 0, the kernel's step. */
-static int rows_shader(GgmlType t, uint32_t n_cols, GpuShaderId *ret) {
+/* mul_mv_rows for the type (GPU_MATVEC_UNITS_ROW; qkv: its QKV_ROPE build), or -EOPNOTSUPP: F32 has
+ * none, mul_mv reads it at copy speed on lavapipe already. F16 rows need n_cols % 32 == 0, the kernel's
+ * step. */
+static int rows_shader(GgmlType t, uint32_t n_cols, bool qkv, GpuShaderId *ret) {
         switch (t) {
         case GGML_TYPE_F16:
-                *ret = GPU_SHADER_MUL_MV_ROWS_F16;
+                *ret = qkv ? GPU_SHADER_MUL_MV_ROWS_F16_QKV : GPU_SHADER_MUL_MV_ROWS_F16;
                 return n_cols % 32 == 0 ? 0 : -EOPNOTSUPP;
         case GGML_TYPE_Q8_0:
-                *ret = GPU_SHADER_MUL_MV_ROWS_Q8_0;
+                *ret = qkv ? GPU_SHADER_MUL_MV_ROWS_Q8_0_QKV : GPU_SHADER_MUL_MV_ROWS_Q8_0;
                 return 0;
         case GGML_TYPE_Q4_0:
-                *ret = GPU_SHADER_MUL_MV_ROWS_Q4_0;
+                *ret = qkv ? GPU_SHADER_MUL_MV_ROWS_Q4_0_QKV : GPU_SHADER_MUL_MV_ROWS_Q4_0;
                 return 0;
         case GGML_TYPE_Q4_K:
-                *ret = GPU_SHADER_MUL_MV_ROWS_Q4_K;
+                *ret = qkv ? GPU_SHADER_MUL_MV_ROWS_Q4_K_QKV : GPU_SHADER_MUL_MV_ROWS_Q4_K;
                 return 0;
         case GGML_TYPE_Q5_K:
-                *ret = GPU_SHADER_MUL_MV_ROWS_Q5_K;
+                *ret = qkv ? GPU_SHADER_MUL_MV_ROWS_Q5_K_QKV : GPU_SHADER_MUL_MV_ROWS_Q5_K;
                 return 0;
         case GGML_TYPE_Q6_K:
-                *ret = GPU_SHADER_MUL_MV_ROWS_Q6_K;
+                *ret = qkv ? GPU_SHADER_MUL_MV_ROWS_Q6_K_QKV : GPU_SHADER_MUL_MV_ROWS_Q6_K;
                 return 0;
         default:
                 return -EOPNOTSUPP;
@@ -196,11 +206,47 @@ void gpu_matvec_default_params(const GpuDevice *d, GgmlType type, uint32_t n_col
                  * 68/68 (29/27); with four vectors 4 rows beat 2, and mul_mv by 2-3x. F32 keeps
                  * mul_mv (96/92). */
                 GpuShaderId row_sh;
-                if (rows_shader(type, n_cols, &row_sh) == 0) {
+                if (rows_shader(type, n_cols, false, &row_sh) == 0) {
                         ret->units = GPU_MATVEC_UNITS_ROW;
                         ret->num_rows = n_vectors <= 2 && type != GGML_TYPE_F16 ? 8 : 4;
                 }
         }
+}
+
+static int qkv_check(const GpuTensor *w, uint32_t n_vectors, const GpuMatvecQkv *q) {
+        uint64_t n_q = (uint64_t) q->n_head * q->head_dim, n_kv = (uint64_t) q->n_head_kv * q->head_dim;
+
+        if (q->mode != GPU_ROPE_NORMAL && q->mode != GPU_ROPE_NEOX)
+                return -EINVAL;
+        if (q->n_head == 0 || q->n_head_kv == 0 || q->head_dim == 0 || q->head_dim % 2 != 0 || q->n_rot % 2 != 0 ||
+            q->n_rot > q->head_dim || q->n_ctx == 0 || !(q->freq_base > 0) || !isfinite(q->freq_scale))
+                return -EINVAL;
+        if (q->k_row < n_q || q->v_row < q->k_row + n_kv || q->v_row + n_kv > w->n_rows)
+                return -EINVAL;
+        if (binding_bytes(&q->pos) < (uint64_t) n_vectors * 4 ||
+            binding_bytes(&q->k_cache) < n_kv * q->n_ctx * 2 || binding_bytes(&q->v_cache) < n_kv * q->n_ctx * 2 ||
+            (q->freq_factors_inv.buffer && binding_bytes(&q->freq_factors_inv) < (uint64_t) q->n_rot / 2 * 4) ||
+            (q->bias.buffer && binding_bytes(&q->bias) < (uint64_t) w->n_rows * 4))
+                return -EINVAL;
+        /* NeoX rotates pairs (i, i + n_rot/2), not the caches' F16 pairs; pairs must not cross chunks. */
+        if (q->mode != GPU_ROPE_NORMAL || w->n_chunks != 1)
+                return -EOPNOTSUPP;
+        return 0;
+}
+
+static void qkv_push(const GpuMatvecQkv *q, MulMvQkvPush *ret) {
+        ret->k_row = q->k_row;
+        ret->v_row = q->v_row;
+        ret->n_q = q->n_head * q->head_dim;
+        ret->n_kv = q->n_head_kv * q->head_dim;
+        ret->head_dim = q->head_dim;
+        ret->n_rot = q->n_rot;
+        ret->n_ctx = q->n_ctx;
+        /* Rounded to float once, as gpu_op_rope() does, so the two rotate alike. */
+        ret->theta_scale = q->n_rot ? (float) pow(q->freq_base, -2.0 / q->n_rot) : 1.0f;
+        ret->freq_scale = q->freq_scale;
+        ret->has_factors = q->freq_factors_inv.buffer != NULL;
+        ret->has_bias = q->bias.buffer != NULL;
 }
 
 /* Workgroups of one chunk's dispatch that do work: row groups, or fewer with a capped grid. */
@@ -239,10 +285,23 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
                 return -EINVAL;
         if (pair && w->n_chunks != 1)
                 return -EOPNOTSUPP;
+        /* Q/K/V pairs: (2e, 2e + 1) rows of q, then k, then v; y is the whole projection's output. */
+        const GpuMatvecQkv *qkv = params ? params->qkv : NULL;
+        if (qkv) {
+                if (params->accumulate || pair || params->norm)
+                        return -EINVAL;
+                r = qkv_check(w, n_vectors, qkv);
+                if (r < 0)
+                        return r;
+                n_out = (qkv->n_head + 2 * qkv->n_head_kv) * (qkv->head_dim / 2);
+                pair = true;    /* the kernel's pair machinery, with mv_qkv.glsl's rows */
+        }
+        /* Floats per vector in y; pairs make n_out outputs per vector. */
+        uint32_t y_rows = pair && !qkv ? n_out : w->n_rows;
         if (!pair)
                 n_out = w->n_rows;
         if (binding_bytes(&x) < (uint64_t) n_vectors * w->n_cols * sizeof(float) ||
-            binding_bytes(&y) < (uint64_t) n_vectors * n_out * sizeof(float))
+            binding_bytes(&y) < (uint64_t) n_vectors * y_rows * sizeof(float))
                 return -EINVAL;
         /* The norm: of the whole y after the residual add, into its own output. */
         const GpuMatvecNorm *norm = params ? params->norm : NULL;
@@ -288,7 +347,7 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
         bool row = mp.units == GPU_MATVEC_UNITS_ROW;
         GpuShaderId row_sh = 0;
         if (row) {
-                r = rows_shader(w->type, w->n_cols, &row_sh);
+                r = rows_shader(w->type, w->n_cols, qkv != NULL, &row_sh);
                 if (r < 0)
                         return r;
         }
@@ -311,6 +370,8 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
         GpuShaderId sh = gpu_device_use_subgroup(d) ? ts.mv : ts.mv_nosg;
         if (row)
                 sh = row_sh;
+        else if (qkv)
+                sh = gpu_device_use_subgroup(d) ? ts.mv_qkv : ts.mv_qkv_nosg;
         else if (mp.dequant == GPU_MATVEC_DEQUANT_F16MATH && ts.has_h) {
                 if (!caps->fp16)
                         return -EOPNOTSUPP;
@@ -341,21 +402,25 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
                 uint32_t gy = (groups + gx - 1) / gx;
                 if (gy > caps->max_workgroup_count[1])
                         return -E2BIG;
-                MulMvPush push = {
-                        .ncols = w->n_cols,
-                        .nrows = out_rows,
-                        .x_stride = w->n_cols,
-                        .y_stride = n_out,
-                        .y_offset = ch->row0,
-                        .accumulate = params && params->accumulate,
-                        .pair_offset = pair ? up_row : 0,
-                        .norm = !!norm,
-                        .norm_groups = norm_groups,
-                        .norm_base = norm_base,
-                        .norm_eps = norm ? norm->eps : 0,
+                MulMvQkvPush push = {
+                        .mv = {
+                                .ncols = w->n_cols,
+                                .nrows = out_rows,
+                                .x_stride = w->n_cols,
+                                .y_stride = y_rows,
+                                .y_offset = ch->row0,
+                                .accumulate = params && params->accumulate,
+                                .pair_offset = pair && !qkv ? up_row : 0,
+                                .norm = !!norm,
+                                .norm_groups = norm_groups,
+                                .norm_base = norm_base,
+                                .norm_eps = norm ? norm->eps : 0,
+                        },
                 };
-                /* Without the norm its bindings are never read or written: y stands in. */
-                GpuBinding b[7] = {
+                if (qkv)
+                        qkv_push(qkv, &push);
+                /* Bindings an op does not use are never read or written: y stands in. */
+                GpuBinding b[12] = {
                         { ch->buffer, 0, 0 },
                         { ch->buffer, ch->d_offset, 0 },
                         x,
@@ -363,9 +428,14 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
                         norm ? norm->weight : y,
                         norm ? norm->out : y,
                         norm ? norm->scratch : y,
+                        qkv ? qkv->pos : y,
+                        qkv ? qkv->k_cache : y,
+                        qkv ? qkv->v_cache : y,
+                        qkv && qkv->freq_factors_inv.buffer ? qkv->freq_factors_inv : y,
+                        qkv && qkv->bias.buffer ? qkv->bias : y,
                 };
                 norm_base += groups;
-                r = gpu_cmd_dispatch(c, p, b, ELEMENTSOF(b), &push, sizeof push, gx, gy, 1);
+                r = gpu_cmd_dispatch(c, p, b, qkv ? 12 : 7, &push, qkv ? sizeof push : sizeof push.mv, gx, gy, 1);
                 if (r < 0)
                         return r;
         }
@@ -386,6 +456,14 @@ int gpu_op_matvec_add_norm(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBindi
         if (!norm)
                 return -EINVAL;
         const GpuMatvecParams mp = { .accumulate = true, .norm = norm };
+        return gpu_op_matvec_params(c, d, w, x, y, n_vectors, &mp);
+}
+
+int gpu_op_matvec_qkv(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, GpuBinding y, uint32_t n_vectors,
+                      const GpuMatvecQkv *qkv) {
+        if (!qkv)
+                return -EINVAL;
+        const GpuMatvecParams mp = { .qkv = qkv };
         return gpu_op_matvec_params(c, d, w, x, y, n_vectors, &mp);
 }
 

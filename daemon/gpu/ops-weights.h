@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "engine.h"
+#include "ops-basic.h"
 #include "quant.h"
 #include "tensor.h"
 
@@ -70,6 +71,34 @@ uint64_t gpu_matvec_norm_scratch_size(uint32_t n_rows, uint32_t n_vectors);
 
 int gpu_op_matvec_add_norm(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, GpuBinding y,
                            uint32_t n_vectors, const GpuMatvecNorm *norm);
+
+/*
+ * The fused Q/K/V projection with the bias add, RoPE and KV-cache store
+ * that follow it, in one dispatch (shaders/common/mv_qkv.glsl): w's rows
+ * are q [0, n_head x head_dim), k from k_row and v from v_row (n_head_kv x
+ * head_dim each); for each vector v, bias (if bound, [w->n_rows]) is added,
+ * q is rotated into y ([n_vectors][w->n_rows], rows of k and v untouched),
+ * and k rotated and v are stored as F16 into the caches ([n_head_kv][n_ctx]
+ * [head_dim]) at position pos[v] (int32; outside [0, n_ctx): not stored) --
+ * the same numbers gpu_op_matvec(), gpu_op_add() and
+ * gpu_op_rope_kv_store() give. RoPE in normal ordering only (its rotated
+ * pairs are the caches' F16 pairs): -EOPNOTSUPP for NeoX, as for a w in
+ * several chunks; the caller then takes the separate ops.
+ */
+typedef struct GpuMatvecQkv {
+        uint32_t n_head, n_head_kv, head_dim, n_rot;
+        uint32_t k_row, v_row;
+        GpuRopeMode mode;
+        float freq_base, freq_scale;    /* as GpuRope's */
+        GpuBinding freq_factors_inv;    /* optional: as GpuRope's */
+        GpuBinding pos;
+        GpuBinding k_cache, v_cache;
+        uint32_t n_ctx;
+        GpuBinding bias;                /* optional */
+} GpuMatvecQkv;
+
+int gpu_op_matvec_qkv(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, GpuBinding y, uint32_t n_vectors,
+                      const GpuMatvecQkv *qkv);
 
 int gpu_op_matvec_swiglu(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, GpuBinding y,
                          uint32_t n_vectors, uint32_t n_out, uint32_t up_row);
@@ -127,6 +156,7 @@ typedef struct GpuMatvecParams {
         uint32_t swiglu_rows;           /* > 0: outputs of SwiGLU pairs */
         uint32_t swiglu_up_row;         /* the first up row */
         const GpuMatvecNorm *norm;      /* with accumulate: gpu_op_matvec_add_norm() */
+        const GpuMatvecQkv *qkv;        /* gpu_op_matvec_qkv() */
 } GpuMatvecParams;
 
 /*
@@ -163,6 +193,16 @@ typedef struct MulMvPush {              /* mul_mv.comp */
         float norm_eps;
 } MulMvPush;
 static_assert(sizeof(MulMvPush) == 44, "MulMvPush mirrors Push in mul_mv.comp");
+
+typedef struct MulMvQkvPush {           /* mul_mv.comp with QKV_ROPE */
+        MulMvPush mv;
+        uint32_t k_row, v_row;
+        uint32_t n_q, n_kv;             /* rows of q, and of k and of v */
+        uint32_t head_dim, n_rot, n_ctx;
+        float theta_scale, freq_scale;
+        uint32_t has_factors, has_bias;
+} MulMvQkvPush;
+static_assert(sizeof(MulMvQkvPush) == 88, "MulMvQkvPush mirrors Push in mul_mv.comp");
 
 typedef struct GetRowsPush {            /* get_rows.comp */
         uint32_t ncols;

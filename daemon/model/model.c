@@ -107,6 +107,9 @@ struct Model {
         /* Matrix x vector passes: the residual projections (wo, down) also compute the next RMSNorm
          * (gpu_op_matvec_add_norm()). */
         bool fuse_norm;
+        /* With fuse_qkv, RoPE in normal order and every wqkv in one chunk: matrix x vector passes add
+         * the bias, rotate and store K and V in the projection's dispatch (gpu_op_matvec_qkv()). */
+        bool fuse_rope;
         uint32_t k_off, v_off, qkv_stride;
         uint32_t up_off, ffn_stride;
 };
@@ -616,6 +619,7 @@ static int load_tensors(Model *m, char **ret_error) {
         const char *const qkv[] = { nm->attn_q, nm->attn_k, nm->attn_v };
         const char *const gu[] = { nm->ffn_gate, nm->ffn_up };
         m->fuse_qkv = m->fuse_ffn = m->fuse_swiglu = m->fuse_norm = !getenv("INFERD_MODEL_NO_FUSE");
+        m->fuse_rope = m->fuse_qkv && !hp->rope_neox;
         for (uint32_t il = 0; il < hp->n_layer; il++) {
                 m->fuse_qkv = m->fuse_qkv && same_type(m, il, 3, qkv);
                 m->fuse_ffn = m->fuse_ffn && same_type(m, il, 2, gu);
@@ -636,6 +640,7 @@ static int load_tensors(Model *m, char **ret_error) {
                 else if ((r = load_matrix(m, nm->attn_q, il, hp->n_embd, hp->n_embd, true, &l->wq, ret_error)) >= 0 &&
                          (r = load_matrix(m, nm->attn_k, il, hp->n_embd, kv_dim, true, &l->wk, ret_error)) >= 0)
                         r = load_matrix(m, nm->attn_v, il, hp->n_embd, kv_dim, true, &l->wv, ret_error);
+                m->fuse_rope = m->fuse_rope && r >= 0 && m->fuse_qkv && l->wqkv->n_chunks == 1;
                 if (r < 0)
                         return r;
                 if (m->fuse_ffn) {
@@ -1089,6 +1094,7 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
         /* Up to GPU_MATVEC_MAX_VECTORS tokens the residual projections normalise x for the next one
          * themselves: only the first block has an RMSNorm dispatch. */
         bool fuse_norm = m->fuse_norm && n <= GPU_MATVEC_MAX_VECTORS;
+        bool fuse_rope = m->fuse_rope && n <= GPU_MATVEC_MAX_VECTORS;
 
         TRY(gpu_cmd_begin(cmd));
         gpu_cmd_copy(cmd, c->io, 0, c->io_dev, 0, gpu_buffer_size(c->io));
@@ -1106,35 +1112,58 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
                                            bind(c->h), n, hp->n_embd, hp->rms_eps));
                         gpu_cmd_barrier(cmd);
                 }
-                if (m->fuse_qkv)
-                        TRY(project(cmd, d, l->wqkv, c->h, c->q, n));
-                else {
-                        TRY(project(cmd, d, l->wq, c->h, c->q, n));
-                        TRY(project(cmd, d, l->wk, c->h, c->k, n));
-                        TRY(project(cmd, d, l->wv, c->h, c->v, n));
-                }
-                gpu_cmd_barrier(cmd);
-                if (hp->qkv_bias && m->fuse_qkv) {
-                        TRY(gpu_op_add(cmd, d, q, bind_at(m->vecs, l->bqkv, (uint64_t) qkv_stride * 4), q, n,
-                                       qkv_stride, true));
+                if (fuse_rope) {
+                        /* Bias, RoPE and the KV store inside the projection. */
+                        const GpuMatvecQkv qk = {
+                                .n_head = hp->n_head,
+                                .n_head_kv = hp->n_head_kv,
+                                .head_dim = hp->head_dim,
+                                .n_rot = hp->n_rot,
+                                .k_row = m->k_off,
+                                .v_row = m->v_off,
+                                .mode = rope_q.mode,
+                                .freq_base = hp->rope_base,
+                                .freq_scale = hp->rope_scale,
+                                .freq_factors_inv = rope_q.freq_factors_inv,
+                                .pos = pos,
+                                .k_cache = kc,
+                                .v_cache = vc,
+                                .n_ctx = c->n_ctx,
+                                .bias = hp->qkv_bias ? bind_at(m->vecs, l->bqkv, (uint64_t) qkv_stride * 4)
+                                                     : (GpuBinding) {},
+                        };
+                        TRY(gpu_op_matvec_qkv(cmd, d, l->wqkv, bind(c->h), bind(c->q), n, &qk));
+                } else {
+                        if (m->fuse_qkv)
+                                TRY(project(cmd, d, l->wqkv, c->h, c->q, n));
+                        else {
+                                TRY(project(cmd, d, l->wq, c->h, c->q, n));
+                                TRY(project(cmd, d, l->wk, c->h, c->k, n));
+                                TRY(project(cmd, d, l->wv, c->h, c->v, n));
+                        }
                         gpu_cmd_barrier(cmd);
-                } else if (hp->qkv_bias) {
-                        TRY(gpu_op_add(cmd, d, bind(c->q), bind_at(m->vecs, l->bq, hp->n_embd * 4), bind(c->q), n,
-                                       hp->n_embd, true));
-                        TRY(gpu_op_add(cmd, d, bind(c->k), bind_at(m->vecs, l->bk, kv_dim * 4), bind(c->k), n, kv_dim,
-                                       true));
-                        TRY(gpu_op_add(cmd, d, bind(c->v), bind_at(m->vecs, l->bv, kv_dim * 4), bind(c->v), n, kv_dim,
-                                       true));
-                        gpu_cmd_barrier(cmd);
-                }
-                if (n == 1)     /* decode: positions from the buffer, one dispatch for both */
-                        TRY(gpu_op_rope_kv_store(cmd, d, q, k, v, kc, vc, &rope_q, &ap));
-                else {
-                        TRY(gpu_op_rope(cmd, d, q, pos, q, &rope_q));
-                        if (!rope_once)
-                                TRY(gpu_op_rope(cmd, d, k, pos, k, &rope_k));
-                        gpu_cmd_barrier(cmd);
-                        TRY(gpu_op_kv_store(cmd, d, k, v, kc, vc, &ap));
+                        if (hp->qkv_bias && m->fuse_qkv) {
+                                TRY(gpu_op_add(cmd, d, q, bind_at(m->vecs, l->bqkv, (uint64_t) qkv_stride * 4), q,
+                                               n, qkv_stride, true));
+                                gpu_cmd_barrier(cmd);
+                        } else if (hp->qkv_bias) {
+                                TRY(gpu_op_add(cmd, d, bind(c->q), bind_at(m->vecs, l->bq, hp->n_embd * 4),
+                                               bind(c->q), n, hp->n_embd, true));
+                                TRY(gpu_op_add(cmd, d, bind(c->k), bind_at(m->vecs, l->bk, kv_dim * 4), bind(c->k),
+                                               n, kv_dim, true));
+                                TRY(gpu_op_add(cmd, d, bind(c->v), bind_at(m->vecs, l->bv, kv_dim * 4), bind(c->v),
+                                               n, kv_dim, true));
+                                gpu_cmd_barrier(cmd);
+                        }
+                        if (n == 1)     /* decode: positions from the buffer, one dispatch for both */
+                                TRY(gpu_op_rope_kv_store(cmd, d, q, k, v, kc, vc, &rope_q, &ap));
+                        else {
+                                TRY(gpu_op_rope(cmd, d, q, pos, q, &rope_q));
+                                if (!rope_once)
+                                        TRY(gpu_op_rope(cmd, d, k, pos, k, &rope_k));
+                                gpu_cmd_barrier(cmd);
+                                TRY(gpu_op_kv_store(cmd, d, k, v, kc, vc, &ap));
+                        }
                 }
                 gpu_cmd_barrier(cmd);
                 TRY(gpu_op_attention(cmd, d, q, kc, vc, bind(c->att), bind(c->scratch), &ap));

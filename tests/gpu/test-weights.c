@@ -23,7 +23,9 @@
 #include <cmocka.h>
 
 #include "gpu-test.h"
+#include "ops-attention.h"
 #include "ops-weights.h"
+#include "ref-basic.h"
 #include "quant.h"
 #include "tensor.h"
 
@@ -279,8 +281,8 @@ static void check_matvec_swiglu(GgmlType type, uint32_t n_out, uint32_t up_row, 
 
         assert_int_equal(gpu_cmd_new(T.dev, &c), 0);
         assert_int_equal(gpu_cmd_begin(c), 0);
-        assert_int_equal(gpu_op_matvec_params(c, T.dev, t, (GpuBinding) { bx }, (GpuBinding) { by, 0, ny * sizeof(float) },
-                                              n_vectors, &mp),
+        assert_int_equal(gpu_op_matvec_params(c, T.dev, t, (GpuBinding) { bx },
+                                              (GpuBinding) { by, 0, ny * sizeof(float) }, n_vectors, &mp),
                          0);
         assert_int_equal(gpu_cmd_submit(c), 0);
         assert_int_equal(gpu_buffer_read(by, 0, y, ny * sizeof(float)), 0);
@@ -484,6 +486,214 @@ static void test_matvec_norm(void **state) {
         gpu_cmd_free(c);
         gpu_buffer_free(b);
         gpu_tensor_free(t);
+        weights_free(&w);
+}
+
+/*
+ * The Q/K/V epilogue (gpu_op_matvec_qkv()) against the ops it replaces on
+ * the same device (matvec, bias add, rope_kv_store), and q against the C
+ * references (matvec products, ref_rope). The fused pass must not touch
+ * y's k and v rows or cache positions other than the vectors'. Bounds: q
+ * NMSE 1e-12 against the separate ops (same sums, same rotation) and the
+ * matvec's bound against C; cache entries within one F16 ulp.
+ */
+#define QKV_POISON 0x7e007e00u  /* two F16 quiet NaNs; as F32 a NaN too */
+
+static void check_matvec_qkv(GgmlType type, uint32_t n_head, uint32_t n_head_kv, uint32_t hd, uint32_t n_rot,
+                             uint32_t n_cols, const int32_t *pos, uint32_t n_vectors, bool bias, bool factors,
+                             uint64_t seed, const GpuMatvecParams *base) {
+        const uint32_t n_ctx = 40, n_q = n_head * hd, n_kv = n_head_kv * hd;
+        const uint32_t k_row = (n_q + 63) / 64 * 64, v_row = (k_row + n_kv + 63) / 64 * 64, n_rows = v_row + n_kv + 6;
+        const size_t nx = (size_t) n_vectors * n_cols, ny = (size_t) n_vectors * n_rows;
+        const size_t cache_n = (size_t) n_kv * n_ctx;
+        float *x = malloc(nx * sizeof(float)), *b = malloc(n_rows * sizeof(float)), *inv = malloc(hd * sizeof(float));
+        float *y = malloc(ny * sizeof(float)), *y2 = malloc(ny * sizeof(float)), *prod = malloc(ny * sizeof(float));
+        uint16_t *kc = malloc(2 * cache_n), *vc = malloc(2 * cache_n);
+        uint16_t *kc2 = malloc(2 * cache_n), *vc2 = malloc(2 * cache_n);
+        Weights w;
+        assert_true(x && b && inv && y && y2 && prod && kc && vc && kc2 && vc2);
+
+        weights_make(&w, type, n_rows, n_cols, seed);
+        test_fill_random(x, nx, seed + 17);
+        test_fill_random(b, n_rows, seed + 19);
+        test_rope_factors_inv(inv, n_rot / 2, seed);
+
+        GpuTensor *t = NULL;
+        GpuBuffer *bx, *by, *by2, *bb, *bf, *bp, *bkc, *bvc, *bkc2, *bvc2;
+        GpuCmd *c = NULL;
+        assert_int_equal(gpu_tensor_upload_split(T.dev, type, n_cols, n_rows, w.data, 0, &t), 0);
+        GpuBuffer **bufs[] = { &bx, &by, &by2, &bb, &bf, &bp, &bkc, &bvc, &bkc2, &bvc2 };
+        uint64_t sizes[] = { nx * 4, ny * 4, ny * 4, n_rows * 4, hd * 4, n_vectors * 4, 2 * cache_n, 2 * cache_n,
+                             2 * cache_n, 2 * cache_n };
+        for (size_t i = 0; i < ELEMENTSOF(bufs); i++)
+                assert_int_equal(gpu_buffer_new(T.dev, sizes[i], GPU_MEMORY_DEVICE, bufs[i]), 0);
+        assert_int_equal(gpu_buffer_write(bx, 0, x, nx * 4), 0);
+        assert_int_equal(gpu_buffer_write(bb, 0, b, n_rows * 4), 0);
+        assert_int_equal(gpu_buffer_write(bf, 0, inv, n_rot / 2 * 4), 0);
+        assert_int_equal(gpu_buffer_write(bp, 0, pos, n_vectors * 4), 0);
+
+        GpuMatvecQkv qkv = {
+                .n_head = n_head, .n_head_kv = n_head_kv, .head_dim = hd, .n_rot = n_rot,
+                .k_row = k_row, .v_row = v_row, .mode = GPU_ROPE_NORMAL,
+                .freq_base = 10000.0f, .freq_scale = 0.5f,
+                .freq_factors_inv = factors ? (GpuBinding) { bf } : (GpuBinding) {},
+                .pos = { bp }, .k_cache = { bkc }, .v_cache = { bvc }, .n_ctx = n_ctx,
+                .bias = bias ? (GpuBinding) { bb } : (GpuBinding) {},
+        };
+        GpuMatvecParams mp = base ? *base : (GpuMatvecParams) {};
+        mp.qkv = &qkv;
+        GpuMatvecParams plain = base ? *base : (GpuMatvecParams) {};
+        /* The separate ops, as the model ran them: q | k | v rows of y2, rotated and stored. */
+        GpuRope rope = {
+                .n_tokens = n_vectors, .n_heads = n_head, .head_dim = hd, .n_rot = n_rot, .mode = GPU_ROPE_NORMAL,
+                .freq_base = 10000.0f, .freq_scale = 0.5f,
+                .freq_factors_inv = qkv.freq_factors_inv, .x_stride = n_rows, .out_stride = n_rows,
+        };
+        GpuAttentionParams ap = {
+                .n_tokens = n_vectors, .n_head = n_head, .n_head_kv = n_head_kv, .head_dim = hd, .n_ctx = n_ctx,
+                .q_stride = n_rows, .kv_stride = n_rows, .pos_buffer = { bp },
+        };
+
+        assert_int_equal(gpu_cmd_new(T.dev, &c), 0);
+        assert_int_equal(gpu_cmd_begin(c), 0);
+        GpuBuffer *poisoned[] = { by, by2, bkc, bvc, bkc2, bvc2 };
+        for (size_t i = 0; i < ELEMENTSOF(poisoned); i++)
+                gpu_cmd_fill(c, poisoned[i], 0, gpu_buffer_size(poisoned[i]), QKV_POISON);
+        gpu_cmd_barrier(c);
+        assert_int_equal(gpu_op_matvec_params(c, T.dev, t, (GpuBinding) { bx }, (GpuBinding) { by }, n_vectors, &mp),
+                         0);
+        assert_int_equal(gpu_op_matvec_params(c, T.dev, t, (GpuBinding) { bx }, (GpuBinding) { by2 }, n_vectors,
+                                              &plain),
+                         0);
+        gpu_cmd_barrier(c);
+        if (bias) {
+                assert_int_equal(gpu_op_add(c, T.dev, (GpuBinding) { by2 }, (GpuBinding) { bb }, (GpuBinding) { by2 },
+                                            n_vectors, n_rows, true),
+                                 0);
+                gpu_cmd_barrier(c);
+        }
+        assert_int_equal(gpu_op_rope_kv_store(c, T.dev, (GpuBinding) { by2 }, (GpuBinding) { by2, k_row * 4, 0 },
+                                              (GpuBinding) { by2, v_row * 4, 0 }, (GpuBinding) { bkc2 },
+                                              (GpuBinding) { bvc2 }, &rope, &ap),
+                         0);
+        assert_int_equal(gpu_cmd_submit(c), 0);
+        assert_int_equal(gpu_buffer_read(by, 0, y, ny * 4), 0);
+        assert_int_equal(gpu_buffer_read(by2, 0, y2, ny * 4), 0);
+        assert_int_equal(gpu_buffer_read(bkc, 0, kc, 2 * cache_n), 0);
+        assert_int_equal(gpu_buffer_read(bvc, 0, vc, 2 * cache_n), 0);
+        assert_int_equal(gpu_buffer_read(bkc2, 0, kc2, 2 * cache_n), 0);
+        assert_int_equal(gpu_buffer_read(bvc2, 0, vc2, 2 * cache_n), 0);
+
+        /* q: against the separate ops, and against C: products (+ bias) rotated by ref_rope. */
+        float *qf = malloc((size_t) n_vectors * n_q * 4), *qs = malloc((size_t) n_vectors * n_q * 4);
+        float *qr = malloc((size_t) n_vectors * n_q * 4);
+        matvec_ref(&w, x, n_vectors, prod);
+        for (uint32_t v = 0; v < n_vectors; v++)
+                for (uint32_t i = 0; i < n_q; i++) {
+                        qf[v * n_q + i] = y[v * n_rows + i];
+                        qs[v * n_q + i] = y2[v * n_rows + i];
+                        qr[v * n_q + i] = prod[v * n_rows + i] + (bias ? b[i] : 0.0f);
+                }
+        GpuRope rq = rope;
+        rq.x_stride = rq.out_stride = 0;
+        ref_rope(qr, pos, factors ? inv : NULL, qr, &rq);
+        double e_sep = test_nmse(qf, qs, (size_t) n_vectors * n_q), e_ref = test_nmse(qf, qr, (size_t) n_vectors * n_q);
+        double bound = matvec_bound_params(type, n_cols, n_vectors, &plain);
+        fprintf(stderr, "# matvec qkv %-4s %u/%u heads x %u rot %u, %u vectors%s%s%s: q nmse %.3g (separate ops), "
+                "%.3g (C; bound %.0e)\n", ggml_type_name(type), n_head, n_head_kv, hd, n_rot, n_vectors,
+                bias ? ", bias" : "", factors ? ", factors" : "", base ? ", gpu-like" : "", e_sep, e_ref, bound);
+        assert_true(e_sep < 1e-12);
+        assert_true(e_ref < bound);
+        /* k and v rows of y (and the padding) are not written. */
+        for (uint32_t v = 0; v < n_vectors; v++)
+                for (uint32_t i = n_q; i < n_rows; i++) {
+                        uint32_t bits;
+                        memcpy(&bits, &y[v * n_rows + i], 4);
+                        if (bits != QKV_POISON)
+                                fail_msg("y[%u][%u] was written (k or v row, or padding)", v, i);
+                }
+        /* The caches: the separate ops' entries within an F16 ulp; untouched where they are. */
+        for (size_t i = 0; i < cache_n; i++) {
+                int dk = abs((int) kc[i] - (int) kc2[i]), dv = abs((int) vc[i] - (int) vc2[i]);
+                if (dk > 1 || dv > 1)
+                        fail_msg("cache[%zu]: k %04x (separate %04x), v %04x (separate %04x)", i, kc[i], kc2[i], vc[i],
+                                 vc2[i]);
+        }
+        bool any_stored = false;
+        for (size_t i = 0; i < cache_n; i++)
+                any_stored = any_stored || kc[i] != (uint16_t) QKV_POISON;
+        assert_true(any_stored);
+
+        free(qf);
+        free(qs);
+        free(qr);
+        gpu_cmd_free(c);
+        for (size_t i = 0; i < ELEMENTSOF(bufs); i++)
+                gpu_buffer_free(*bufs[i]);
+        gpu_tensor_free(t);
+        weights_free(&w);
+        free(x);
+        free(b);
+        free(inv);
+        free(y);
+        free(y2);
+        free(prod);
+        free(kc);
+        free(vc);
+        free(kc2);
+        free(vc2);
+}
+
+static void test_matvec_qkv(void **state) {
+        /* One vector (decode) and small batches with a position out of range, GQA, partial
+         * rotation, bias and factors, this device's kernel and a GPU's. */
+        static const int32_t one[] = { 17 }, some[] = { 3, 39, 40, -1, 0 };
+        for (size_t i = 0; i < ELEMENTSOF(all_types); i++) {
+                GgmlType t = all_types[i];
+                check_matvec_qkv(t, 4, 2, 16, 16, 256, one, 1, false, false, 61, NULL);
+                check_matvec_qkv(t, 6, 2, 32, 16, 256, some, ELEMENTSOF(some), i % 2, !(i % 2), 62, NULL);
+                check_matvec_qkv(t, 4, 4, 64, 64, 512, one, 1, true, true, 63, i % 2 ? &gpu_like_64 : &gpu_like_128);
+        }
+
+        /* NeoX, or a tensor in several chunks: the separate ops. Bad shapes: -EINVAL. */
+        Weights w;
+        GpuTensor *t = NULL, *split = NULL;
+        GpuBuffer *b = NULL;
+        GpuCmd *c = NULL;
+        weights_make(&w, GGML_TYPE_Q8_0, 256, 64, 64);
+        assert_int_equal(gpu_tensor_upload_split(T.dev, GGML_TYPE_Q8_0, 64, 256, w.data, 0, &t), 0);
+        assert_int_equal(gpu_tensor_upload_split(T.dev, GGML_TYPE_Q8_0, 64, 256, w.data, 64, &split), 0);
+        assert_int_equal(gpu_buffer_new(T.dev, 1 << 16, GPU_MEMORY_DEVICE, &b), 0);
+        assert_int_equal(gpu_cmd_new(T.dev, &c), 0);
+        assert_int_equal(gpu_cmd_begin(c), 0);
+        GpuBinding bb = { b };
+        GpuMatvecQkv q = { .n_head = 4, .n_head_kv = 2, .head_dim = 16, .n_rot = 16, .k_row = 64, .v_row = 128,
+                           .mode = GPU_ROPE_NORMAL, .freq_base = 10000.0f, .freq_scale = 1.0f, .pos = bb,
+                           .k_cache = bb, .v_cache = bb, .n_ctx = 64 };
+        assert_int_equal(gpu_op_matvec_qkv(c, T.dev, t, bb, bb, 1, &q), 0);
+        assert_int_equal(gpu_op_matvec_qkv(c, T.dev, split, bb, bb, 1, &q), -EOPNOTSUPP);
+        q.mode = GPU_ROPE_NEOX;
+        assert_int_equal(gpu_op_matvec_qkv(c, T.dev, t, bb, bb, 1, &q), -EOPNOTSUPP);
+        q.mode = GPU_ROPE_NORMAL;
+        q.k_row = 32;                   /* overlaps q */
+        assert_int_equal(gpu_op_matvec_qkv(c, T.dev, t, bb, bb, 1, &q), -EINVAL);
+        q.k_row = 64;
+        q.v_row = 250;                  /* past the rows */
+        assert_int_equal(gpu_op_matvec_qkv(c, T.dev, t, bb, bb, 1, &q), -EINVAL);
+        q.v_row = 128;
+        q.n_rot = 18;                   /* more than the head */
+        assert_int_equal(gpu_op_matvec_qkv(c, T.dev, t, bb, bb, 1, &q), -EINVAL);
+        q.n_rot = 16;
+        q.k_cache.range = 64 * 2 * 32 - 2;      /* a cache too small for n_ctx */
+        assert_int_equal(gpu_op_matvec_qkv(c, T.dev, t, bb, bb, 1, &q), -EINVAL);
+        q.k_cache.range = 0;
+        GpuMatvecParams both = { .accumulate = true, .qkv = &q };
+        assert_int_equal(gpu_op_matvec_params(c, T.dev, t, bb, bb, 1, &both), -EINVAL);
+        assert_int_equal(gpu_op_matvec_qkv(c, T.dev, t, bb, bb, 1, NULL), -EINVAL);
+        gpu_cmd_free(c);
+        gpu_buffer_free(b);
+        gpu_tensor_free(t);
+        gpu_tensor_free(split);
         weights_free(&w);
 }
 
@@ -868,6 +1078,7 @@ int main(void) {
                 cmocka_unit_test(test_matvec_accumulate),
                 cmocka_unit_test(test_matvec_swiglu),
                 cmocka_unit_test(test_matvec_norm),
+                cmocka_unit_test(test_matvec_qkv),
                 cmocka_unit_test(test_matvec_auto_split),
                 cmocka_unit_test(test_params),
                 cmocka_unit_test(test_matvec_f16math),
