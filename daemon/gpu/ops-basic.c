@@ -240,9 +240,45 @@ int gpu_op_argmax(GpuCmd *c, GpuDevice *d, GpuBinding x, GpuBinding out, uint32_
         if (r < 0)
                 return r;
 
-        GpuArgmaxPush push = { .n_rows = n_rows, .n_cols = n_cols };
-        GpuBinding b[2] = { x, out };
+        GpuArgmaxPush push = { .n_rows = n_rows, .n_cols = n_cols, .n_split = 1 };
+        GpuBinding b[3] = { x, out, x };        /* the scratch binding is not used: x stands in */
         /* vec4 loads: a quarter as many elements per invocation to aim for. */
         return dispatch(c, d, gpu_device_use_subgroup(d) ? GPU_SHADER_ARGMAX_F32 : GPU_SHADER_ARGMAX_F32_NOSG,
-                        row_block(d, n_cols / 4, 1024), b, 2, &push, sizeof push, groups(d, 0, n_rows, 1), 1);
+                        row_block(d, n_cols / 4, 1024), b, 3, &push, sizeof push, groups(d, 0, n_rows, 1), 1);
+}
+
+/* Workgroups for a split row: about 8k columns each (8 per invocation of a 1024-wide workgroup), at most
+ * ARGMAX_MAX_SPLIT, so the merge stays a short loop. */
+#define ARGMAX_SPLIT_COLS 8192u
+#define ARGMAX_MAX_SPLIT 64u
+
+static uint32_t argmax_split(uint32_t n_cols) {
+        return MIN(MAX((n_cols + ARGMAX_SPLIT_COLS - 1) / ARGMAX_SPLIT_COLS, 1u), ARGMAX_MAX_SPLIT);
+}
+
+uint64_t gpu_argmax_scratch_size(uint32_t n_cols) {
+        return 4 * (1 + 2 * (uint64_t) argmax_split(n_cols));
+}
+
+int gpu_op_argmax_split(GpuCmd *c, GpuDevice *d, GpuBinding x, GpuBinding out, GpuBinding scratch, uint32_t n_cols) {
+        int r;
+
+        if (n_cols == 0)
+                return -EINVAL;
+        r = covers(x, (uint64_t) n_cols * 4);
+        if (r >= 0)
+                r = covers(out, 4);
+        if (r >= 0)
+                r = covers(scratch, gpu_argmax_scratch_size(n_cols));
+        if (r < 0)
+                return r;
+
+        uint32_t n_split = argmax_split(n_cols);
+        /* Whole vec4s per segment, so every segment but the last starts aligned. */
+        uint32_t seg = ((n_cols + n_split - 1) / n_split + 3) / 4 * 4;
+        n_split = (n_cols + seg - 1) / seg;
+        GpuArgmaxPush push = { .n_rows = 1, .n_cols = n_cols, .n_split = n_split, .seg = seg };
+        GpuBinding b[3] = { x, out, scratch };
+        return dispatch(c, d, gpu_device_use_subgroup(d) ? GPU_SHADER_ARGMAX_F32 : GPU_SHADER_ARGMAX_F32_NOSG,
+                        row_block(d, seg / 4, 1024), b, 3, &push, sizeof push, n_split, 1);
 }

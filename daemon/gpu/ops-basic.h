@@ -41,8 +41,10 @@ static_assert(sizeof(GpuRowsPush) == 16, "GpuRowsPush mirrors Push in rmsnorm.co
 typedef struct GpuArgmaxPush {          /* argmax.comp */
         uint32_t n_rows;
         uint32_t n_cols;
+        uint32_t n_split;               /* > 1: gpu_op_argmax_split() */
+        uint32_t seg;
 } GpuArgmaxPush;
-static_assert(sizeof(GpuArgmaxPush) == 8, "GpuArgmaxPush mirrors Push in argmax.comp");
+static_assert(sizeof(GpuArgmaxPush) == 16, "GpuArgmaxPush mirrors Push in argmax.comp");
 
 typedef struct GpuRopePush {            /* rope.comp */
         uint32_t n_tokens;
@@ -155,3 +157,14 @@ int gpu_op_scale(GpuCmd *c, GpuDevice *d, GpuBinding x, GpuBinding out, uint32_t
  * (128k-256k columns), i.e. greedy sampling. NaNs give an unspecified index.
  */
 int gpu_op_argmax(GpuCmd *c, GpuDevice *d, GpuBinding x, GpuBinding out, uint32_t n_rows, uint32_t n_cols);
+
+/*
+ * The same for one row, over several workgroups that each scan a segment;
+ * the last to finish merges their results (argmax.comp). For decode on a
+ * GPU, where one workgroup streaming a 128k-entry row is latency-bound.
+ * scratch holds gpu_argmax_scratch_size() bytes and must be zeroed once
+ * before its first use; the op leaves it zeroed. Ops on the same scratch
+ * must be separated by a barrier.
+ */
+uint64_t gpu_argmax_scratch_size(uint32_t n_cols);
+int gpu_op_argmax_split(GpuCmd *c, GpuDevice *d, GpuBinding x, GpuBinding out, GpuBinding scratch, uint32_t n_cols);

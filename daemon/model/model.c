@@ -141,7 +141,8 @@ struct ModelContext {
         GpuBuffer *logits;      /* [n_vocab] of the last token */
         GpuBuffer *argmax;      /* one uint32 */
         GpuBuffer *scratch;     /* decode attention's partial results */
-        GpuBuffer *norm_sync;   /* the residual matvecs' RMSNorm epilogue (gpu_op_matvec_add_norm), zeroed */
+        GpuBuffer *sync;        /* counters and partial results of the ops whose last workgroup finishes
+                                 * the job (gpu_op_matvec_add_norm, gpu_op_argmax_split); zeroed */
         GpuBuffer *io;          /* host-visible: ids [n_batch] at 0, positions at pos_offset */
         GpuBuffer *io_dev;      /* device-local copy of io, made at the start of every pass */
         uint64_t pos_offset;
@@ -856,7 +857,7 @@ ModelContext *model_context_free(ModelContext *c) {
         free(c->k_cache);
         free(c->v_cache);
         GpuBuffer *bufs[] = { c->x, c->h, c->q, c->k, c->v, c->att, c->g, c->u,
-                              c->logits, c->argmax, c->scratch, c->norm_sync, c->io, c->io_dev, c->out };
+                              c->logits, c->argmax, c->scratch, c->sync, c->io, c->io_dev, c->out };
         for (size_t i = 0; i < ELEMENTSOF(bufs); i++)
                 gpu_buffer_free(bufs[i]);
         free(c);
@@ -927,7 +928,8 @@ int model_context_new(Model *m, uint32_t n_ctx, ModelContext **ret) {
                 { &c->logits, (uint64_t) hp->n_vocab * 4 },
                 { &c->argmax, 4 },
                 { &c->scratch, gpu_attention_scratch_size(hp->n_head, hp->head_dim, n_ctx) },
-                { &c->norm_sync, gpu_matvec_norm_scratch_size(hp->n_embd, GPU_MATVEC_MAX_VECTORS) },
+                { &c->sync, MAX(gpu_matvec_norm_scratch_size(hp->n_embd, GPU_MATVEC_MAX_VECTORS),
+                                gpu_argmax_scratch_size(hp->n_vocab)) },
         };
         for (size_t i = 0; i < ELEMENTSOF(acts); i++) {
                 if (!acts[i].b)
@@ -951,12 +953,12 @@ int model_context_new(Model *m, uint32_t n_ctx, ModelContext **ret) {
                 return r;
         if (!gpu_buffer_map(c->out))
                 return -EIO;
-        /* The norm epilogue's counter starts at zero and every use leaves it so. */
-        uint64_t sync_size = gpu_buffer_size(c->norm_sync);
+        /* The counters start at zero and every use leaves them so. */
+        uint64_t sync_size = gpu_buffer_size(c->sync);
         _cleanup_free_ void *zero = calloc(1, sync_size);
         if (!zero)
                 return -ENOMEM;
-        r = gpu_buffer_write(c->norm_sync, 0, zero, sync_size);
+        r = gpu_buffer_write(c->sync, 0, zero, sync_size);
         if (r < 0)
                 return r;
         r = gpu_cmd_new(m->dev, &c->cmd);
@@ -1030,7 +1032,7 @@ static int residual_norm(GpuCmd *cmd, ModelContext *c, const GpuTensor *w, GpuBu
         const GpuMatvecNorm norm = {
                 .weight = bind_at(m->vecs, norm_w, (uint64_t) m->hp.n_embd * 4),
                 .out = bind(c->h),
-                .scratch = bind(c->norm_sync),
+                .scratch = bind(c->sync),
                 .eps = m->hp.rms_eps,
         };
         return gpu_op_matvec_add_norm(cmd, m->dev, w, bind(in), bind(c->x), n, &norm);
@@ -1231,7 +1233,7 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
         gpu_cmd_barrier(cmd);
         /* Into the host-visible buffer, readable as soon as the submission is done. */
         if (out == EVAL_ARGMAX) {
-                TRY(gpu_op_argmax(cmd, d, bind(c->logits), bind(c->argmax), 1, hp->n_vocab));
+                TRY(gpu_op_argmax_split(cmd, d, bind(c->logits), bind(c->argmax), bind(c->sync), hp->n_vocab));
                 gpu_cmd_barrier(cmd);
                 gpu_cmd_copy(cmd, c->argmax, 0, c->out, c->argmax_offset, 4);
         } else

@@ -474,6 +474,40 @@ static void test_scale(void **state) {
 
 /* ---- argmax ----------------------------------------------------------------- */
 
+/*
+ * One row with gpu_op_argmax_split(): two ops on one scratch in a recording
+ * submitted twice, so the counter must come back to zero each time.
+ */
+static void run_argmax_split(const float *x, uint32_t cols, uint32_t want) {
+        uint64_t scratch = gpu_argmax_scratch_size(cols);
+        uint8_t *zero = calloc(1, scratch);
+        GpuBuffer *bx = upload(x, (size_t) cols * 4), *bo1 = upload(NULL, 4), *bo2 = upload(NULL, 4);
+        GpuBuffer *bs = upload(zero, scratch);
+        GpuCmd *c = NULL;
+
+        assert_int_equal(gpu_cmd_new(T.dev, &c), 0);
+        assert_int_equal(gpu_cmd_begin(c), 0);
+        assert_int_equal(gpu_op_argmax_split(c, T.dev, bind(bx), bind(bo1), bind(bs), cols), 0);
+        gpu_cmd_barrier(c);
+        assert_int_equal(gpu_op_argmax_split(c, T.dev, bind(bx), bind(bo2), bind(bs), cols), 0);
+        for (int run = 0; run < 2; run++) {
+                uint32_t got1 = 1, got2 = 2, counter = 1;
+                assert_int_equal(gpu_cmd_submit(c), 0);
+                download(bo1, &got1, 4);
+                download(bo2, &got2, 4);
+                download(bs, &counter, 4);
+                assert_int_equal(got1, want);
+                assert_int_equal(got2, want);
+                assert_int_equal(counter, 0);
+        }
+        gpu_cmd_free(c);
+        gpu_buffer_free(bx);
+        gpu_buffer_free(bo1);
+        gpu_buffer_free(bo2);
+        gpu_buffer_free(bs);
+        free(zero);
+}
+
 static void run_argmax(const char *what, const float *x, uint32_t rows, uint32_t cols) {
         size_t n = (size_t) rows * cols;
         uint32_t *ref = malloc(rows * 4), *got = malloc(rows * 4);
@@ -487,6 +521,9 @@ static void run_argmax(const char *what, const float *x, uint32_t rows, uint32_t
         fprintf(stderr, "# argmax %s %ux%u: row 0 -> %u\n", what, rows, cols, got[0]);
         for (uint32_t r = 0; r < rows; r++)
                 assert_int_equal(got[r], ref[r]);
+        /* Each row again, split over workgroups. */
+        for (uint32_t r = 0; r < rows; r++)
+                run_argmax_split(x + (size_t) r * cols, cols, ref[r]);
         gpu_buffer_free(bx);
         gpu_buffer_free(bo);
         free(ref);
@@ -538,6 +575,19 @@ static void test_argmax_ties(void **state) {
         y[9000] = y[2048] = y[2049] = 7.0f;
         run_argmax("ties", x, rows, cols);
         free(x);
+
+        /* Split rows: the max in several segments (the lowest index must win across them), only in
+         * the last segment, and a row of NaNs (no index: the model's check for broken logits). */
+        const uint32_t long_cols = 128256;
+        float *z = random_floats(long_cols, 141, 1.0f);
+        z[100000] = z[20000] = z[120000] = 9.0f;
+        run_argmax_split(z, long_cols, 20000);
+        z[20000] = z[100000] = 0.0f;
+        run_argmax_split(z, long_cols, 120000);
+        for (uint32_t i = 0; i < long_cols; i++)
+                z[i] = NAN;
+        run_argmax_split(z, long_cols, 0xffffffffu);
+        free(z);
 
         GpuBuffer *b = upload(NULL, 64);
         GpuCmd *c = begin();
