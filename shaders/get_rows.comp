@@ -4,6 +4,9 @@
 // the other chunks' dispatches; ids past the whole tensor get zeros from the
 // first chunk's. One workgroup per id (few, long-lived workgroups: cheap on
 // CPU devices too); each invocation writes four columns per step.
+// With p.norm, the workgroup also writes h[i] = RMSNorm(out[i]) * w (as
+// rmsnorm.comp computes it): the first block's norm, one dispatch and one
+// barrier fewer per pass.
 
 #extension GL_EXT_control_flow_attributes : require
 
@@ -15,6 +18,8 @@ layout(local_size_x_id = 0) in;
 layout(binding = 2, std430) readonly buffer Ids { uint ids[]; };
 layout(binding = 3, std430) writeonly buffer Out { float o[]; };
 layout(binding = 3, std430) writeonly buffer Out4 { vec4 o4[]; };
+layout(binding = 4, std430) readonly buffer NormW { float norm_w[]; };
+layout(binding = 5, std430) writeonly buffer NormOut { float h[]; };
 
 // Mirrored by GetRowsPush in daemon/gpu/ops-weights.c.
 layout(push_constant) uniform Push {
@@ -25,7 +30,11 @@ layout(push_constant) uniform Push {
     uint n_ids;
     uint out_stride;    // floats between rows of out
     uint zero_oob;      // 1 on the first chunk: write zeros for ids >= total_rows
+    uint norm;          // 1: h as well, rows out_stride apart
+    float eps;
 } p;
+
+shared float red[BLOCK_SIZE];
 
 void main() {
     const uint i = gl_WorkGroupID.z * gl_NumWorkGroups.y + gl_WorkGroupID.y;
@@ -39,14 +48,38 @@ void main() {
     const uint K = p.ncols;
     const uint base = i * p.out_stride;
     const bool aligned = (K & 3u) == 0u && (p.out_stride & 3u) == 0u;
+    float ss = 0.0;
     for (uint k = 4u * gl_GlobalInvocationID.x; k < K; k += 4u * BLOCK_SIZE * gl_NumWorkGroups.x) {
         vec4 v = zero ? vec4(0) : wt_get4(id - p.row0, k, K);
         if (aligned) {
             o4[(base + k) >> 2] = v;
+            ss += dot(v, v);
         } else {
             [[unroll]] for (uint j = 0; j < 4u; j++)
-                if (k + j < K)
+                if (k + j < K) {
                     o[base + k + j] = v[j];
+                    ss += v[j] * v[j];
+                }
         }
+    }
+    if (p.norm == 0u)
+        return;
+    // The row is this workgroup's alone (the grid's x is 1): its sum of
+    // squares is a workgroup sum, and the second pass dequantises again
+    // rather than read back what it wrote.
+    const uint tid = gl_LocalInvocationID.x;
+    red[tid] = ss;
+    barrier();
+    [[unroll]] for (uint w = BLOCK_SIZE / 2u; w > 0u; w >>= 1) {
+        if (tid < w)
+            red[tid] += red[tid + w];
+        barrier();
+    }
+    const float scale = inversesqrt(red[0] / float(K) + p.eps);
+    for (uint k = 4u * tid; k < K; k += 4u * BLOCK_SIZE) {
+        vec4 v = zero ? vec4(0) : wt_get4(id - p.row0, k, K);
+        [[unroll]] for (uint j = 0; j < 4u; j++)
+            if (k + j < K)
+                h[base + k + j] = v[j] * scale * norm_w[k + j];
     }
 }

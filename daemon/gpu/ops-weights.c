@@ -477,7 +477,8 @@ int gpu_op_matvec_swiglu(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
 
 #define GET_ROWS_BLOCK 128u
 
-int gpu_op_get_rows(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding ids, GpuBinding out, uint32_t n_ids) {
+static int get_rows(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding ids, GpuBinding out, uint32_t n_ids,
+                    const GpuBinding *weight, const GpuBinding *h, float eps) {
         const GpuCaps *caps = gpu_device_caps(d);
         TypeShaders ts;
         GpuPipeline *p;
@@ -492,6 +493,9 @@ int gpu_op_get_rows(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding ids,
                 return 0;
         if (binding_bytes(&ids) < (uint64_t) n_ids * sizeof(uint32_t) ||
             binding_bytes(&out) < (uint64_t) n_ids * w->n_cols * sizeof(float))
+                return -EINVAL;
+        if (weight && (binding_bytes(weight) < (uint64_t) w->n_cols * sizeof(float) ||
+                       binding_bytes(h) < (uint64_t) n_ids * w->n_cols * sizeof(float) || !(eps >= 0)))
                 return -EINVAL;
 
         GpuSpec spec = { .v = { GET_ROWS_BLOCK }, .n = 1 };
@@ -515,16 +519,30 @@ int gpu_op_get_rows(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding ids,
                         .n_ids = n_ids,
                         .out_stride = w->n_cols,
                         .zero_oob = i == 0,
+                        .norm = weight != NULL,
+                        .eps = eps,
                 };
-                GpuBinding b[4] = {
+                /* Without the norm, out stands in for its bindings. */
+                GpuBinding b[6] = {
                         { ch->buffer, 0, 0 },
                         { ch->buffer, ch->d_offset, 0 },
                         ids,
                         out,
+                        weight ? *weight : out,
+                        weight ? *h : out,
                 };
                 r = gpu_cmd_dispatch(c, p, b, ELEMENTSOF(b), &push, sizeof push, gx, gy, gz);
                 if (r < 0)
                         return r;
         }
         return 0;
+}
+
+int gpu_op_get_rows(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding ids, GpuBinding out, uint32_t n_ids) {
+        return get_rows(c, d, w, ids, out, n_ids, NULL, NULL, 0);
+}
+
+int gpu_op_get_rows_norm(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding ids, GpuBinding out, uint32_t n_ids,
+                         GpuBinding weight, GpuBinding h, float eps) {
+        return get_rows(c, d, w, ids, out, n_ids, &weight, &h, eps);
 }

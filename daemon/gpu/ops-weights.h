@@ -177,6 +177,15 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
  */
 int gpu_op_get_rows(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding ids, GpuBinding out, uint32_t n_ids);
 
+/*
+ * The same, and h[i][k] = out[i][k] / sqrt(mean(out[i]^2) + eps) * weight[k]
+ * (what gpu_op_rmsnorm() of out gives, up to the order of the sum of
+ * squares) into h, bound as out is: the embedding and the first block's
+ * norm in one dispatch.
+ */
+int gpu_op_get_rows_norm(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding ids, GpuBinding out, uint32_t n_ids,
+                         GpuBinding weight, GpuBinding h, float eps);
+
 /* ---- push-constant blocks, mirrored from the shaders ------------------- */
 
 typedef struct MulMvPush {              /* mul_mv.comp */
@@ -212,5 +221,7 @@ typedef struct GetRowsPush {            /* get_rows.comp */
         uint32_t n_ids;
         uint32_t out_stride;
         uint32_t zero_oob;
+        uint32_t norm;
+        float eps;
 } GetRowsPush;
-static_assert(sizeof(GetRowsPush) == 28, "GetRowsPush mirrors Push in get_rows.comp");
+static_assert(sizeof(GetRowsPush) == 36, "GetRowsPush mirrors Push in get_rows.comp");

@@ -1094,14 +1094,16 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
         };
 
         /* Up to GPU_MATVEC_MAX_VECTORS tokens the residual projections normalise x for the next one
-         * themselves: only the first block has an RMSNorm dispatch. */
+         * themselves: no RMSNorm dispatch at all. */
         bool fuse_norm = m->fuse_norm && n <= GPU_MATVEC_MAX_VECTORS;
         bool fuse_rope = m->fuse_rope && n <= GPU_MATVEC_MAX_VECTORS;
 
         TRY(gpu_cmd_begin(cmd));
         gpu_cmd_copy(cmd, c->io, 0, c->io_dev, 0, gpu_buffer_size(c->io));
         gpu_cmd_barrier(cmd);
-        TRY(gpu_op_get_rows(cmd, d, m->tok_embd, ids, bind(c->x), n));
+        /* The embeddings, and the first block's norm of them. */
+        TRY(gpu_op_get_rows_norm(cmd, d, m->tok_embd, ids, bind(c->x), n,
+                                 bind_at(m->vecs, m->layers[0].attn_norm, hp->n_embd * 4), bind(c->h), hp->rms_eps));
         gpu_cmd_barrier(cmd);
 
         for (uint32_t il = 0; il < hp->n_layer; il++) {
@@ -1109,7 +1111,7 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
                 GpuBinding kc = bind(c->k_cache[il]), vc = bind(c->v_cache[il]);
 
                 /* Attention. */
-                if (!fuse_norm || il == 0) {
+                if (!fuse_norm && il > 0) {     /* else done by get_rows or the last block's down */
                         TRY(gpu_op_rmsnorm(cmd, d, bind(c->x), bind_at(m->vecs, l->attn_norm, hp->n_embd * 4),
                                            bind(c->h), n, hp->n_embd, hp->rms_eps));
                         gpu_cmd_barrier(cmd);

@@ -747,12 +747,18 @@ static void test_matvec_auto_split(void **state) {
         free(ref);
 }
 
-static void check_get_rows(GgmlType type, uint32_t n_rows, uint32_t n_cols, uint32_t max_rows, uint64_t seed) {
+/* With norm: gpu_op_get_rows_norm(), h checked against RMSNorm of the reference rows in double (1e-12;
+ * the rows of ids past the end are zeros, and so is their norm). */
+static void check_get_rows(GgmlType type, uint32_t n_rows, uint32_t n_cols, uint32_t max_rows, uint64_t seed,
+                           bool norm) {
         const uint32_t n_ids = 23;
+        const float eps = 1e-5f;
         uint32_t ids[23];
         size_t n_out = (size_t) n_ids * n_cols;
         float *out = malloc(n_out * sizeof(float)), *ref = calloc(n_out, sizeof(float));
-        GpuBuffer *bi = NULL, *bo = NULL;
+        float *h = malloc(n_out * sizeof(float)), *href = malloc(n_out * sizeof(float));
+        float *g = malloc(n_cols * sizeof(float));
+        GpuBuffer *bi = NULL, *bo = NULL, *bh = NULL, *bg = NULL;
         GpuTensor *t = NULL;
         GpuCmd *c = NULL;
         Weights w;
@@ -774,13 +780,36 @@ static void check_get_rows(GgmlType type, uint32_t n_rows, uint32_t n_cols, uint
         assert_int_equal(gpu_buffer_write(bo, 0, out, n_out * sizeof(float)), 0);
         assert_int_equal(gpu_cmd_new(T.dev, &c), 0);
         assert_int_equal(gpu_cmd_begin(c), 0);
-        assert_int_equal(gpu_op_get_rows(c, T.dev, t, (GpuBinding) { bi, 0, 0 }, (GpuBinding) { bo, 0, 0 }, n_ids), 0);
+        test_fill_random(g, n_cols, seed + 5);
+        assert_int_equal(gpu_buffer_new(T.dev, n_out * sizeof(float), GPU_MEMORY_DEVICE, &bh), 0);
+        assert_int_equal(gpu_buffer_new(T.dev, n_cols * sizeof(float), GPU_MEMORY_DEVICE, &bg), 0);
+        assert_int_equal(gpu_buffer_write(bg, 0, g, n_cols * sizeof(float)), 0);
+        if (norm)
+                assert_int_equal(gpu_op_get_rows_norm(c, T.dev, t, (GpuBinding) { bi }, (GpuBinding) { bo }, n_ids,
+                                                      (GpuBinding) { bg }, (GpuBinding) { bh }, eps),
+                                 0);
+        else
+                assert_int_equal(gpu_op_get_rows(c, T.dev, t, (GpuBinding) { bi }, (GpuBinding) { bo }, n_ids), 0);
         assert_int_equal(gpu_cmd_submit(c), 0);
         assert_int_equal(gpu_buffer_read(bo, 0, out, n_out * sizeof(float)), 0);
         double e = test_nmse(out, ref, n_out);
-        fprintf(stderr, "# get_rows %-4s %u x %u chunks %u: nmse %.3g\n", ggml_type_name(type), n_rows, n_cols,
-                t->n_chunks, e);
+        fprintf(stderr, "# get_rows %-4s %u x %u chunks %u%s: nmse %.3g\n", ggml_type_name(type), n_rows, n_cols,
+                t->n_chunks, norm ? " norm" : "", e);
         assert_true(e < 1e-12);
+        if (norm) {
+                for (uint32_t i = 0; i < n_ids; i++) {
+                        double ss = 0;
+                        for (uint32_t k = 0; k < n_cols; k++)
+                                ss += (double) ref[(size_t) i * n_cols + k] * ref[(size_t) i * n_cols + k];
+                        double scale = 1.0 / sqrt(ss / n_cols + eps);
+                        for (uint32_t k = 0; k < n_cols; k++)
+                                href[(size_t) i * n_cols + k] = (float) (ref[(size_t) i * n_cols + k] * scale * g[k]);
+                }
+                assert_int_equal(gpu_buffer_read(bh, 0, h, n_out * sizeof(float)), 0);
+                double eh = test_nmse(h, href, n_out);
+                fprintf(stderr, "# ... its norm: nmse %.3g\n", eh);
+                assert_true(eh < 1e-12);
+        }
         for (uint32_t k = 0; k < n_cols; k++) {
                 assert_true(out[9 * n_cols + k] == 0.0f);
                 assert_true(out[14 * n_cols + k] == 0.0f);
@@ -788,20 +817,27 @@ static void check_get_rows(GgmlType type, uint32_t n_rows, uint32_t n_cols, uint
         gpu_cmd_free(c);
         gpu_buffer_free(bi);
         gpu_buffer_free(bo);
+        gpu_buffer_free(bh);
+        gpu_buffer_free(bg);
         gpu_tensor_free(t);
         weights_free(&w);
         free(out);
         free(ref);
+        free(h);
+        free(href);
+        free(g);
 }
 
 static void test_get_rows(void **state) {
         for (size_t i = 0; i < ELEMENTSOF(all_types); i++) {
-                check_get_rows(all_types[i], 67, 512, 0, 30);
-                check_get_rows(all_types[i], 67, 256, 10, 31);     /* split */
+                check_get_rows(all_types[i], 67, 512, 0, 30, i % 2);
+                check_get_rows(all_types[i], 67, 256, 10, 31, !(i % 2));   /* split */
         }
-        check_get_rows(GGML_TYPE_F32, 41, 37, 0, 32);
-        check_get_rows(GGML_TYPE_F16, 41, 37, 6, 33);
-        check_get_rows(GGML_TYPE_F16, 41, 1030, 0, 34);
+        check_get_rows(GGML_TYPE_F32, 41, 37, 0, 32, false);
+        check_get_rows(GGML_TYPE_F32, 41, 37, 0, 32, true);
+        check_get_rows(GGML_TYPE_F16, 41, 37, 6, 33, true);
+        check_get_rows(GGML_TYPE_F16, 41, 1030, 0, 34, false);
+        check_get_rows(GGML_TYPE_F16, 41, 1030, 0, 34, true);
 }
 
 static void test_layout(void **state) {
