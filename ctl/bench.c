@@ -429,8 +429,7 @@ static int bench_attention(Bench *b) {
                 if (r >= 0)
                         r = gpu_buffer_new(b->dev, qbytes, GPU_MEMORY_DEVICE, &a.out);
                 if (r >= 0 && p->n_tokens == 1)
-                        r = gpu_buffer_new(b->dev, gpu_attention_scratch_size(p->n_head, p->head_dim, p->n_ctx),
-                                           GPU_MEMORY_DEVICE, &a.scratch);
+                        r = gpu_attention_scratch_new(b->dev, p->n_head, p->head_dim, p->n_ctx, &a.scratch);
                 if (r >= 0) {
                         /* Caches of small f16 values: 0x2c00 is 0.0625, so no overflow or NaN. */
                         _cleanup_(gpu_cmd_freep) GpuCmd *c = NULL;

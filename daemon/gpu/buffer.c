@@ -104,8 +104,8 @@ VkBuffer gpu_buffer_vk(const GpuBuffer *b) {
         return b->buffer;
 }
 
-/* One copy on the transfer command buffer, waited for. */
-static int xfer_copy(GpuDevice *d, GpuBuffer *src, uint64_t so, GpuBuffer *dst, uint64_t dof, uint64_t size) {
+/* Starts a recording on the transfer command buffer; xfer_submit() runs it and waits. */
+static int xfer_begin(GpuDevice *d) {
         VkResult res;
 
         res = vkResetCommandBuffer(d->xfer_cmd, 0);
@@ -115,11 +115,12 @@ static int xfer_copy(GpuDevice *d, GpuBuffer *src, uint64_t so, GpuBuffer *dst, 
                 .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
                 .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
         };
-        res = vkBeginCommandBuffer(d->xfer_cmd, &bi);
-        if (res != VK_SUCCESS)
-                return gpu_vk_errno(res);
-        VkBufferCopy region = { .srcOffset = so, .dstOffset = dof, .size = size };
-        vkCmdCopyBuffer(d->xfer_cmd, src->buffer, dst->buffer, 1, &region);
+        return gpu_vk_errno(vkBeginCommandBuffer(d->xfer_cmd, &bi));
+}
+
+static int xfer_submit(GpuDevice *d) {
+        VkResult res;
+
         res = vkEndCommandBuffer(d->xfer_cmd);
         if (res != VK_SUCCESS)
                 return gpu_vk_errno(res);
@@ -134,6 +135,18 @@ static int xfer_copy(GpuDevice *d, GpuBuffer *src, uint64_t so, GpuBuffer *dst, 
         if (res == VK_SUCCESS)
                 res = vkWaitForFences(d->dev, 1, &d->xfer_fence, VK_TRUE, 60ULL * 1000000000ULL);
         return gpu_vk_errno(res);
+}
+
+/* One copy on the transfer command buffer, waited for. */
+static int xfer_copy(GpuDevice *d, GpuBuffer *src, uint64_t so, GpuBuffer *dst, uint64_t dof, uint64_t size) {
+        int r;
+
+        r = xfer_begin(d);
+        if (r < 0)
+                return r;
+        VkBufferCopy region = { .srcOffset = so, .dstOffset = dof, .size = size };
+        vkCmdCopyBuffer(d->xfer_cmd, src->buffer, dst->buffer, 1, &region);
+        return xfer_submit(d);
 }
 
 static int check_range(const GpuBuffer *b, uint64_t offset, uint64_t size) {
@@ -187,6 +200,31 @@ int gpu_buffer_write_with(GpuBuffer *dst, uint64_t offset, uint64_t size, gpu_fi
 int gpu_buffer_write(GpuBuffer *dst, uint64_t offset, const void *src, uint64_t size) {
         MemcpyFill m = { .src = src, .base = offset };
         return gpu_buffer_write_with(dst, offset, size, memcpy_fill, &m);
+}
+
+int gpu_buffer_fill(GpuBuffer *dst, uint64_t offset, uint64_t size, uint32_t value) {
+        GpuDevice *d = dst->device;
+        int r;
+
+        r = check_range(dst, offset, size);
+        if (r < 0)
+                return r;
+        /* vkCmdFillBuffer's rules, kept for mapped buffers too so a caller's call works on either. */
+        if (offset % 4 != 0 || size % 4 != 0)
+                return -EINVAL;
+        if (size == 0)
+                return 0;
+        if (dst->map) {
+                uint32_t *w = (uint32_t *) ((uint8_t *) dst->map + offset);
+                for (uint64_t i = 0; i < size / 4; i++)
+                        w[i] = value;
+                return 0;
+        }
+        r = xfer_begin(d);
+        if (r < 0)
+                return r;
+        vkCmdFillBuffer(d->xfer_cmd, dst->buffer, offset, size, value);
+        return xfer_submit(d);
 }
 
 int gpu_buffer_read(GpuBuffer *src, uint64_t offset, void *dst, uint64_t size) {

@@ -102,6 +102,8 @@ VkBuffer gpu_buffer_vk(const GpuBuffer *b);
  */
 int gpu_buffer_write(GpuBuffer *dst, uint64_t offset, const void *src, uint64_t size);
 int gpu_buffer_read(GpuBuffer *src, uint64_t offset, void *dst, uint64_t size);
+/* Sets size bytes at offset to copies of value, synchronously; offset and size multiples of 4. */
+int gpu_buffer_fill(GpuBuffer *dst, uint64_t offset, uint64_t size, uint32_t value);
 
 /*
  * Fills the staging buffer through a callback and copies it to dst, chunk by

@@ -14,7 +14,6 @@
 
 /* attn_decode: invocations per workgroup, which is also the keys per sub-block. */
 #define DECODE_WG 64u
-#define COMBINE_WG 64u
 #define KV_STORE_WG 256u
 /* Query heads of one kv head scored together by a decode workgroup (registers grow with it). */
 #define DECODE_MAX_GB 8u
@@ -269,22 +268,49 @@ static uint32_t decode_chunk(uint32_t n_kv, uint32_t splits) {
         return DECODE_WG * div_up(div_up(n_kv, DECODE_WG), splits);
 }
 
-uint64_t gpu_attention_scratch_size(uint32_t n_head, uint32_t head_dim, uint32_t n_ctx) {
-        uint64_t n_chunks = MIN(GPU_ATTN_MAX_SPLITS, div_up(MAX(n_ctx, 1u), DECODE_WG));
-        return (uint64_t) n_head * n_chunks * (head_dim + 2) * sizeof(float);
+/*
+ * Scratch of a decode over n_chunks chunks, as attn_decode.comp lays it out in 32-bit words: one
+ * completion counter per query head (the dispatch uses one per (kv head, head block), never more),
+ * then per head and chunk D floats of output and the (max, sum) pair. The counters come first so
+ * they sit at the same place whatever n_chunks a decode picks.
+ */
+static uint64_t decode_scratch(uint32_t n_head, uint32_t head_dim, uint32_t n_chunks) {
+        return ((uint64_t) n_head + (uint64_t) n_head * n_chunks * (head_dim + 2)) * sizeof(float);
 }
 
-/* Mirrors the shared arrays of attn_decode.comp (with attn_reduce.glsl). */
+uint64_t gpu_attention_scratch_size(uint32_t n_head, uint32_t head_dim, uint32_t n_ctx) {
+        uint32_t n_chunks = MIN(GPU_ATTN_MAX_SPLITS, div_up(MAX(n_ctx, 1u), DECODE_WG));
+        return decode_scratch(n_head, head_dim, n_chunks);
+}
+
+int gpu_attention_scratch_new(GpuDevice *d, uint32_t n_head, uint32_t head_dim, uint32_t n_ctx,
+                              GpuBuffer **ret) {
+        _cleanup_(gpu_buffer_freep) GpuBuffer *b = NULL;
+        uint64_t size = gpu_attention_scratch_size(n_head, head_dim, n_ctx);
+        int r;
+
+        r = gpu_buffer_new(d, size, GPU_MEMORY_DEVICE, &b);
+        if (r < 0)
+                return r;
+        /* The counters must start at zero; the partials need not (each is written before it is read). */
+        r = gpu_buffer_fill(b, 0, (uint64_t) n_head * sizeof(uint32_t), 0);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(b);
+        return 0;
+}
+
+/* Mirrors the shared arrays of attn_decode.comp (with attn_reduce.glsl); 16 bytes for last_sh and padding. */
 static uint64_t decode_shared(uint32_t dim, uint32_t gb) {
         uint64_t dc4 = MIN(dim / 8, 16u);
         return gb * dim * 4 + DECODE_WG * (dc4 + 1) * 16 + gb * DECODE_WG * 4 + gb * DECODE_WG * 8 +
-               gb * DECODE_WG * 4;
+               gb * DECODE_WG * 4 + 16;
 }
 
 int gpu_op_attention_decode(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k_cache, GpuBinding v_cache,
                             GpuBinding out, GpuBinding scratch, const GpuAttentionParams *p) {
         const GpuCaps *caps = gpu_device_caps(d);
-        GpuPipeline *pl_dec, *pl_comb;
+        GpuPipeline *pl;
         int r;
 
         r = check_shape(p);
@@ -319,7 +345,8 @@ int gpu_op_attention_decode(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k_
         uint32_t chunk = from_buffer ? 0 : decode_chunk(n_kv, splits);
         uint32_t n_chunks = from_buffer ? MIN(splits, div_up(p->n_ctx, DECODE_WG)) : div_up(n_kv, chunk);
         assert(n_chunks <= GPU_ATTN_MAX_SPLITS);
-        if (!gpu_binding_covers(scratch, (uint64_t) p->n_head * n_chunks * (p->head_dim + 2) * sizeof(float)))
+        assert(p->n_head_kv * n_hb <= p->n_head);       /* the counters in the scratch, one per workgroup row */
+        if (!gpu_binding_covers(scratch, decode_scratch(p->n_head, p->head_dim, n_chunks)))
                 return -EINVAL;
 
         AttnDecodePush push = {
@@ -336,22 +363,11 @@ int gpu_op_attention_decode(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k_
         bool sg = gpu_device_use_subgroup(d);
         GpuShaderId id = from_buffer ? (sg ? GPU_SHADER_ATTN_DECODE_F16_POS : GPU_SHADER_ATTN_DECODE_F16_POS_NOSG)
                                      : (sg ? GPU_SHADER_ATTN_DECODE_F16 : GPU_SHADER_ATTN_DECODE_F16_NOSG);
-        r = gpu_pipeline_get(d, id, &spec, &pl_dec);
+        r = gpu_pipeline_get(d, id, &spec, &pl);
         if (r < 0)
                 return r;
-        GpuSpec cspec = { .v = { COMBINE_WG, 1, 1, GPU_ATTN_MAX_SPLITS }, .n = 4 };
-        r = gpu_pipeline_get(d, GPU_SHADER_ATTN_COMBINE_F32, &cspec, &pl_comb);
-        if (r < 0)
-                return r;
-
-        GpuBinding b[5] = { q, k_cache, v_cache, scratch, p->pos_buffer };
-        r = gpu_cmd_dispatch(c, pl_dec, b, from_buffer ? 5 : 4, &push, sizeof push, n_chunks, p->n_head_kv * n_hb, 1);
-        if (r < 0)
-                return r;
-        gpu_cmd_barrier(c);
-        AttnCombinePush cpush = { .n_head = p->n_head, .n_chunks = n_chunks, .head_dim = p->head_dim };
-        GpuBinding cb[2] = { scratch, out };
-        return gpu_cmd_dispatch(c, pl_comb, cb, 2, &cpush, sizeof cpush, p->n_head, 1, 1);
+        GpuBinding b[6] = { q, k_cache, v_cache, scratch, out, p->pos_buffer };
+        return gpu_cmd_dispatch(c, pl, b, from_buffer ? 6 : 5, &push, sizeof push, n_chunks, p->n_head_kv * n_hb, 1);
 }
 
 int gpu_op_attention(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k_cache, GpuBinding v_cache,

@@ -29,12 +29,13 @@
  * Kernels: n_tokens > 1 runs attn_prefill (a tile of query rows of one kv
  * head per workgroup, the kv head's query heads packed into the rows so each
  * K/V tile loaded into shared memory serves all of them; online softmax over
- * key blocks). n_tokens == 1 runs attn_decode, which splits the positions into
- * at most GPU_ATTN_MAX_SPLITS chunks, one workgroup per (chunk, kv head, block
- * of query heads), writing partial (max, sum, unnormalised output) rows to the
- * scratch buffer, then attn_combine merges the chunks (flash-decoding). The
- * two decode kernels are barriered inside; nothing is barriered before or
- * after an op.
+ * key blocks). n_tokens == 1 runs attn_decode, one dispatch of flash-decoding:
+ * the positions split into at most GPU_ATTN_MAX_SPLITS chunks, one workgroup
+ * per (chunk, kv head, block of query heads) writes partial (max, sum,
+ * unnormalised output) rows to the scratch buffer, and the last workgroup of
+ * each (kv head, block) to finish, found with a completion counter in the
+ * scratch, merges the chunks into out. Nothing is barriered before or after
+ * an op.
  *
  * Positions from a buffer: with p->pos_buffer set (int32 per token, the
  * buffer RoPE reads), kv_store stores token t at position pos[t] and decode
@@ -43,8 +44,7 @@
  * every token after the host writes the new position into the buffer. The
  * decode grid is then sized for the largest position (n_ctx - 1) and the
  * kernel derives its chunk length from the position it reads; workgroups
- * past the last key only write an empty partial result. Prefill always
- * takes pos0.
+ * past the last key only count themselves done. Prefill always takes pos0.
  *
  * Shapes: head_dim a multiple of 8, 8..256; n_head a multiple of n_head_kv;
  * pos0 + n_tokens <= n_ctx (n_tokens <= n_ctx with a position buffer, whose
@@ -76,10 +76,19 @@ typedef struct GpuAttentionParams {
 #define GPU_ATTN_MAX_SPLITS 256u
 
 /*
- * Bytes of scratch gpu_op_attention needs for any batch with these sizes
- * (prefill needs none; decode its partial results). Covers every pos0 < n_ctx.
+ * Decode's scratch: n_head 32-bit completion counters, then the partial
+ * results. The counters must be zero before the first decode that uses the
+ * scratch; every decode leaves them zero again, so one scratch serves every
+ * layer and every replay of a recorded pass, as long as its decodes do not
+ * overlap (a barrier between them, as for any buffer both write).
+ *
+ * gpu_attention_scratch_size(): bytes of scratch gpu_op_attention needs for
+ * any batch with these sizes (prefill needs none). Covers every pos0 < n_ctx.
+ * gpu_attention_scratch_new(): a device buffer of that size, counters zeroed.
  */
 uint64_t gpu_attention_scratch_size(uint32_t n_head, uint32_t head_dim, uint32_t n_ctx);
+int gpu_attention_scratch_new(GpuDevice *d, uint32_t n_head, uint32_t head_dim, uint32_t n_ctx,
+                              GpuBuffer **ret);
 
 /*
  * Records the conversion of k_new/v_new to F16 and their store into the
@@ -103,8 +112,8 @@ int gpu_op_rope_kv_store(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k_new
 
 /*
  * Records attention for the batch: prefill for n_tokens > 1, decode for 1.
- * scratch must hold gpu_attention_scratch_size() bytes for decode; it may be
- * { NULL } when n_tokens > 1.
+ * scratch must hold gpu_attention_scratch_size() bytes for decode, its
+ * counters zero (see above); it may be { NULL } when n_tokens > 1.
  */
 int gpu_op_attention(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k_cache, GpuBinding v_cache,
                      GpuBinding out, GpuBinding scratch, const GpuAttentionParams *p);
@@ -150,13 +159,6 @@ typedef struct AttnDecodePush {
         float scale;
 } AttnDecodePush;
 static_assert(sizeof(AttnDecodePush) == 32, "AttnDecodePush must match attn_common.glsl");
-
-typedef struct AttnCombinePush {
-        uint32_t n_head;
-        uint32_t n_chunks;
-        uint32_t head_dim;
-} AttnCombinePush;
-static_assert(sizeof(AttnCombinePush) == 12, "AttnCombinePush must match attn_common.glsl");
 
 typedef struct KvStorePush {
         uint32_t n_tokens;

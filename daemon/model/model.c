@@ -140,7 +140,7 @@ struct ModelContext {
                                  * SwiGLU into u [n_batch][n_ff] */
         GpuBuffer *logits;      /* [n_vocab] of the last token */
         GpuBuffer *argmax;      /* one uint32 */
-        GpuBuffer *scratch;     /* decode attention's partial results */
+        GpuBuffer *scratch;     /* decode attention's counters and partial results */
         GpuBuffer *sync;        /* counters and partial results of the ops whose last workgroup finishes
                                  * the job (gpu_op_matvec_add_norm, gpu_op_argmax_split); zeroed */
         GpuBuffer *io;          /* host-visible: ids [n_batch] at 0, positions at pos_offset */
@@ -927,7 +927,6 @@ int model_context_new(Model *m, uint32_t n_ctx, ModelContext **ret) {
                 { &c->u, nb * hp->n_ff * 4 },
                 { &c->logits, (uint64_t) hp->n_vocab * 4 },
                 { &c->argmax, 4 },
-                { &c->scratch, gpu_attention_scratch_size(hp->n_head, hp->head_dim, n_ctx) },
                 { &c->sync, MAX(gpu_matvec_norm_scratch_size(hp->n_embd, GPU_MATVEC_MAX_VECTORS),
                                 gpu_argmax_scratch_size(hp->n_vocab)) },
         };
@@ -938,6 +937,10 @@ int model_context_new(Model *m, uint32_t n_ctx, ModelContext **ret) {
                 if (r < 0)
                         return r;
         }
+        /* Zeroed: decode attention's completion counters live in it and must start at zero. */
+        r = gpu_attention_scratch_new(m->dev, hp->n_head, hp->head_dim, n_ctx, &c->scratch);
+        if (r < 0)
+                return r;
         c->pos_offset = align_up(nb * 4, BIND_ALIGN);
         r = gpu_buffer_new(m->dev, c->pos_offset + nb * 4, GPU_MEMORY_HOST, &c->io);
         if (r < 0)
@@ -954,11 +957,7 @@ int model_context_new(Model *m, uint32_t n_ctx, ModelContext **ret) {
         if (!gpu_buffer_map(c->out))
                 return -EIO;
         /* The counters start at zero and every use leaves them so. */
-        uint64_t sync_size = gpu_buffer_size(c->sync);
-        _cleanup_free_ void *zero = calloc(1, sync_size);
-        if (!zero)
-                return -ENOMEM;
-        r = gpu_buffer_write(c->sync, 0, zero, sync_size);
+        r = gpu_buffer_fill(c->sync, 0, gpu_buffer_size(c->sync), 0);
         if (r < 0)
                 return r;
         r = gpu_cmd_new(m->dev, &c->cmd);

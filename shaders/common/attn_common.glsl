@@ -36,14 +36,6 @@ layout(push_constant) uniform Push {
 } p;
 #endif
 
-#ifdef ATTN_COMBINE
-layout(push_constant) uniform Push {
-    uint n_head;
-    uint n_chunks;
-    uint head_dim;
-} p;
-#endif
-
 #ifdef KV_STORE
 layout(push_constant) uniform Push {
     uint n_tokens;

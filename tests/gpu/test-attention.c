@@ -9,7 +9,9 @@
  * scattered positions read from the buffer, and one recording of kv_store +
  * decode replayed at many positions (short and long, up and down), only the
  * buffers rewritten between submissions; the cache past each position is NaN
- * again before every replay.
+ * again before every replay. Decode's completion counters: several decodes
+ * sharing one scratch in one recording, replayed, the counters read back as
+ * zero after every submission.
  *
  * Tolerances:
  *  - rope_kv_store: q NMSE < 1e-8 against ref_rope (test-ops-basic's rope
@@ -64,6 +66,13 @@ static GpuBuffer *upload(const void *data, uint64_t size) {
         return b;
 }
 
+/* Decode's scratch as the model makes it: its completion counters zeroed. */
+static GpuBuffer *new_scratch(uint32_t n_head, uint32_t dim, uint32_t n_ctx) {
+        GpuBuffer *b = NULL;
+        assert_int_equal(gpu_attention_scratch_new(T.dev, n_head, dim, n_ctx, &b), 0);
+        return b;
+}
+
 static void run_case(const Case *cs, uint64_t seed) {
         GpuAttentionParams p = {
                 .n_tokens = cs->n_tokens,
@@ -101,7 +110,7 @@ static void run_case(const Case *cs, uint64_t seed) {
         GpuBuffer *qb = upload(q, sizeof(float) * cs->n_tokens * q_row);
         GpuBuffer *k_cache = new_buffer(2 * cache_n), *v_cache = new_buffer(2 * cache_n);
         GpuBuffer *ob = new_buffer(sizeof(float) * out_n);
-        GpuBuffer *scratch = new_buffer(gpu_attention_scratch_size(cs->n_head, dim, cs->n_ctx));
+        GpuBuffer *scratch = new_scratch(cs->n_head, dim, cs->n_ctx);
         GpuCmd *c = NULL;
 
         assert_int_equal(gpu_cmd_new(T.dev, &c), 0);
@@ -564,7 +573,7 @@ static void run_replay(const ReplayCase *cs, const uint32_t *positions, size_t n
         GpuBuffer *kb = new_buffer(sizeof(float) * kv_row), *vb = new_buffer(sizeof(float) * kv_row);
         GpuBuffer *qb = new_buffer(sizeof(float) * q_row), *ob = new_buffer(sizeof(float) * q_row);
         GpuBuffer *kcb = new_buffer(2 * cache_n), *vcb = new_buffer(2 * cache_n), *pb = new_buffer(4);
-        GpuBuffer *scratch = new_buffer(gpu_attention_scratch_size(cs->n_head, dim, cs->n_ctx));
+        GpuBuffer *scratch = new_scratch(cs->n_head, dim, cs->n_ctx);
         GpuCmd *c = NULL;
         double worst = 0;
 
@@ -668,6 +677,143 @@ static void test_decode_replay(void **state) {
         run_replay(&mqa, mqa_pos, ELEMENTSOF(mqa_pos), 5);
 }
 
+/*
+ * The completion counters: one recording of LAYERS decodes (each its own q
+ * and caches, all sharing the scratch and the position buffer, a barrier
+ * between them as in the model's pass) replayed at each of positions[]. Every
+ * merge must see exactly this dispatch's chunks, so the counters must be back
+ * to zero after each decode: checked directly after every submission, and by
+ * the outputs of the later layers and replays. The scratch's partials start
+ * as NaN (only the counters zeroed), so a merge that read a slot no
+ * workgroup of its dispatch wrote, such as an empty chunk's, shows.
+ */
+#define LAYERS 3
+
+static void run_counters(const ReplayCase *cs, const uint32_t *positions, size_t n_pos, uint64_t seed) {
+        const uint32_t dim = cs->dim;
+        const size_t q_row = (size_t) cs->n_head * dim, cache_n = (size_t) cs->n_head_kv * cs->n_ctx * dim;
+        GpuAttentionParams p = {
+                .n_tokens = 1,
+                .n_head = cs->n_head,
+                .n_head_kv = cs->n_head_kv,
+                .head_dim = dim,
+                .n_ctx = cs->n_ctx,
+                .scale = 1.0f / sqrtf((float) dim),
+        };
+        uint16_t *kc[LAYERS], *vc[LAYERS];
+        float *q[LAYERS], *out = malloc(sizeof(float) * q_row), *ref = malloc(sizeof(float) * q_row);
+        float *tmp = malloc(sizeof(float) * MAX(cache_n, q_row));
+        uint32_t *counters = malloc(sizeof(uint32_t) * cs->n_head);
+        GpuBuffer *qb[LAYERS], *kcb[LAYERS], *vcb[LAYERS], *ob[LAYERS];
+        GpuBuffer *pb = new_buffer(4), *scratch = new_scratch(cs->n_head, dim, cs->n_ctx);
+        GpuCmd *c = NULL;
+        double worst = 0;
+
+        assert_non_null(out && ref && tmp && counters);
+        assert_int_equal(gpu_buffer_fill(scratch, 0, gpu_buffer_size(scratch), 0x7fc00000u), 0);
+        assert_int_equal(gpu_buffer_fill(scratch, 0, sizeof(uint32_t) * cs->n_head, 0), 0);
+        p.pos_buffer = (GpuBinding) { pb };
+        assert_int_equal(gpu_cmd_new(T.dev, &c), 0);
+        assert_int_equal(gpu_cmd_begin(c), 0);
+        for (uint32_t l = 0; l < LAYERS; l++) {
+                kc[l] = malloc(2 * cache_n);
+                vc[l] = malloc(2 * cache_n);
+                q[l] = malloc(sizeof(float) * q_row);
+                assert_non_null(kc[l] && vc[l] && q[l]);
+                test_fill_random(tmp, cache_n, seed * 100 + l * 4 + 1);
+                for (size_t i = 0; i < cache_n; i++)
+                        kc[l][i] = float_to_half(tmp[i]);
+                test_fill_random(tmp, cache_n, seed * 100 + l * 4 + 2);
+                for (size_t i = 0; i < cache_n; i++)
+                        vc[l][i] = float_to_half(tmp[i]);
+                kcb[l] = upload(kc[l], 2 * cache_n);
+                vcb[l] = upload(vc[l], 2 * cache_n);
+                qb[l] = new_buffer(sizeof(float) * q_row);
+                ob[l] = new_buffer(sizeof(float) * q_row);
+                if (l > 0)
+                        gpu_cmd_barrier(c);
+                assert_int_equal(gpu_op_attention_decode(c, T.dev, (GpuBinding) { qb[l] }, (GpuBinding) { kcb[l] },
+                                                         (GpuBinding) { vcb[l] }, (GpuBinding) { ob[l] },
+                                                         (GpuBinding) { scratch }, &p),
+                                 0);
+        }
+
+        for (size_t step = 0; step < n_pos; step++) {
+                const uint32_t P = positions[step];
+                const int32_t pos = (int32_t) P;
+
+                for (uint32_t l = 0; l < LAYERS; l++) {
+                        test_fill_random(q[l], q_row, seed * 1000 + step * 8 + l);
+                        assert_int_equal(gpu_buffer_write(qb[l], 0, q[l], sizeof(float) * q_row), 0);
+                }
+                write_i32(pb, &pos, 1);
+                assert_int_equal(gpu_cmd_submit(c), 0);     /* the same recording every time */
+
+                assert_int_equal(gpu_buffer_read(scratch, 0, counters, sizeof(uint32_t) * cs->n_head), 0);
+                for (uint32_t h = 0; h < cs->n_head; h++)
+                        if (counters[h] != 0)
+                                fail_msg("heads %u/%u dim %u ctx %u: pos %u: counter %u left at %u", cs->n_head,
+                                         cs->n_head_kv, dim, cs->n_ctx, P, h, counters[h]);
+                GpuAttentionParams at = p;
+                at.pos_buffer = (GpuBinding) {};
+                at.pos0 = P;
+                for (uint32_t l = 0; l < LAYERS; l++) {
+                        assert_int_equal(gpu_buffer_read(ob[l], 0, out, sizeof(float) * q_row), 0);
+                        gpu_attention_ref(&at, q[l], kc[l], vc[l], ref);
+                        double nmse = test_nmse(out, ref, q_row);
+                        if (!(nmse < NMSE_BOUND))
+                                fail_msg("heads %u/%u dim %u ctx %u: pos %u layer %u: nmse %.3g", cs->n_head,
+                                         cs->n_head_kv, dim, cs->n_ctx, P, l, nmse);
+                        worst = MAX(worst, nmse);
+                }
+        }
+        fprintf(stderr, "# heads %u/%u dim %u ctx %u: %d decodes on one scratch replayed at %zu positions: "
+                "counters back to 0, worst nmse %.3g\n", cs->n_head, cs->n_head_kv, dim, cs->n_ctx, LAYERS, n_pos,
+                worst);
+
+        gpu_cmd_free(c);
+        for (uint32_t l = 0; l < LAYERS; l++) {
+                gpu_buffer_free(qb[l]);
+                gpu_buffer_free(kcb[l]);
+                gpu_buffer_free(vcb[l]);
+                gpu_buffer_free(ob[l]);
+                free(kc[l]);
+                free(vc[l]);
+                free(q[l]);
+        }
+        gpu_buffer_free(pb);
+        gpu_buffer_free(scratch);
+        free(out);
+        free(ref);
+        free(tmp);
+        free(counters);
+}
+
+/*
+ * Positions of three kinds each: keys in chunk 0 only (it writes the output
+ * itself, no counter), in a few chunks with most of the grid empty, and in
+ * every chunk dispatched.
+ */
+static void test_decode_counters(void **state) {
+        /* 32 chunks of one sub-block: 64 fills 2 of them, 1000 16, 2047 and 1984 all. */
+        static const ReplayCase d64 = { 32, 8, 64, 2048 };
+        static const uint32_t d64_pos[] = { 2047, 0, 1984, 5, 1000, 64, 2047 };
+        /* 64 chunks: 100 fills 2; 4032 all, one sub-block each; 8191 and 8100 all, two sub-blocks each. */
+        static const ReplayCase d128 = { 32, 8, 128, 8192 };
+        static const uint32_t d128_pos[] = { 3, 8191, 100, 4032, 63, 8100, 0 };
+        /* Twelve heads per kv head: two blocks of 6, 64 chunks; 700 fills 11. */
+        static const ReplayCase blocks = { 24, 2, 128, 4096 };
+        static const uint32_t blocks_pos[] = { 4095, 1, 700, 4032 };
+        /* Twenty: blocks of 7, 7 and 6; 16 chunks; 200 fills 4. */
+        static const ReplayCase uneven = { 40, 2, 64, 1024 };
+        static const uint32_t uneven_pos[] = { 2, 1023, 200, 960, 17 };
+
+        run_counters(&d64, d64_pos, ELEMENTSOF(d64_pos), 1);
+        run_counters(&d128, d128_pos, ELEMENTSOF(d128_pos), 2);
+        run_counters(&blocks, blocks_pos, ELEMENTSOF(blocks_pos), 3);
+        run_counters(&uneven, uneven_pos, ELEMENTSOF(uneven_pos), 4);
+}
+
 static void test_bad_shapes(void **state) {
         GpuBuffer *b = new_buffer(1 << 20);
         GpuBuffer *small = new_buffer(256);
@@ -716,10 +862,10 @@ static void test_bad_shapes(void **state) {
         assert_int_equal(gpu_op_kv_store(c, T.dev, x, x, x, x, &p), 0);
         assert_int_equal(gpu_op_attention(c, T.dev, x, x, x, x, x, &p), -EINVAL);
 
-        /* Scratch: n_head x chunks x (head_dim + 2) floats, chunks capped. */
-        assert_int_equal(gpu_attention_scratch_size(32, 128, 64), 32 * 1 * 130 * 4);
-        assert_int_equal(gpu_attention_scratch_size(32, 128, 1000), 32 * 16 * 130 * 4);
-        assert_int_equal(gpu_attention_scratch_size(32, 128, 1 << 20), 32 * GPU_ATTN_MAX_SPLITS * 130 * 4);
+        /* Scratch: n_head counters, then n_head x chunks x (head_dim + 2) floats, chunks capped. */
+        assert_int_equal(gpu_attention_scratch_size(32, 128, 64), (32 + 32 * 1 * 130) * 4);
+        assert_int_equal(gpu_attention_scratch_size(32, 128, 1000), (32 + 32 * 16 * 130) * 4);
+        assert_int_equal(gpu_attention_scratch_size(32, 128, 1 << 20), (32 + 32 * GPU_ATTN_MAX_SPLITS * 130) * 4);
 
         /* Not the recording above (its buffers alias): an empty one, so the fence is signalled before the free. */
         assert_int_equal(gpu_cmd_begin(c), 0);
@@ -757,6 +903,7 @@ int main(void) {
                 cmocka_unit_test(test_kv_store_positions),
                 cmocka_unit_test(test_rope_kv_store),
                 cmocka_unit_test(test_decode_replay),
+                cmocka_unit_test(test_decode_counters),
                 cmocka_unit_test(test_bad_shapes),
         };
         gpu_test_open(&T);

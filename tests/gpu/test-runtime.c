@@ -32,6 +32,33 @@ static void test_buffer_roundtrip(void **state) {
         free(y);
 }
 
+/* gpu_buffer_fill on device and host memory: only the range it names, word-aligned ranges only. */
+static void test_buffer_fill(void **state) {
+        static const GpuMemory kinds[] = { GPU_MEMORY_DEVICE, GPU_MEMORY_HOST };
+        uint32_t x[256], y[256];
+
+        for (size_t k = 0; k < ELEMENTSOF(kinds); k++) {
+                GpuBuffer *b = NULL;
+                for (size_t i = 0; i < ELEMENTSOF(x); i++)
+                        x[i] = (uint32_t) i * 2654435761u;
+                assert_int_equal(gpu_buffer_new(T.dev, sizeof x, kinds[k], &b), 0);
+                assert_int_equal(gpu_buffer_write(b, 0, x, sizeof x), 0);
+                assert_int_equal(gpu_buffer_fill(b, 16, 400, 0x7fc00000u), 0);
+                for (size_t i = 4; i < 104; i++)
+                        x[i] = 0x7fc00000u;
+                assert_int_equal(gpu_buffer_read(b, 0, y, sizeof y), 0);
+                assert_memory_equal(x, y, sizeof x);
+                assert_int_equal(gpu_buffer_fill(b, 0, sizeof x, 0), 0);
+                assert_int_equal(gpu_buffer_read(b, 0, y, sizeof y), 0);
+                for (size_t i = 0; i < ELEMENTSOF(y); i++)
+                        assert_int_equal(y[i], 0);
+                assert_int_equal(gpu_buffer_fill(b, 2, 8, 0), -EINVAL);
+                assert_int_equal(gpu_buffer_fill(b, 0, 6, 0), -EINVAL);
+                assert_int_equal(gpu_buffer_fill(b, sizeof x - 4, 8, 0), -ERANGE);
+                gpu_buffer_free(b);
+        }
+}
+
 static void test_buffer_limits(void **state) {
         const GpuCaps *caps = gpu_device_caps(T.dev);
         GpuBuffer *b = NULL;
@@ -204,6 +231,7 @@ static void test_pipeline_cache_persisted(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_buffer_roundtrip),
+                cmocka_unit_test(test_buffer_fill),
                 cmocka_unit_test(test_buffer_limits),
                 cmocka_unit_test(test_dispatch_copy_and_timestamps),
                 cmocka_unit_test(test_many_dispatches_one_submission),
