@@ -27,7 +27,11 @@ layout(constant_id = 4) const uint NV = 1;
 #include "weights.glsl"
 
 layout(binding = 2, std430) readonly buffer X4 { vec4 x4[]; };
-layout(binding = 3, std430) coherent buffer Y { float y[]; };   // coherent: mv_norm.glsl reads it across workgroups
+#if NORM
+layout(binding = 3, std430) coherent buffer Y { float y[]; };   // mv_norm.glsl reads it across workgroups
+#else
+layout(binding = 3, std430) buffer Y { float y[]; };
+#endif
 
 layout(push_constant) uniform Push {
     uint ncols;         // K
@@ -56,7 +60,12 @@ layout(push_constant) uniform Push {
 #endif
 } p;
 
+// Only NORM=1 builds carry the norm epilogue, counting by invocation (see
+// mv_norm.glsl), so the plain kernel keeps its code as it was.
+#if NORM
+#define MV_NORM_LANES
 #include "mv_norm.glsl"
+#endif
 
 // Row pairs as in mul_mv.comp: SwiGLU's, or with QKV_ROPE mv_qkv.glsl's.
 #if QKV_ROPE
@@ -209,8 +218,9 @@ void main() {
     const bool pair = PAIRS;
     const uint H = pair ? NUM_ROWS / 2u : NUM_ROWS;
     const uint wg = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
-    if (wg * BLOCK_SIZE * H >= p.nrows)
-        return;         // the whole workgroup: the 2D grid's overhang, which the norm does not count
+    // No early return for the 2D grid's overhang (its rows are clamped and
+    // never stored): it would make llvmpipe mask every lane operation after
+    // it. The norm counts those workgroups too.
     const uint row0 = wg * BLOCK_SIZE * H + gl_LocalInvocationID.x;
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++) {
         // A partial last group recomputes the last row and never stores it.
@@ -220,7 +230,9 @@ void main() {
             acc[r][v] = 0.0;
     }
 
+#if NORM
     mv_norm_begin();
+#endif
     const uint n_steps = p.ncols / STEP_COLS;
     for (uint step = 0; step < n_steps; step++) {
         if ((step & (256u / STEP_COLS - 1u)) == 0u)
@@ -243,10 +255,12 @@ void main() {
                 } else {
                     const float val = p.accumulate != 0u ? acc[r][v] + y[i] : acc[r][v];
                     y[i] = val;
-                    if (p.norm != 0u)
-                        mv_norm_add(v, val);
+#if NORM
+                    mv_norm_add(v, val);
+#endif
                 }
             }
-    if (p.norm != 0u)
-        mv_norm_finish(wg, gl_LocalInvocationID.x);
+#if NORM
+    mv_norm_finish_lane(wg, gl_LocalInvocationID.x);
+#endif
 }

@@ -64,28 +64,28 @@ static int type_shaders(GgmlType t, TypeShaders *ret) {
         }
 }
 
-/* mul_mv_rows for the type (GPU_MATVEC_UNITS_ROW; qkv: its QKV_ROPE build), or -EOPNOTSUPP: F32 has
+/* mul_mv_rows for the type (GPU_MATVEC_UNITS_ROW; qkv, norm: its QKV_ROPE, NORM build), or -EOPNOTSUPP: F32 has
  * none, mul_mv reads it at copy speed on lavapipe already. F16 rows need n_cols % 32 == 0, the kernel's
  * step. */
-static int rows_shader(GgmlType t, uint32_t n_cols, bool qkv, GpuShaderId *ret) {
+static int rows_shader(GgmlType t, uint32_t n_cols, bool qkv, bool norm, GpuShaderId *ret) {
         switch (t) {
         case GGML_TYPE_F16:
-                *ret = qkv ? GPU_SHADER_MUL_MV_ROWS_F16_QKV : GPU_SHADER_MUL_MV_ROWS_F16;
+                *ret = qkv ? GPU_SHADER_MUL_MV_ROWS_F16_QKV : norm ? GPU_SHADER_MUL_MV_ROWS_F16_NORM : GPU_SHADER_MUL_MV_ROWS_F16;
                 return n_cols % 32 == 0 ? 0 : -EOPNOTSUPP;
         case GGML_TYPE_Q8_0:
-                *ret = qkv ? GPU_SHADER_MUL_MV_ROWS_Q8_0_QKV : GPU_SHADER_MUL_MV_ROWS_Q8_0;
+                *ret = qkv ? GPU_SHADER_MUL_MV_ROWS_Q8_0_QKV : norm ? GPU_SHADER_MUL_MV_ROWS_Q8_0_NORM : GPU_SHADER_MUL_MV_ROWS_Q8_0;
                 return 0;
         case GGML_TYPE_Q4_0:
-                *ret = qkv ? GPU_SHADER_MUL_MV_ROWS_Q4_0_QKV : GPU_SHADER_MUL_MV_ROWS_Q4_0;
+                *ret = qkv ? GPU_SHADER_MUL_MV_ROWS_Q4_0_QKV : norm ? GPU_SHADER_MUL_MV_ROWS_Q4_0_NORM : GPU_SHADER_MUL_MV_ROWS_Q4_0;
                 return 0;
         case GGML_TYPE_Q4_K:
-                *ret = qkv ? GPU_SHADER_MUL_MV_ROWS_Q4_K_QKV : GPU_SHADER_MUL_MV_ROWS_Q4_K;
+                *ret = qkv ? GPU_SHADER_MUL_MV_ROWS_Q4_K_QKV : norm ? GPU_SHADER_MUL_MV_ROWS_Q4_K_NORM : GPU_SHADER_MUL_MV_ROWS_Q4_K;
                 return 0;
         case GGML_TYPE_Q5_K:
-                *ret = qkv ? GPU_SHADER_MUL_MV_ROWS_Q5_K_QKV : GPU_SHADER_MUL_MV_ROWS_Q5_K;
+                *ret = qkv ? GPU_SHADER_MUL_MV_ROWS_Q5_K_QKV : norm ? GPU_SHADER_MUL_MV_ROWS_Q5_K_NORM : GPU_SHADER_MUL_MV_ROWS_Q5_K;
                 return 0;
         case GGML_TYPE_Q6_K:
-                *ret = qkv ? GPU_SHADER_MUL_MV_ROWS_Q6_K_QKV : GPU_SHADER_MUL_MV_ROWS_Q6_K;
+                *ret = qkv ? GPU_SHADER_MUL_MV_ROWS_Q6_K_QKV : norm ? GPU_SHADER_MUL_MV_ROWS_Q6_K_NORM : GPU_SHADER_MUL_MV_ROWS_Q6_K;
                 return 0;
         default:
                 return -EOPNOTSUPP;
@@ -206,7 +206,7 @@ void gpu_matvec_default_params(const GpuDevice *d, GgmlType type, uint32_t n_col
                  * 68/68 (29/27); with four vectors 4 rows beat 2, and mul_mv by 2-3x. F32 keeps
                  * mul_mv (96/92). */
                 GpuShaderId row_sh;
-                if (rows_shader(type, n_cols, false, &row_sh) == 0) {
+                if (rows_shader(type, n_cols, false, false, &row_sh) == 0) {
                         ret->units = GPU_MATVEC_UNITS_ROW;
                         ret->num_rows = n_vectors <= 2 && type != GGML_TYPE_F16 ? 8 : 4;
                 }
@@ -260,9 +260,17 @@ static uint32_t matvec_groups(const GpuMatvecParams *mp, bool row, uint32_t grou
         return (row_groups + per_wg - 1) / per_wg;
 }
 
+/* Workgroups the norm counts in a dispatch of `groups`: mul_mv's overhang returns at once, mul_mv_rows's
+ * runs (an early return costs it on llvmpipe) and counts. */
+static uint32_t norm_counted(const GpuCaps *caps, uint32_t groups, bool row) {
+        uint32_t gx = MIN(groups, caps->max_workgroup_count[0]);
+        return row ? gx * ((groups + gx - 1) / gx) : groups;
+}
+
 uint64_t gpu_matvec_norm_scratch_size(uint32_t n_rows, uint32_t n_vectors) {
-        /* The counter, then a sum per workgroup and vector: at most one workgroup per row. */
-        return 4 * (1 + (uint64_t) n_rows * n_vectors);
+        /* The counter, then a sum per vector and workgroup (mul_mv: at most one per row), or per invocation
+         * (mul_mv_rows: at least one row each, plus a workgroup of slack per dimension of the grid). */
+        return 4 * (1 + ((uint64_t) n_rows + 2048) * n_vectors);
 }
 
 int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, GpuBinding y,
@@ -347,7 +355,7 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
         bool row = mp.units == GPU_MATVEC_UNITS_ROW;
         GpuShaderId row_sh = 0;
         if (row) {
-                r = rows_shader(w->type, w->n_cols, qkv != NULL, &row_sh);
+                r = rows_shader(w->type, w->n_cols, qkv != NULL, params && params->norm, &row_sh);
                 if (r < 0)
                         return r;
         }
@@ -384,12 +392,14 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
         /* Workgroups per chunk first: the norm counts those of all chunks. */
         uint32_t norm_groups = 0, norm_base = 0;
         for (uint32_t i = 0; norm && i < w->n_chunks; i++) {
-                uint32_t g = matvec_groups(&mp, row, group_rows, pair ? n_out : w->chunks[i].n_rows);
-                if (g > UINT32_MAX - norm_groups)
+                uint32_t g = norm_counted(caps, matvec_groups(&mp, row, group_rows, w->chunks[i].n_rows), row);
+                if (g > UINT32_MAX / mp.block_size - norm_groups)
                         return -E2BIG;
                 norm_groups += g;
         }
-        if (norm && binding_bytes(&norm->scratch) < 4 * (1 + (uint64_t) norm_groups * n_vectors))
+        /* A sum per workgroup, or per invocation for mul_mv_rows (mv_norm.glsl says why). */
+        uint64_t norm_sums = (uint64_t) norm_groups * (row ? mp.block_size : 1) * n_vectors;
+        if (norm && binding_bytes(&norm->scratch) < 4 * (1 + norm_sums))
                 return -EINVAL;
 
         for (uint32_t i = 0; i < w->n_chunks; i++) {
@@ -434,7 +444,7 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
                         qkv && qkv->freq_factors_inv.buffer ? qkv->freq_factors_inv : y,
                         qkv && qkv->bias.buffer ? qkv->bias : y,
                 };
-                norm_base += groups;
+                norm_base += norm_counted(caps, groups, row);
                 r = gpu_cmd_dispatch(c, p, b, qkv ? 12 : 7, &push, qkv ? sizeof push : sizeof push.mv, gx, gy, 1);
                 if (r < 0)
                         return r;

@@ -12,6 +12,13 @@
 // between its stores and its count (release) and the last one again after
 // seeing the count (acquire).
 //
+// Two ways to count: by workgroup (mv_norm_finish: a reduction and a
+// barrier, what a GPU kernel has anyway), or by invocation
+// (mv_norm_finish_lane, with MV_NORM_LANES defined: no barrier, so that
+// llvmpipe need not run the workgroup's invocations as coroutines, which
+// costs a barrier-free kernel ~15%; the last invocation then normalises
+// alone, a short serial loop on a CPU).
+//
 // Needs, before the include: BLOCK_SIZE, NV, the coherent Y buffer y and
 // push constants norm, norm_groups (workgroups of all the op's dispatches),
 // norm_base (this dispatch's first), norm_eps and y_stride (the row length).
@@ -19,11 +26,10 @@
 layout(binding = 4, std430) readonly buffer NormW { float norm_w[]; };
 layout(binding = 5, std430) writeonly buffer NormOut { float norm_out[]; };
 // [0]: the counter; [1 + workgroup * NV + v]: sums of squares (float bits).
+// With MV_NORM_LANES, a sum per invocation: [1 + (workgroup * BLOCK_SIZE + invocation) * NV + v].
 layout(binding = 6, std430) coherent buffer NormSync { uint norm_sync[]; };
 
 float norm_sq[NV];              // this invocation's sum of squares of what it stored, per vector
-shared float norm_red[BLOCK_SIZE];
-shared bool norm_is_last;
 
 void mv_norm_begin() {
     [[unroll]] for (uint v = 0; v < NV; v++)
@@ -33,6 +39,33 @@ void mv_norm_begin() {
 void mv_norm_add(uint v, float val) {
     norm_sq[v] += val * val;
 }
+
+#ifdef MV_NORM_LANES
+// Called by every invocation of every workgroup of the op's dispatches; wg: its workgroup's index in
+// this dispatch.
+void mv_norm_finish_lane(uint wg, uint tid) {
+    const uint me = (p.norm_base + wg) * BLOCK_SIZE + tid, n_lanes = p.norm_groups * BLOCK_SIZE;
+    memoryBarrierBuffer();      // this invocation's stores of y, before its sums
+    [[unroll]] for (uint v = 0; v < NV; v++)
+        norm_sync[1u + me * NV + v] = floatBitsToUint(norm_sq[v]);
+    memoryBarrierBuffer();      // ... and its sums before its count
+    if (atomicAdd(norm_sync[0], 1u) != n_lanes - 1u)
+        return;
+    memoryBarrierBuffer();
+    const uint n = p.y_stride;
+    [[unroll]] for (uint v = 0; v < NV; v++) {
+        float s = 0.0;
+        for (uint l = 0; l < n_lanes; l++)
+            s += uintBitsToFloat(norm_sync[1u + l * NV + v]);
+        const float scale = inversesqrt(s / float(n) + p.norm_eps);
+        for (uint k = 0; k < n; k++)
+            norm_out[v * n + k] = y[v * n + k] * scale * norm_w[k];
+    }
+    atomicExchange(norm_sync[0], 0u);
+}
+#else
+shared float norm_red[BLOCK_SIZE];
+shared bool norm_is_last;
 
 // The workgroup's total of t; every invocation gets it. Uniform control flow.
 float mv_norm_total(float t, uint tid) {
@@ -77,3 +110,4 @@ void mv_norm_finish(uint wg, uint tid) {
     if (tid == 0u)
         atomicExchange(norm_sync[0], 0u);
 }
+#endif
