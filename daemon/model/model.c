@@ -149,6 +149,7 @@ struct ModelContext {
         GpuBuffer *out;         /* host-visible: logits [n_vocab] at 0, the argmax at argmax_offset */
         uint64_t argmax_offset;
 
+        struct PassProfile *profile; /* set while model_profile_step() records */
         GpuCmd *cmd;            /* prefill chunks, recorded for each */
         GpuCmd *step[EVAL__MAX]; /* the single-token pass per output, recorded on first use, then replayed */
 };
@@ -1021,6 +1022,45 @@ static int project_add(GpuCmd *cmd, GpuDevice *d, const GpuTensor *w, GpuBuffer 
                         return _r_;     \
         } while (0)
 
+/* Profiling (model_profile_step()): a timestamp after each barrier, named for what ran since the last. */
+typedef struct PassProfile {
+        const char *name[MODEL_PROFILE_MAX];
+        int slot[MODEL_PROFILE_MAX + 1];
+        size_t n;
+        int error;
+} PassProfile;
+
+static void mark_start(ModelContext *c, GpuCmd *cmd) {
+        if (!c->profile)
+                return;
+        int r = gpu_cmd_timestamp(cmd);
+        if (r < 0)
+                c->profile->error = r;
+        c->profile->slot[0] = r;
+}
+
+static void mark_end(ModelContext *c, GpuCmd *cmd, const char *what) {
+        if (!c->profile || c->profile->error < 0)
+                return;
+        if (c->profile->n >= MODEL_PROFILE_MAX) {
+                c->profile->error = -ENOBUFS;
+                return;
+        }
+        int r = gpu_cmd_timestamp(cmd);
+        if (r < 0) {
+                c->profile->error = r;
+                return;
+        }
+        c->profile->name[c->profile->n] = what;
+        c->profile->slot[++c->profile->n] = r;
+}
+
+/* The barrier between dependent ops. */
+static void mark(ModelContext *c, GpuCmd *cmd, const char *what) {
+        gpu_cmd_barrier(cmd);
+        mark_end(c, cmd, what);
+}
+
 /*
  * x += W in, then h = RMSNorm(x) * the weight at norm_w in vecs: a residual
  * connection and the next norm in one dispatch (matrix x vector only).
@@ -1098,12 +1138,13 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
         bool fuse_rope = m->fuse_rope && n <= GPU_MATVEC_MAX_VECTORS;
 
         TRY(gpu_cmd_begin(cmd));
+        mark_start(c, cmd);
         gpu_cmd_copy(cmd, c->io, 0, c->io_dev, 0, gpu_buffer_size(c->io));
-        gpu_cmd_barrier(cmd);
+        mark(c, cmd, "copy in");
         /* The embeddings, and the first block's norm of them. */
         TRY(gpu_op_get_rows_norm(cmd, d, m->tok_embd, ids, bind(c->x), n,
                                  bind_at(m->vecs, m->layers[0].attn_norm, hp->n_embd * 4), bind(c->h), hp->rms_eps));
-        gpu_cmd_barrier(cmd);
+        mark(c, cmd, "embed+norm");
 
         for (uint32_t il = 0; il < hp->n_layer; il++) {
                 const ModelLayer *l = &m->layers[il];
@@ -1113,7 +1154,7 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
                 if (!fuse_norm && il > 0) {     /* else done by get_rows or the last block's down */
                         TRY(gpu_op_rmsnorm(cmd, d, bind(c->x), bind_at(m->vecs, l->attn_norm, hp->n_embd * 4),
                                            bind(c->h), n, hp->n_embd, hp->rms_eps));
-                        gpu_cmd_barrier(cmd);
+                        mark(c, cmd, "attn_norm");
                 }
                 if (fuse_rope) {
                         /* Bias, RoPE and the KV store inside the projection. */
@@ -1144,11 +1185,11 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
                                 TRY(project(cmd, d, l->wk, c->h, c->k, n));
                                 TRY(project(cmd, d, l->wv, c->h, c->v, n));
                         }
-                        gpu_cmd_barrier(cmd);
+                        mark(c, cmd, "qkv");
                         if (hp->qkv_bias && m->fuse_qkv) {
                                 TRY(gpu_op_add(cmd, d, q, bind_at(m->vecs, l->bqkv, (uint64_t) qkv_stride * 4), q,
                                                n, qkv_stride, true));
-                                gpu_cmd_barrier(cmd);
+                                mark(c, cmd, "bias");
                         } else if (hp->qkv_bias) {
                                 TRY(gpu_op_add(cmd, d, bind(c->q), bind_at(m->vecs, l->bq, hp->n_embd * 4),
                                                bind(c->q), n, hp->n_embd, true));
@@ -1156,7 +1197,7 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
                                                n, kv_dim, true));
                                 TRY(gpu_op_add(cmd, d, bind(c->v), bind_at(m->vecs, l->bv, kv_dim * 4), bind(c->v),
                                                n, kv_dim, true));
-                                gpu_cmd_barrier(cmd);
+                                mark(c, cmd, "bias");
                         }
                         if (n == 1)     /* decode: positions from the buffer, one dispatch for both */
                                 TRY(gpu_op_rope_kv_store(cmd, d, q, k, v, kc, vc, &rope_q, &ap));
@@ -1164,46 +1205,46 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
                                 TRY(gpu_op_rope(cmd, d, q, pos, q, &rope_q));
                                 if (!rope_once)
                                         TRY(gpu_op_rope(cmd, d, k, pos, k, &rope_k));
-                                gpu_cmd_barrier(cmd);
+                                mark(c, cmd, "rope");
                                 TRY(gpu_op_kv_store(cmd, d, k, v, kc, vc, &ap));
                         }
                 }
-                gpu_cmd_barrier(cmd);
+                mark(c, cmd, fuse_rope ? "qkv+rope+kv_store" : "rope+kv_store");
                 TRY(gpu_op_attention(cmd, d, q, kc, vc, bind(c->att), bind(c->scratch), &ap));
-                gpu_cmd_barrier(cmd);
+                mark(c, cmd, "attention");
                 if (fuse_norm)
                         TRY(residual_norm(cmd, c, l->wo, c->att, l->ffn_norm, n));
                 else
                         TRY(project_add(cmd, d, l->wo, c->att, c->x, c->h, n));
-                gpu_cmd_barrier(cmd);
+                mark(c, cmd, fuse_norm ? "wo+norm" : "wo");
 
                 /* Feed-forward. */
                 if (!fuse_norm) {
                         TRY(gpu_op_rmsnorm(cmd, d, bind(c->x), bind_at(m->vecs, l->ffn_norm, hp->n_embd * 4),
                                            bind(c->h), n, hp->n_embd, hp->rms_eps));
-                        gpu_cmd_barrier(cmd);
+                        mark(c, cmd, "ffn_norm");
                 }
                 if (m->fuse_swiglu && n <= GPU_MATVEC_MAX_VECTORS)
                         TRY(gpu_op_matvec_swiglu(cmd, d, l->w_gu, bind(c->h), bind(c->u), n, hp->n_ff, m->up_off));
                 else if (m->fuse_ffn) {
                         TRY(project(cmd, d, l->w_gu, c->h, c->g, n));
-                        gpu_cmd_barrier(cmd);
+                        mark(c, cmd, "gate_up");
                         TRY(gpu_op_swiglu_strided(cmd, d, bind(c->g), bind_at(c->g, (uint64_t) m->up_off * 4, 0),
                                                   bind(c->u), n, hp->n_ff, m->ffn_stride, m->ffn_stride, hp->n_ff));
                 } else {
                         TRY(project(cmd, d, l->w_gate, c->h, c->g, n));
                         TRY(project(cmd, d, l->w_up, c->h, c->u, n));
-                        gpu_cmd_barrier(cmd);
+                        mark(c, cmd, "gate_up");
                         TRY(gpu_op_swiglu(cmd, d, bind(c->g), bind(c->u), bind(c->g), n, hp->n_ff));
                 }
-                gpu_cmd_barrier(cmd);
+                mark(c, cmd, m->fuse_swiglu && n <= GPU_MATVEC_MAX_VECTORS ? "gate_up+swiglu" : "swiglu");
                 GpuBuffer *act = m->fuse_ffn ? c->u : c->g;
                 if (fuse_norm)  /* for the next block, or the head after the last */
                         TRY(residual_norm(cmd, c, l->w_down, act,
                                           il + 1 < hp->n_layer ? m->layers[il + 1].attn_norm : m->output_norm, n));
                 else
                         TRY(project_add(cmd, d, l->w_down, act, c->x, c->att, n));
-                gpu_cmd_barrier(cmd);
+                mark(c, cmd, fuse_norm ? "down+norm" : "down");
         }
 
         if (out == EVAL_NONE)
@@ -1216,30 +1257,31 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
                 hl = bind_at(c->h, last, row);
                 if (last % BIND_ALIGN != 0) {
                         gpu_cmd_copy(cmd, c->h, last, c->att, 0, row);
-                        gpu_cmd_barrier(cmd);
+                        mark(c, cmd, "copy");
                         hl = bind_at(c->att, 0, row);
                 }
         } else {
                 GpuBinding xl = bind_at(c->x, last, row);
                 if (last % BIND_ALIGN != 0) {
                         gpu_cmd_copy(cmd, c->x, last, c->h, 0, row);
-                        gpu_cmd_barrier(cmd);
+                        mark(c, cmd, "copy");
                         xl = bind_at(c->h, 0, row);
                 }
                 TRY(gpu_op_rmsnorm(cmd, d, xl, bind_at(m->vecs, m->output_norm, row), hl, 1, hp->n_embd,
                                    hp->rms_eps));
-                gpu_cmd_barrier(cmd);
+                mark(c, cmd, "output_norm");
         }
         TRY(gpu_op_matvec(cmd, d, m->output ? m->output : m->tok_embd, hl, bind(c->logits), 1));
-        gpu_cmd_barrier(cmd);
+        mark(c, cmd, "head");
         /* Into the host-visible buffer, readable as soon as the submission is done. */
         if (out == EVAL_ARGMAX) {
                 TRY(gpu_op_argmax_split(cmd, d, bind(c->logits), bind(c->argmax), bind(c->sync), hp->n_vocab));
-                gpu_cmd_barrier(cmd);
+                mark(c, cmd, "argmax");
                 gpu_cmd_copy(cmd, c->argmax, 0, c->out, c->argmax_offset, 4);
         } else
                 gpu_cmd_copy(cmd, c->logits, 0, c->out, 0, (uint64_t) hp->n_vocab * 4);
         gpu_cmd_barrier_host(cmd);
+        mark_end(c, cmd, "copy out");
         return 0;
 }
 
@@ -1311,6 +1353,47 @@ int model_eval(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, float 
         /* The pass copied them to c->out behind a host barrier: no transfer left to wait for. */
         memcpy(logits, gpu_buffer_map(c->out), (size_t) c->model->hp.n_vocab * sizeof(float));
         return 0;
+}
+
+int model_profile_step(ModelContext *c, int32_t token, ModelProfileEntry *ret, size_t max) {
+        const ModelHParams *hp = &c->model->hp;
+        _cleanup_(gpu_cmd_freep) GpuCmd *cmd = NULL;
+        _cleanup_free_ PassProfile *prof = NULL;
+        int r;
+
+        if (!ret || token < 0 || (uint32_t) token >= hp->n_vocab)
+                return -EINVAL;
+        if (c->pos >= c->n_ctx)
+                return -ENOSPC;
+        prof = calloc(1, sizeof *prof);
+        if (!prof)
+                return -ENOMEM;
+        r = gpu_cmd_new(c->model->dev, &cmd);
+        if (r < 0)
+                return r;
+        uint8_t *io = gpu_buffer_map(c->io);
+        memcpy(io, &token, 4);
+        memcpy(io + c->pos_offset, &c->pos, 4);
+        /* The pass the decode replays, timestamped; it writes the KV cache at c->pos, which the next
+         * eval overwrites, and leaves c->pos alone. */
+        c->profile = prof;
+        r = record_pass(c, cmd, 1, 0, EVAL_ARGMAX);
+        c->profile = NULL;
+        if (r < 0)
+                return r;
+        if (prof->error < 0)
+                return prof->error;
+        r = gpu_cmd_submit(cmd);
+        if (r < 0)
+                return r;
+        size_t n = MIN(prof->n, max);
+        for (size_t i = 0; i < n; i++) {
+                ret[i].name = prof->name[i];
+                r = gpu_cmd_elapsed_ns(cmd, prof->slot[i], prof->slot[i + 1], &ret[i].ns);
+                if (r < 0)
+                        return r;
+        }
+        return (int) n;
 }
 
 int model_eval_greedy(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, int32_t *ret_token) {

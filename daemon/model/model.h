@@ -112,3 +112,18 @@ int model_eval(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, float 
 /* The same, but the argmax of the last token's logits is taken on the device
  * (greedy decoding without reading the logits back). */
 int model_eval_greedy(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, int32_t *ret_token);
+
+/*
+ * GPU time of each step of one single-token pass at the current position
+ * (the pass decode replays, with a timestamp after every barrier), for
+ * benchmarks: ret[i] in pass order, named for what ran since the previous
+ * timestamp (names repeat once per block). Writes the KV cache at the
+ * current position but does not move it. Returns the number of entries
+ * (at most max), -EOPNOTSUPP on devices without timestamps.
+ */
+#define MODEL_PROFILE_MAX 1024
+typedef struct ModelProfileEntry {
+        const char *name;               /* static */
+        double ns;
+} ModelProfileEntry;
+int model_profile_step(ModelContext *c, int32_t token, ModelProfileEntry *ret, size_t max);

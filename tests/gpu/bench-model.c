@@ -3,12 +3,15 @@
  * Prompt processing and generation speed of a GGUF model on one device, in
  * this process (no daemon), measured the way BenchModel does it:
  *
- *   build/tests/bench-model MODEL.gguf [-p 512] [-n 128] [-r 3] [--device N] [--json]
+ *   build/tests/bench-model MODEL.gguf [-p 512] [-n 128] [-r 3] [--device N] [--json] [--profile]
  *
  * Also prints the decode roofline: generated tokens/s x bytes of weights read
- * per token, against the device's measured copy bandwidth.
+ * per token, against the device's measured copy bandwidth. --profile adds
+ * where a decode step's GPU time goes (model_profile_step(), timestamps
+ * after every barrier), summed over the blocks, median of 5 steps.
  */
 #include <getopt.h>
+#include <stdbool.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +22,61 @@
 #include "macro.h"
 #include "model.h"
 #include "time-util.h"
+
+static int cmp_double(const void *a, const void *b) {
+        double x = *(const double *) a, y = *(const double *) b;
+        return x < y ? -1 : x > y;
+}
+
+#define PROFILE_RUNS 5
+
+/* Decode-step GPU time by kind of step, summed over the blocks: median of PROFILE_RUNS passes. */
+static int profile(ModelContext *ctx, bool json) {
+        static ModelProfileEntry e[PROFILE_RUNS][MODEL_PROFILE_MAX];
+        const char *names[64];
+        double per[64][PROFILE_RUNS] = {}, total[PROFILE_RUNS] = {};
+        unsigned count[64] = {};
+        size_t n_names = 0;
+        int n = 0;
+
+        for (int run = 0; run < PROFILE_RUNS; run++) {
+                n = model_profile_step(ctx, 1, e[run], MODEL_PROFILE_MAX);
+                if (n < 0)
+                        return n;
+                for (int i = 0; i < n; i++) {
+                        size_t k;
+                        for (k = 0; k < n_names && strcmp(names[k], e[run][i].name) != 0; k++)
+                                ;
+                        if (k == n_names) {
+                                if (n_names == ELEMENTSOF(names))
+                                        return -ENOBUFS;
+                                names[n_names++] = e[run][i].name;
+                        }
+                        per[k][run] += e[run][i].ns;
+                        total[run] += e[run][i].ns;
+                        if (run == 0)
+                                count[k]++;
+                }
+        }
+        for (size_t k = 0; k < n_names; k++)
+                qsort(per[k], PROFILE_RUNS, sizeof(double), cmp_double);
+        qsort(total, PROFILE_RUNS, sizeof(double), cmp_double);
+        double t = total[PROFILE_RUNS / 2];
+        if (json) {
+                printf("{\"profile_us\":%.1f,\"dispatch_steps\":%d,\"steps\":[", t / 1e3, n);
+                for (size_t k = 0; k < n_names; k++)
+                        printf("%s{\"name\":\"%s\",\"count\":%u,\"us\":%.1f}", k ? "," : "", names[k], count[k],
+                               per[k][PROFILE_RUNS / 2] / 1e3);
+                printf("]}\n");
+                return 0;
+        }
+        printf("decode step: %.1f us of GPU time in %d steps between barriers\n", t / 1e3, n);
+        for (size_t k = 0; k < n_names; k++)
+                printf("  %-20s x%-4u %9.1f us  %5.1f%%  (%.1f us each)\n", names[k], count[k],
+                       per[k][PROFILE_RUNS / 2] / 1e3, 100 * per[k][PROFILE_RUNS / 2] / t,
+                       per[k][PROFILE_RUNS / 2] / 1e3 / count[k]);
+        return 0;
+}
 
 static void stats(const double *v, int n, double *mean, double *sd) {
         double s = 0, q = 0;
@@ -32,10 +90,11 @@ static void stats(const double *v, int n, double *mean, double *sd) {
 
 int main(int argc, char *argv[]) {
         static const struct option opts[] = {
-                { "device", required_argument, NULL, 'd' }, { "json", no_argument, NULL, 'j' }, {}
+                { "device", required_argument, NULL, 'd' }, { "json", no_argument, NULL, 'j' },
+                { "profile", no_argument, NULL, 'P' }, {}
         };
         unsigned n_prompt = 512, n_gen = 128, reps = 3, device = 0;
-        bool json = false;
+        bool json = false, prof = false;
         int c, r;
 
         while ((c = getopt_long(argc, argv, "p:n:r:", opts, NULL)) >= 0)
@@ -45,10 +104,11 @@ int main(int argc, char *argv[]) {
                 case 'r': reps = (unsigned) MAX(1, atoi(optarg)); break;
                 case 'd': device = (unsigned) atoi(optarg); break;
                 case 'j': json = true; break;
+                case 'P': prof = true; break;
                 default: return 2;
                 }
         if (optind >= argc) {
-                fprintf(stderr, "usage: bench-model MODEL.gguf [-p N] [-n N] [-r N] [--device N] [--json]\n");
+                fprintf(stderr, "usage: bench-model MODEL.gguf [-p N] [-n N] [-r N] [--device N] [--json] [--profile]\n");
                 return 2;
         }
 
@@ -125,8 +185,14 @@ int main(int argc, char *argv[]) {
                 printf("pp%u: %.2f ± %.2f t/s\ntg%u: %.2f ± %.2f t/s (%.0f%% of the bandwidth roofline)\n", n_prompt, ppm,
                        pps, n_gen, tgm, tgs, 100 * roofline);
         }
+        if (prof) {
+                /* After the generation: a context as long as the benchmark's. */
+                r = profile(ctx, json);
+                if (r < 0)
+                        fprintf(stderr, "profile: %s\n", strerror(-r));
+        }
         free(tokens);
         free(pp);
         free(tg);
-        return 0;
+        return r < 0;
 }

@@ -634,6 +634,61 @@ static double now_s(void) {
 
 #define STORIES_GEN 30
 
+/*
+ * model_profile_step(): one timestamped decode pass. Its steps are named,
+ * the blocks' steps come once per block, the position does not move, and
+ * greedy decoding after it is what it is without it (the pass only wrote
+ * the cache at the position the next token overwrites).
+ */
+static void test_profile(void **state) {
+        Spec s = { .arch = "llama", .type = GGML_TYPE_Q8_0, .n_embd = 128, .n_ff = 256, .n_layer = 3, .n_head = 4,
+                   .n_head_kv = 2, .n_vocab = 300, .seed = 9 };
+        char *path = model_path("llama-profile.gguf");
+        write_model(path, &s);
+        Model *m = load(path, NULL);
+        ModelContext *c = NULL;
+        static ModelProfileEntry e[MODEL_PROFILE_MAX];
+        const int32_t prompt[] = { 1, 17, 42, 99 };
+        int32_t want[6], got[6];
+
+        assert_int_equal(model_context_new(m, 32, &c), 0);
+        assert_int_equal(model_eval_greedy(c, prompt, ELEMENTSOF(prompt), &want[0]), 0);
+        for (int i = 1; i < 6; i++)
+                assert_int_equal(model_eval_greedy(c, &want[i - 1], 1, &want[i]), 0);
+
+        assert_int_equal(model_context_truncate(c, 0), 0);
+        assert_int_equal(model_eval_greedy(c, prompt, ELEMENTSOF(prompt), &got[0]), 0);
+        int n = model_profile_step(c, got[0], e, MODEL_PROFILE_MAX);
+        if (n == -EOPNOTSUPP) {
+                fprintf(stderr, "# no timestamps on this device\n");
+        } else {
+                assert_true(n > 0);
+                unsigned attention = 0;
+                double total = 0;
+                for (int i = 0; i < n; i++) {
+                        assert_non_null(e[i].name);
+                        assert_true(e[i].ns >= 0);
+                        total += e[i].ns;
+                        attention += strcmp(e[i].name, "attention") == 0;
+                }
+                fprintf(stderr, "# profile: %d steps, %.1f us\n", n, total / 1e3);
+                assert_int_equal(attention, s.n_layer);
+                assert_true(total > 0);
+                /* Fewer entries than steps: the first ones. */
+                assert_int_equal(model_profile_step(c, got[0], e, 2), 2);
+        }
+        assert_int_equal(model_context_pos(c), ELEMENTSOF(prompt));
+        for (int i = 1; i < 6; i++)
+                assert_int_equal(model_eval_greedy(c, &got[i - 1], 1, &got[i]), 0);
+        assert_memory_equal(got, want, sizeof want);
+        assert_int_equal(model_profile_step(c, -1, e, MODEL_PROFILE_MAX), -EINVAL);
+        assert_int_equal(model_profile_step(c, 300, e, MODEL_PROFILE_MAX), -EINVAL);
+
+        model_context_free(c);
+        model_free(m);
+        free(path);
+}
+
 static void test_stories_greedy(void **state) {
         char *path = stories_path();
         if (!path) {
@@ -776,6 +831,7 @@ int main(void) {
                 cmocka_unit_test(test_chunks),
                 cmocka_unit_test(test_fused_padding),
                 cmocka_unit_test(test_rope_freqs),
+                cmocka_unit_test(test_profile),
                 cmocka_unit_test(test_stories_greedy),
                 cmocka_unit_test(test_context_full),
         };
