@@ -6,7 +6,10 @@
 // CPU devices too); each invocation writes four columns per step.
 // With p.norm, the workgroup also writes h[i] = RMSNorm(out[i]) * w (as
 // rmsnorm.comp computes it): the first block's norm, one dispatch and one
-// barrier fewer per pass.
+// barrier fewer per pass. With p.copy_pos, the first chunk's dispatch also
+// copies each id's int32 position from pos_in to pos_out: a pass's ids and
+// positions come from host-visible memory, and this saves the copy (and
+// its barrier) that would bring the positions to device memory first.
 
 #extension GL_EXT_control_flow_attributes : require
 
@@ -20,6 +23,8 @@ layout(binding = 3, std430) writeonly buffer Out { float o[]; };
 layout(binding = 3, std430) writeonly buffer Out4 { vec4 o4[]; };
 layout(binding = 4, std430) readonly buffer NormW { float norm_w[]; };
 layout(binding = 5, std430) writeonly buffer NormOut { float h[]; };
+layout(binding = 6, std430) readonly buffer PosIn { int pos_in[]; };
+layout(binding = 7, std430) writeonly buffer PosOut { int pos_out[]; };
 
 // Mirrored by GetRowsPush in daemon/gpu/ops-weights.c.
 layout(push_constant) uniform Push {
@@ -32,6 +37,7 @@ layout(push_constant) uniform Push {
     uint zero_oob;      // 1 on the first chunk: write zeros for ids >= total_rows
     uint norm;          // 1: h as well, rows out_stride apart
     float eps;
+    uint copy_pos;      // 1: pos_out[i] = pos_in[i] (the first chunk's dispatch)
 } p;
 
 shared float red[BLOCK_SIZE];
@@ -40,6 +46,8 @@ void main() {
     const uint i = gl_WorkGroupID.z * gl_NumWorkGroups.y + gl_WorkGroupID.y;
     if (i >= p.n_ids)
         return;
+    if (p.copy_pos != 0u && gl_LocalInvocationID.x == 0u)
+        pos_out[i] = pos_in[i];
     const uint id = ids[i];
     const bool mine = id >= p.row0 && id - p.row0 < p.nrows;
     const bool zero = p.zero_oob != 0u && id >= p.total_rows;

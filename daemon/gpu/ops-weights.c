@@ -64,32 +64,35 @@ static int type_shaders(GgmlType t, TypeShaders *ret) {
         }
 }
 
-/* mul_mv_rows for the type (GPU_MATVEC_UNITS_ROW; qkv, norm: its QKV_ROPE, NORM build), or -EOPNOTSUPP: F32 has
- * none, mul_mv reads it at copy speed on lavapipe already. F16 rows need n_cols % 32 == 0, the kernel's
- * step. */
+/* mul_mv_rows per type: plain, and its QKV_ROPE and NORM builds. F32 has none: mul_mv reads it at copy speed
+ * on lavapipe already. */
+static const struct {
+        GgmlType type;
+        GpuShaderId plain, qkv, norm;
+} rows_shaders[] = {
+        { GGML_TYPE_F16, GPU_SHADER_MUL_MV_ROWS_F16, GPU_SHADER_MUL_MV_ROWS_F16_QKV, GPU_SHADER_MUL_MV_ROWS_F16_NORM },
+        { GGML_TYPE_Q8_0, GPU_SHADER_MUL_MV_ROWS_Q8_0, GPU_SHADER_MUL_MV_ROWS_Q8_0_QKV,
+          GPU_SHADER_MUL_MV_ROWS_Q8_0_NORM },
+        { GGML_TYPE_Q4_0, GPU_SHADER_MUL_MV_ROWS_Q4_0, GPU_SHADER_MUL_MV_ROWS_Q4_0_QKV,
+          GPU_SHADER_MUL_MV_ROWS_Q4_0_NORM },
+        { GGML_TYPE_Q4_K, GPU_SHADER_MUL_MV_ROWS_Q4_K, GPU_SHADER_MUL_MV_ROWS_Q4_K_QKV,
+          GPU_SHADER_MUL_MV_ROWS_Q4_K_NORM },
+        { GGML_TYPE_Q5_K, GPU_SHADER_MUL_MV_ROWS_Q5_K, GPU_SHADER_MUL_MV_ROWS_Q5_K_QKV,
+          GPU_SHADER_MUL_MV_ROWS_Q5_K_NORM },
+        { GGML_TYPE_Q6_K, GPU_SHADER_MUL_MV_ROWS_Q6_K, GPU_SHADER_MUL_MV_ROWS_Q6_K_QKV,
+          GPU_SHADER_MUL_MV_ROWS_Q6_K_NORM },
+};
+
+/* mul_mv_rows for the type (GPU_MATVEC_UNITS_ROW), or -EOPNOTSUPP. F16 rows need n_cols % 32 == 0, the
+ * kernel's step. */
 static int rows_shader(GgmlType t, uint32_t n_cols, bool qkv, bool norm, GpuShaderId *ret) {
-        switch (t) {
-        case GGML_TYPE_F16:
-                *ret = qkv ? GPU_SHADER_MUL_MV_ROWS_F16_QKV : norm ? GPU_SHADER_MUL_MV_ROWS_F16_NORM : GPU_SHADER_MUL_MV_ROWS_F16;
-                return n_cols % 32 == 0 ? 0 : -EOPNOTSUPP;
-        case GGML_TYPE_Q8_0:
-                *ret = qkv ? GPU_SHADER_MUL_MV_ROWS_Q8_0_QKV : norm ? GPU_SHADER_MUL_MV_ROWS_Q8_0_NORM : GPU_SHADER_MUL_MV_ROWS_Q8_0;
-                return 0;
-        case GGML_TYPE_Q4_0:
-                *ret = qkv ? GPU_SHADER_MUL_MV_ROWS_Q4_0_QKV : norm ? GPU_SHADER_MUL_MV_ROWS_Q4_0_NORM : GPU_SHADER_MUL_MV_ROWS_Q4_0;
-                return 0;
-        case GGML_TYPE_Q4_K:
-                *ret = qkv ? GPU_SHADER_MUL_MV_ROWS_Q4_K_QKV : norm ? GPU_SHADER_MUL_MV_ROWS_Q4_K_NORM : GPU_SHADER_MUL_MV_ROWS_Q4_K;
-                return 0;
-        case GGML_TYPE_Q5_K:
-                *ret = qkv ? GPU_SHADER_MUL_MV_ROWS_Q5_K_QKV : norm ? GPU_SHADER_MUL_MV_ROWS_Q5_K_NORM : GPU_SHADER_MUL_MV_ROWS_Q5_K;
-                return 0;
-        case GGML_TYPE_Q6_K:
-                *ret = qkv ? GPU_SHADER_MUL_MV_ROWS_Q6_K_QKV : norm ? GPU_SHADER_MUL_MV_ROWS_Q6_K_NORM : GPU_SHADER_MUL_MV_ROWS_Q6_K;
-                return 0;
-        default:
-                return -EOPNOTSUPP;
+        for (size_t i = 0; i < ELEMENTSOF(rows_shaders); i++) {
+                if (rows_shaders[i].type != t)
+                        continue;
+                *ret = qkv ? rows_shaders[i].qkv : norm ? rows_shaders[i].norm : rows_shaders[i].plain;
+                return t == GGML_TYPE_F16 && n_cols % 32 != 0 ? -EOPNOTSUPP : 0;
         }
+        return -EOPNOTSUPP;
 }
 
 static uint64_t binding_bytes(const GpuBinding *b) {
@@ -488,7 +491,7 @@ int gpu_op_matvec_swiglu(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
 #define GET_ROWS_BLOCK 128u
 
 static int get_rows(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding ids, GpuBinding out, uint32_t n_ids,
-                    const GpuBinding *weight, const GpuBinding *h, float eps) {
+                    const GpuEmbed *e) {
         const GpuCaps *caps = gpu_device_caps(d);
         TypeShaders ts;
         GpuPipeline *p;
@@ -504,8 +507,12 @@ static int get_rows(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding ids,
         if (binding_bytes(&ids) < (uint64_t) n_ids * sizeof(uint32_t) ||
             binding_bytes(&out) < (uint64_t) n_ids * w->n_cols * sizeof(float))
                 return -EINVAL;
-        if (weight && (binding_bytes(weight) < (uint64_t) w->n_cols * sizeof(float) ||
-                       binding_bytes(h) < (uint64_t) n_ids * w->n_cols * sizeof(float) || !(eps >= 0)))
+        bool pos = e && e->pos_in.buffer;
+        if (e && (binding_bytes(&e->norm_weight) < (uint64_t) w->n_cols * sizeof(float) ||
+                  binding_bytes(&e->norm_out) < (uint64_t) n_ids * w->n_cols * sizeof(float) || !(e->eps >= 0)))
+                return -EINVAL;
+        if (pos && (binding_bytes(&e->pos_in) < (uint64_t) n_ids * 4 ||
+                    binding_bytes(&e->pos_out) < (uint64_t) n_ids * 4))
                 return -EINVAL;
 
         GpuSpec spec = { .v = { GET_ROWS_BLOCK }, .n = 1 };
@@ -529,17 +536,20 @@ static int get_rows(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding ids,
                         .n_ids = n_ids,
                         .out_stride = w->n_cols,
                         .zero_oob = i == 0,
-                        .norm = weight != NULL,
-                        .eps = eps,
+                        .norm = e != NULL,
+                        .eps = e ? e->eps : 0,
+                        .copy_pos = pos && i == 0,
                 };
-                /* Without the norm, out stands in for its bindings. */
-                GpuBinding b[6] = {
+                /* Bindings an op does not use are never read or written: out stands in. */
+                GpuBinding b[8] = {
                         { ch->buffer, 0, 0 },
                         { ch->buffer, ch->d_offset, 0 },
                         ids,
                         out,
-                        weight ? *weight : out,
-                        weight ? *h : out,
+                        e ? e->norm_weight : out,
+                        e ? e->norm_out : out,
+                        pos ? e->pos_in : out,
+                        pos ? e->pos_out : out,
                 };
                 r = gpu_cmd_dispatch(c, p, b, ELEMENTSOF(b), &push, sizeof push, gx, gy, gz);
                 if (r < 0)
@@ -549,10 +559,12 @@ static int get_rows(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding ids,
 }
 
 int gpu_op_get_rows(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding ids, GpuBinding out, uint32_t n_ids) {
-        return get_rows(c, d, w, ids, out, n_ids, NULL, NULL, 0);
+        return get_rows(c, d, w, ids, out, n_ids, NULL);
 }
 
-int gpu_op_get_rows_norm(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding ids, GpuBinding out, uint32_t n_ids,
-                         GpuBinding weight, GpuBinding h, float eps) {
-        return get_rows(c, d, w, ids, out, n_ids, &weight, &h, eps);
+int gpu_op_embed(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding ids, GpuBinding out, uint32_t n_ids,
+                 const GpuEmbed *e) {
+        if (!e)
+                return -EINVAL;
+        return get_rows(c, d, w, ids, out, n_ids, e);
 }

@@ -178,13 +178,23 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
 int gpu_op_get_rows(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding ids, GpuBinding out, uint32_t n_ids);
 
 /*
- * The same, and h[i][k] = out[i][k] / sqrt(mean(out[i]^2) + eps) * weight[k]
- * (what gpu_op_rmsnorm() of out gives, up to the order of the sum of
- * squares) into h, bound as out is: the embedding and the first block's
- * norm in one dispatch.
+ * The first dispatch of a forward pass: gpu_op_get_rows(), and
+ *   - h[i][k] = out[i][k] / sqrt(mean(out[i]^2) + eps) * norm_weight[k]
+ *     into norm_out (bound as out is), what gpu_op_rmsnorm() of out gives
+ *     up to the order of the sum of squares: the first block's norm;
+ *   - if pos_in is bound, a copy of the n_ids int32 positions from pos_in
+ *     to pos_out: ids and positions may then come from host-visible memory,
+ *     and the positions reach the device memory the later kernels read them
+ *     from without a copy and a barrier of their own.
  */
-int gpu_op_get_rows_norm(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding ids, GpuBinding out, uint32_t n_ids,
-                         GpuBinding weight, GpuBinding h, float eps);
+typedef struct GpuEmbed {
+        GpuBinding norm_weight, norm_out;
+        float eps;
+        GpuBinding pos_in, pos_out;
+} GpuEmbed;
+
+int gpu_op_embed(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding ids, GpuBinding out, uint32_t n_ids,
+                 const GpuEmbed *e);
 
 /* ---- push-constant blocks, mirrored from the shaders ------------------- */
 
@@ -223,5 +233,6 @@ typedef struct GetRowsPush {            /* get_rows.comp */
         uint32_t zero_oob;
         uint32_t norm;
         float eps;
+        uint32_t copy_pos;
 } GetRowsPush;
-static_assert(sizeof(GetRowsPush) == 36, "GetRowsPush mirrors Push in get_rows.comp");
+static_assert(sizeof(GetRowsPush) == 40, "GetRowsPush mirrors Push in get_rows.comp");

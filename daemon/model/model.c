@@ -34,8 +34,11 @@
  * context leaves them valid. Prefill chunks (n > 1) are recorded per chunk.
  *
  * Results come back in the same submission: the pass ends with a copy of
- * the logits (or the argmax) into a host-visible buffer and a host barrier,
- * and the host reads them from its mapping once the submission is done.
+ * the logits into a host-visible buffer (or the argmax kernel writes its
+ * result there) and a host barrier, and the host reads them from its
+ * mapping once the submission is done. The ids come from host-visible
+ * memory too, read once per token by the embedding kernel, which copies
+ * the positions to device memory for the rest of the pass.
  */
 #include <assert.h>
 #include <errno.h>
@@ -139,12 +142,11 @@ struct ModelContext {
         GpuBuffer *g, *u;       /* FFN gate and up, SwiGLU in place into g; fused: g [n_batch][ffn_stride],
                                  * SwiGLU into u [n_batch][n_ff] */
         GpuBuffer *logits;      /* [n_vocab] of the last token */
-        GpuBuffer *argmax;      /* one uint32 */
         GpuBuffer *scratch;     /* decode attention's counters and partial results */
         GpuBuffer *sync;        /* counters and partial results of the ops whose last workgroup finishes
                                  * the job (gpu_op_matvec_add_norm, gpu_op_argmax_split); zeroed */
         GpuBuffer *io;          /* host-visible: ids [n_batch] at 0, positions at pos_offset */
-        GpuBuffer *io_dev;      /* device-local copy of io, made at the start of every pass */
+        GpuBuffer *io_dev;      /* device-local: the positions, at pos_offset, copied there by the embedding */
         uint64_t pos_offset;
         GpuBuffer *out;         /* host-visible: logits [n_vocab] at 0, the argmax at argmax_offset */
         uint64_t argmax_offset;
@@ -858,7 +860,7 @@ ModelContext *model_context_free(ModelContext *c) {
         free(c->k_cache);
         free(c->v_cache);
         GpuBuffer *bufs[] = { c->x, c->h, c->q, c->k, c->v, c->att, c->g, c->u,
-                              c->logits, c->argmax, c->scratch, c->sync, c->io, c->io_dev, c->out };
+                              c->logits, c->scratch, c->sync, c->io, c->io_dev, c->out };
         for (size_t i = 0; i < ELEMENTSOF(bufs); i++)
                 gpu_buffer_free(bufs[i]);
         free(c);
@@ -927,7 +929,6 @@ int model_context_new(Model *m, uint32_t n_ctx, ModelContext **ret) {
                 { &c->g, nb * (m->fuse_ffn ? m->ffn_stride : hp->n_ff) * 4 },
                 { &c->u, nb * hp->n_ff * 4 },
                 { &c->logits, (uint64_t) hp->n_vocab * 4 },
-                { &c->argmax, 4 },
                 { &c->sync, MAX(gpu_matvec_norm_scratch_size(hp->n_embd, GPU_MATVEC_MAX_VECTORS),
                                 gpu_argmax_scratch_size(hp->n_vocab)) },
         };
@@ -1088,9 +1089,10 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
         const ModelHParams *hp = &m->hp;
         GpuDevice *d = m->dev;
         uint32_t kv_dim = hp->n_head_kv * hp->head_dim;
-        /* The kernels read ids and positions from io_dev, copied from c->io first: on a discrete GPU a
-         * kernel reading host memory crosses the bus once per workgroup. */
-        GpuBinding ids = bind_at(c->io_dev, 0, (uint64_t) n * 4);
+        /* The embedding kernel reads the ids from host-visible c->io (once per token) and copies the
+         * positions into io_dev, where the other kernels read them: on a discrete GPU a kernel reading
+         * host memory crosses the bus once per workgroup. */
+        GpuBinding ids = bind_at(c->io, 0, (uint64_t) n * 4);
         GpuBinding pos = bind_at(c->io_dev, c->pos_offset, (uint64_t) n * 4);
         /* Views of the projections' outputs: strided rows of the fused buffers, or their own buffers. */
         uint32_t qkv_stride = m->fuse_qkv ? m->qkv_stride : 0;
@@ -1139,11 +1141,15 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
 
         TRY(gpu_cmd_begin(cmd));
         mark_start(c, cmd);
-        gpu_cmd_copy(cmd, c->io, 0, c->io_dev, 0, gpu_buffer_size(c->io));
-        mark(c, cmd, "copy in");
-        /* The embeddings, and the first block's norm of them. */
-        TRY(gpu_op_get_rows_norm(cmd, d, m->tok_embd, ids, bind(c->x), n,
-                                 bind_at(m->vecs, m->layers[0].attn_norm, hp->n_embd * 4), bind(c->h), hp->rms_eps));
+        /* The embeddings, the first block's norm of them, and the positions to the device. */
+        const GpuEmbed embed = {
+                .norm_weight = bind_at(m->vecs, m->layers[0].attn_norm, hp->n_embd * 4),
+                .norm_out = bind(c->h),
+                .eps = hp->rms_eps,
+                .pos_in = bind_at(c->io, c->pos_offset, (uint64_t) n * 4),
+                .pos_out = pos,
+        };
+        TRY(gpu_op_embed(cmd, d, m->tok_embd, ids, bind(c->x), n, &embed));
         mark(c, cmd, "embed+norm");
 
         for (uint32_t il = 0; il < hp->n_layer; il++) {
@@ -1274,14 +1280,13 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
         TRY(gpu_op_matvec(cmd, d, m->output ? m->output : m->tok_embd, hl, bind(c->logits), 1));
         mark(c, cmd, "head");
         /* Into the host-visible buffer, readable as soon as the submission is done. */
-        if (out == EVAL_ARGMAX) {
-                TRY(gpu_op_argmax_split(cmd, d, bind(c->logits), bind(c->argmax), bind(c->sync), hp->n_vocab));
-                mark(c, cmd, "argmax");
-                gpu_cmd_copy(cmd, c->argmax, 0, c->out, c->argmax_offset, 4);
-        } else
+        if (out == EVAL_ARGMAX)         /* the kernel writes the host-visible word itself */
+                TRY(gpu_op_argmax_split(cmd, d, bind(c->logits), bind_at(c->out, c->argmax_offset, 4),
+                                        bind(c->sync), hp->n_vocab));
+        else
                 gpu_cmd_copy(cmd, c->logits, 0, c->out, 0, (uint64_t) hp->n_vocab * 4);
         gpu_cmd_barrier_host(cmd);
-        mark_end(c, cmd, "copy out");
+        mark_end(c, cmd, out == EVAL_ARGMAX ? "argmax" : "copy out");
         return 0;
 }
 

@@ -108,7 +108,8 @@ int main(int argc, char *argv[]) {
                 default: return 2;
                 }
         if (optind >= argc) {
-                fprintf(stderr, "usage: bench-model MODEL.gguf [-p N] [-n N] [-r N] [--device N] [--json] [--profile]\n");
+                fprintf(stderr, "usage: bench-model MODEL.gguf [-p N] [-n N] [-r N] [--device N] [--json] "
+                        "[--profile]\n");
                 return 2;
         }
 

@@ -747,8 +747,9 @@ static void test_matvec_auto_split(void **state) {
         free(ref);
 }
 
-/* With norm: gpu_op_get_rows_norm(), h checked against RMSNorm of the reference rows in double (1e-12;
- * the rows of ids past the end are zeros, and so is their norm). */
+/* With norm: gpu_op_embed(), h checked against RMSNorm of the reference rows in double (1e-12; the rows of
+ * ids past the end are zeros, and so is their norm), and the positions copied (once, with any number of
+ * chunks). */
 static void check_get_rows(GgmlType type, uint32_t n_rows, uint32_t n_cols, uint32_t max_rows, uint64_t seed,
                            bool norm) {
         const uint32_t n_ids = 23;
@@ -784,9 +785,17 @@ static void check_get_rows(GgmlType type, uint32_t n_rows, uint32_t n_cols, uint
         assert_int_equal(gpu_buffer_new(T.dev, n_out * sizeof(float), GPU_MEMORY_DEVICE, &bh), 0);
         assert_int_equal(gpu_buffer_new(T.dev, n_cols * sizeof(float), GPU_MEMORY_DEVICE, &bg), 0);
         assert_int_equal(gpu_buffer_write(bg, 0, g, n_cols * sizeof(float)), 0);
+        int32_t pos[23], pos_got[23];
+        for (uint32_t i = 0; i < n_ids; i++)
+                pos[i] = (int32_t) (i * 1000 + seed) - 5000;
+        GpuBuffer *bpi = NULL, *bpo = NULL;
+        assert_int_equal(gpu_buffer_new(T.dev, sizeof pos, GPU_MEMORY_DEVICE, &bpi), 0);
+        assert_int_equal(gpu_buffer_new(T.dev, sizeof pos, GPU_MEMORY_DEVICE, &bpo), 0);
+        assert_int_equal(gpu_buffer_write(bpi, 0, pos, sizeof pos), 0);
+        assert_int_equal(gpu_buffer_fill(bpo, 0, sizeof pos, 0xdeadbeefu), 0);
+        const GpuEmbed embed = { { bg }, { bh }, eps, { bpi }, { bpo } };
         if (norm)
-                assert_int_equal(gpu_op_get_rows_norm(c, T.dev, t, (GpuBinding) { bi }, (GpuBinding) { bo }, n_ids,
-                                                      (GpuBinding) { bg }, (GpuBinding) { bh }, eps),
+                assert_int_equal(gpu_op_embed(c, T.dev, t, (GpuBinding) { bi }, (GpuBinding) { bo }, n_ids, &embed),
                                  0);
         else
                 assert_int_equal(gpu_op_get_rows(c, T.dev, t, (GpuBinding) { bi }, (GpuBinding) { bo }, n_ids), 0);
@@ -809,7 +818,11 @@ static void check_get_rows(GgmlType type, uint32_t n_rows, uint32_t n_cols, uint
                 double eh = test_nmse(h, href, n_out);
                 fprintf(stderr, "# ... its norm: nmse %.3g\n", eh);
                 assert_true(eh < 1e-12);
+                assert_int_equal(gpu_buffer_read(bpo, 0, pos_got, sizeof pos_got), 0);
+                assert_memory_equal(pos_got, pos, sizeof pos);
         }
+        gpu_buffer_free(bpi);
+        gpu_buffer_free(bpo);
         for (uint32_t k = 0; k < n_cols; k++) {
                 assert_true(out[9 * n_cols + k] == 0.0f);
                 assert_true(out[14 * n_cols + k] == 0.0f);
