@@ -88,23 +88,28 @@ layout(push_constant) uniform Push {
     float freq_scale;
     uint has_factors;
     uint has_bias;
+    uint neox;
 #endif
 } p;
 
 #include "mv_norm.glsl"
 
-// Row pairs: SwiGLU's gate and up rows (p.pair_offset apart), or with
-// QKV_ROPE the (2e, 2e + 1) pairs of mv_qkv.glsl.
+// Row tuples, whose TUPLE totals make one output: SwiGLU's gate and up
+// rows (pairs, p.pair_offset apart), or with QKV_ROPE the quads of
+// mv_qkv.glsl. A row group is then NUM_ROWS / TUPLE tuples: their first
+// rows, then their second rows, and so on.
 #if QKV_ROPE
 #include "mv_qkv.glsl"
-#define PAIRS true
-uint pair_row(uint P, uint second) {
-    return qkv_row(P) + second;
+#define TUPLES true
+const uint TUPLE = 4;
+uint tuple_row(uint P, uint k) {
+    return qkv_row(P, k);
 }
 #else
-#define PAIRS (p.pair_offset != 0u)
-uint pair_row(uint P, uint second) {
-    return P + second * p.pair_offset;
+#define TUPLES (p.pair_offset != 0u)
+const uint TUPLE = 2;
+uint tuple_row(uint P, uint k) {
+    return P + k * p.pair_offset;
 }
 #endif
 
@@ -434,25 +439,33 @@ void store(uint rg, uint i, float s) {
     }
 }
 
-// SwiGLU pairs (p.pair_offset != 0): a row group is NUM_ROWS / 2 gate rows
-// and then their up rows; output i = r * NV + v from the totals of gate row
-// r and up row r, silu written as swiglu.comp writes it.
-void store_pair(uint rg, uint i, float g, float u) {
-    const uint H = NUM_ROWS / 2u;
+// Output i = r * NV + v of row group rg from the totals t of tuple r: with
+// SwiGLU pairs silu(t.x) * t.y, silu written as swiglu.comp writes it.
+void store_tuple(uint rg, uint i, vec4 t) {
+    const uint H = NUM_ROWS / TUPLE;
     uint r = i / NV, v = i % NV, row = rg * H + r;
+    if (row >= p.nrows)
+        return;
 #if QKV_ROPE
-    if (row < p.nrows)
-        store_qkv(row, v, g, u);
+    store_qkv(row, v, t);
 #else
-    if (row < p.nrows)
-        y[v * p.y_stride + p.y_offset + row] = g / (1.0 + exp(-g)) * u;
+    y[v * p.y_stride + p.y_offset + row] = t.x / (1.0 + exp(-t.x)) * t.y;
 #endif
+}
+
+// Tuple totals from red, where row i's total is at red[i * BLOCK_SIZE].
+vec4 red_tuple(uint i) {
+    const uint H = NUM_ROWS / TUPLE;
+    vec4 t = vec4(0.0);
+    [[unroll]] for (uint k = 0; k < TUPLE; k++)
+        t[k] = red[(i + k * H * NV) * BLOCK_SIZE];
+    return t;
 }
 
 // Sums acc over the workgroup and stores row group rg. Uniform control flow.
 void reduce_store(uint rg, uint tid) {
-    const bool pair = PAIRS;
-    const uint H = NUM_ROWS / 2u;
+    const bool pair = TUPLES;
+    const uint H = NUM_ROWS / TUPLE;
 #if USE_SUBGROUP
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
         [[unroll]] for (uint v = 0; v < NV; v++)
@@ -460,8 +473,12 @@ void reduce_store(uint rg, uint tid) {
     if (gl_NumSubgroups == 1u) {
         if (tid == 0u && pair)
             [[unroll]] for (uint r = 0; r < H; r++)
-                [[unroll]] for (uint v = 0; v < NV; v++)
-                    store_pair(rg, r * NV + v, acc[r][v], acc[r + H][v]);
+                [[unroll]] for (uint v = 0; v < NV; v++) {
+                    vec4 t = vec4(0.0);
+                    [[unroll]] for (uint k = 0; k < TUPLE; k++)
+                        t[k] = acc[r + k * H][v];
+                    store_tuple(rg, r * NV + v, t);
+                }
         else if (tid == 0u)
             [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
                 [[unroll]] for (uint v = 0; v < NV; v++)
@@ -485,7 +502,7 @@ void reduce_store(uint rg, uint tid) {
     barrier();      // red is rewritten by the next row group
     if (pair) {
         for (uint i = tid; i < H * NV; i += BLOCK_SIZE)
-            store_pair(rg, i, red[i * BLOCK_SIZE], red[(i + H * NV) * BLOCK_SIZE]);
+            store_tuple(rg, i, red_tuple(i));
         barrier();
     }
 #else
@@ -501,7 +518,7 @@ void reduce_store(uint rg, uint tid) {
     }
     if (pair)
         for (uint i = tid; i < H * NV; i += BLOCK_SIZE)
-            store_pair(rg, i, red[i * BLOCK_SIZE], red[(i + H * NV) * BLOCK_SIZE]);
+            store_tuple(rg, i, red_tuple(i));
     else
         for (uint i = tid; i < NUM_ROWS * NV; i += BLOCK_SIZE)
             store(rg, i, red[i * BLOCK_SIZE]);
@@ -510,10 +527,10 @@ void reduce_store(uint rg, uint tid) {
 }
 
 void rows_of(uint rg, out uint rows[NUM_ROWS]) {
-    if (PAIRS) {
-        const uint H = NUM_ROWS / 2u;
+    if (TUPLES) {
+        const uint H = NUM_ROWS / TUPLE;
         [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
-            rows[r] = pair_row(min(rg * H + r % H, p.nrows - 1u), r < H ? 0u : 1u);
+            rows[r] = tuple_row(min(rg * H + r % H, p.nrows - 1u), r / H);
         return;
     }
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
@@ -625,7 +642,7 @@ void run(uint rg, uint n_rg, uint tid) {
 
 void main() {
     const uint tid = gl_LocalInvocationID.x;
-    const uint group_rows = PAIRS ? NUM_ROWS / 2u : NUM_ROWS;
+    const uint group_rows = TUPLES ? NUM_ROWS / TUPLE : NUM_ROWS;
     const uint n_rg = (p.nrows + group_rows - 1u) / group_rows;
     const uint wg = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
 

@@ -57,6 +57,7 @@ layout(push_constant) uniform Push {
     float freq_scale;
     uint has_factors;
     uint has_bias;
+    uint neox;
 #endif
 } p;
 
@@ -67,17 +68,21 @@ layout(push_constant) uniform Push {
 #include "mv_norm.glsl"
 #endif
 
-// Row pairs as in mul_mv.comp: SwiGLU's, or with QKV_ROPE mv_qkv.glsl's.
+// Row tuples as in mul_mv.comp: SwiGLU's pairs, or with QKV_ROPE
+// mv_qkv.glsl's quads. A lane's rows are then its tuples' first rows, their
+// second rows, and so on.
 #if QKV_ROPE
 #include "mv_qkv.glsl"
-#define PAIRS true
-uint pair_row(uint P, uint second) {
-    return qkv_row(P) + second;
+#define TUPLES true
+const uint TUPLE = 4;
+uint tuple_row(uint P, uint k) {
+    return qkv_row(P, k);
 }
 #else
-#define PAIRS (p.pair_offset != 0u)
-uint pair_row(uint P, uint second) {
-    return P + second * p.pair_offset;
+#define TUPLES (p.pair_offset != 0u)
+const uint TUPLE = 2;
+uint tuple_row(uint P, uint k) {
+    return P + k * p.pair_offset;
 }
 #endif
 
@@ -215,8 +220,8 @@ void step_rows(uint step, uint v, vec4 sx) {
 
 void main() {
     // SwiGLU pairs: a lane's first H rows are gate rows, the next H their up rows.
-    const bool pair = PAIRS;
-    const uint H = pair ? NUM_ROWS / 2u : NUM_ROWS;
+    const bool pair = TUPLES;
+    const uint H = pair ? NUM_ROWS / TUPLE : NUM_ROWS;
     const uint wg = gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x;
     // No early return for the 2D grid's overhang (its rows are clamped and
     // never stored): it would make llvmpipe mask every lane operation after
@@ -225,7 +230,7 @@ void main() {
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++) {
         // A partial last group recomputes the last row and never stores it.
         const uint lr = min(row0 + (r % H) * BLOCK_SIZE, p.nrows - 1u);
-        rows[r] = pair ? pair_row(lr, r < H ? 0u : 1u) : lr;
+        rows[r] = pair ? tuple_row(lr, r / H) : lr;
         [[unroll]] for (uint v = 0; v < NV; v++)
             acc[r][v] = 0.0;
     }
@@ -246,11 +251,13 @@ void main() {
             [[unroll]] for (uint v = 0; v < NV; v++) {
                 const uint i = v * p.y_stride + p.y_offset + row0 + r * BLOCK_SIZE;
                 if (pair) {
+                    vec4 t = vec4(0.0);
+                    [[unroll]] for (uint k = 0; k < TUPLE; k++)
+                        t[k] = acc[(r + k * (NUM_ROWS / TUPLE)) % NUM_ROWS][v];
 #if QKV_ROPE
-                    store_qkv(row0 + r * BLOCK_SIZE, v, acc[r][v], acc[(r + NUM_ROWS / 2u) % NUM_ROWS][v]);
+                    store_qkv(row0 + r * BLOCK_SIZE, v, t);
 #else
-                    const float g = acc[r][v];  // silu as swiglu.comp writes it
-                    y[i] = g / (1.0 + exp(-g)) * acc[(r + NUM_ROWS / 2u) % NUM_ROWS][v];
+                    y[i] = t.x / (1.0 + exp(-t.x)) * t.y;   // silu as swiglu.comp writes it
 #endif
                 } else {
                     const float val = p.accumulate != 0u ? acc[r][v] + y[i] : acc[r][v];

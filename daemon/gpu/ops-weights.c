@@ -231,8 +231,8 @@ static int qkv_check(const GpuTensor *w, uint32_t n_vectors, const GpuMatvecQkv 
             (q->freq_factors_inv.buffer && binding_bytes(&q->freq_factors_inv) < (uint64_t) q->n_rot / 2 * 4) ||
             (q->bias.buffer && binding_bytes(&q->bias) < (uint64_t) w->n_rows * 4))
                 return -EINVAL;
-        /* NeoX rotates pairs (i, i + n_rot/2), not the caches' F16 pairs; pairs must not cross chunks. */
-        if (q->mode != GPU_ROPE_NORMAL || w->n_chunks != 1)
+        /* Quads (mv_qkv.glsl) must fill every head, and not cross chunks. */
+        if (q->head_dim % 4 != 0 || (q->mode == GPU_ROPE_NEOX && q->n_rot % 4 != 0) || w->n_chunks != 1)
                 return -EOPNOTSUPP;
         return 0;
 }
@@ -250,6 +250,7 @@ static void qkv_push(const GpuMatvecQkv *q, MulMvQkvPush *ret) {
         ret->freq_scale = q->freq_scale;
         ret->has_factors = q->freq_factors_inv.buffer != NULL;
         ret->has_bias = q->bias.buffer != NULL;
+        ret->neox = q->mode == GPU_ROPE_NEOX;
 }
 
 /* Workgroups of one chunk's dispatch that do work: row groups, or fewer with a capped grid. */
@@ -304,8 +305,8 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
                 r = qkv_check(w, n_vectors, qkv);
                 if (r < 0)
                         return r;
-                n_out = (qkv->n_head + 2 * qkv->n_head_kv) * (qkv->head_dim / 2);
-                pair = true;    /* the kernel's pair machinery, with mv_qkv.glsl's rows */
+                n_out = (qkv->n_head + 2 * qkv->n_head_kv) * (qkv->head_dim / 4);
+                pair = true;    /* the kernel's tuple machinery, with mv_qkv.glsl's quads */
         }
         /* Floats per vector in y; pairs make n_out outputs per vector. */
         uint32_t y_rows = pair && !qkv ? n_out : w->n_rows;
@@ -362,15 +363,15 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
                 if (r < 0)
                         return r;
         }
-        /* Pairs take a gate row and its up row together. */
-        if (pair && mp.num_rows % 2 != 0)
-                mp.num_rows = mp.num_rows < 16 ? mp.num_rows + 1 : mp.num_rows - 1;
+        /* Tuples (a gate row and its up row, or a Q/K/V quad) are taken whole: rows in multiples of them. */
+        uint32_t tuple = qkv ? 4 : pair ? 2 : 1;
+        mp.num_rows = MIN((mp.num_rows + tuple - 1) / tuple * tuple, 16u);
         /* The reduction's shared array: rows x vectors x block floats; and mv_norm.glsl's block floats. */
         while ((uint64_t) (mp.num_rows * n_vectors + 1) * mp.block_size * sizeof(float) + 4 > caps->max_shared_memory &&
-               mp.num_rows > (pair ? 2u : 1u))
+               mp.num_rows > tuple)
                 mp.num_rows /= 2;
-        /* Outputs per row group (one pair is two rows). */
-        uint32_t group_rows = pair ? mp.num_rows / 2 : mp.num_rows;
+        /* Outputs per row group. */
+        uint32_t group_rows = mp.num_rows / tuple;
         bool word = unit_cols(w->type, ts.unit_cols, mp.units) != ts.unit_cols;
 
         GpuSpec spec = {

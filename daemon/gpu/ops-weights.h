@@ -81,9 +81,10 @@ int gpu_op_matvec_add_norm(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBindi
  * and k rotated and v are stored as F16 into the caches ([n_head_kv][n_ctx]
  * [head_dim]) at position pos[v] (int32; outside [0, n_ctx): not stored) --
  * the same numbers gpu_op_matvec(), gpu_op_add() and
- * gpu_op_rope_kv_store() give. RoPE in normal ordering only (its rotated
- * pairs are the caches' F16 pairs): -EOPNOTSUPP for NeoX, as for a w in
- * several chunks; the caller then takes the separate ops.
+ * gpu_op_rope_kv_store() give. head_dim must be a multiple of 4, and for
+ * NeoX ordering n_rot too (the kernel works on quads of rows that hold
+ * both RoPE partners and whole F16 pairs); -EOPNOTSUPP otherwise, as for a
+ * w in several chunks: the caller then takes the separate ops.
  */
 typedef struct GpuMatvecQkv {
         uint32_t n_head, n_head_kv, head_dim, n_rot;
@@ -220,8 +221,9 @@ typedef struct MulMvQkvPush {           /* mul_mv.comp with QKV_ROPE */
         uint32_t head_dim, n_rot, n_ctx;
         float theta_scale, freq_scale;
         uint32_t has_factors, has_bias;
+        uint32_t neox;
 } MulMvQkvPush;
-static_assert(sizeof(MulMvQkvPush) == 88, "MulMvQkvPush mirrors Push in mul_mv.comp");
+static_assert(sizeof(MulMvQkvPush) == 92, "MulMvQkvPush mirrors Push in mul_mv.comp");
 
 typedef struct GetRowsPush {            /* get_rows.comp */
         uint32_t ncols;

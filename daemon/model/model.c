@@ -110,8 +110,8 @@ struct Model {
         /* Matrix x vector passes: the residual projections (wo, down) also compute the next RMSNorm
          * (gpu_op_matvec_add_norm()). */
         bool fuse_norm;
-        /* With fuse_qkv, RoPE in normal order and every wqkv in one chunk: matrix x vector passes add
-         * the bias, rotate and store K and V in the projection's dispatch (gpu_op_matvec_qkv()). */
+        /* With fuse_qkv and every wqkv in one chunk: matrix x vector passes add the bias, rotate and
+         * store K and V in the projection's dispatch (gpu_op_matvec_qkv()). */
         bool fuse_rope;
         uint32_t k_off, v_off, qkv_stride;
         uint32_t up_off, ffn_stride;
@@ -623,7 +623,9 @@ static int load_tensors(Model *m, char **ret_error) {
         const char *const qkv[] = { nm->attn_q, nm->attn_k, nm->attn_v };
         const char *const gu[] = { nm->ffn_gate, nm->ffn_up };
         m->fuse_qkv = m->fuse_ffn = m->fuse_swiglu = m->fuse_norm = !getenv("INFERD_MODEL_NO_FUSE");
-        m->fuse_rope = m->fuse_qkv && !hp->rope_neox;
+        /* Heads are whole quads (head_dim % 8 == 0 is checked at load); NeoX needs whole quads of rotated
+         * dimensions too (gpu_op_matvec_qkv()). */
+        m->fuse_rope = m->fuse_qkv && (!hp->rope_neox || hp->n_rot % 4 == 0);
         for (uint32_t il = 0; il < hp->n_layer; il++) {
                 m->fuse_qkv = m->fuse_qkv && same_type(m, il, 3, qkv);
                 m->fuse_ffn = m->fuse_ffn && same_type(m, il, 2, gu);

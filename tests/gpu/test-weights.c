@@ -499,9 +499,9 @@ static void test_matvec_norm(void **state) {
  */
 #define QKV_POISON 0x7e007e00u  /* two F16 quiet NaNs; as F32 a NaN too */
 
-static void check_matvec_qkv(GgmlType type, uint32_t n_head, uint32_t n_head_kv, uint32_t hd, uint32_t n_rot,
-                             uint32_t n_cols, const int32_t *pos, uint32_t n_vectors, bool bias, bool factors,
-                             uint64_t seed, const GpuMatvecParams *base) {
+static void check_matvec_qkv(GgmlType type, GpuRopeMode mode, uint32_t n_head, uint32_t n_head_kv, uint32_t hd,
+                             uint32_t n_rot, uint32_t n_cols, const int32_t *pos, uint32_t n_vectors, bool bias,
+                             bool factors, uint64_t seed, const GpuMatvecParams *base) {
         const uint32_t n_ctx = 40, n_q = n_head * hd, n_kv = n_head_kv * hd;
         const uint32_t k_row = (n_q + 63) / 64 * 64, v_row = (k_row + n_kv + 63) / 64 * 64, n_rows = v_row + n_kv + 6;
         const size_t nx = (size_t) n_vectors * n_cols, ny = (size_t) n_vectors * n_rows;
@@ -534,7 +534,7 @@ static void check_matvec_qkv(GgmlType type, uint32_t n_head, uint32_t n_head_kv,
 
         GpuMatvecQkv qkv = {
                 .n_head = n_head, .n_head_kv = n_head_kv, .head_dim = hd, .n_rot = n_rot,
-                .k_row = k_row, .v_row = v_row, .mode = GPU_ROPE_NORMAL,
+                .k_row = k_row, .v_row = v_row, .mode = mode,
                 .freq_base = 10000.0f, .freq_scale = 0.5f,
                 .freq_factors_inv = factors ? (GpuBinding) { bf } : (GpuBinding) {},
                 .pos = { bp }, .k_cache = { bkc }, .v_cache = { bvc }, .n_ctx = n_ctx,
@@ -545,7 +545,7 @@ static void check_matvec_qkv(GgmlType type, uint32_t n_head, uint32_t n_head_kv,
         GpuMatvecParams plain = base ? *base : (GpuMatvecParams) {};
         /* The separate ops, as the model ran them: q | k | v rows of y2, rotated and stored. */
         GpuRope rope = {
-                .n_tokens = n_vectors, .n_heads = n_head, .head_dim = hd, .n_rot = n_rot, .mode = GPU_ROPE_NORMAL,
+                .n_tokens = n_vectors, .n_heads = n_head, .head_dim = hd, .n_rot = n_rot, .mode = mode,
                 .freq_base = 10000.0f, .freq_scale = 0.5f,
                 .freq_factors_inv = qkv.freq_factors_inv, .x_stride = n_rows, .out_stride = n_rows,
         };
@@ -599,8 +599,9 @@ static void check_matvec_qkv(GgmlType type, uint32_t n_head, uint32_t n_head_kv,
         ref_rope(qr, pos, factors ? inv : NULL, qr, &rq);
         double e_sep = test_nmse(qf, qs, (size_t) n_vectors * n_q), e_ref = test_nmse(qf, qr, (size_t) n_vectors * n_q);
         double bound = matvec_bound_params(type, n_cols, n_vectors, &plain);
-        fprintf(stderr, "# matvec qkv %-4s %u/%u heads x %u rot %u, %u vectors%s%s%s: q nmse %.3g (separate ops), "
-                "%.3g (C; bound %.0e)\n", ggml_type_name(type), n_head, n_head_kv, hd, n_rot, n_vectors,
+        fprintf(stderr, "# matvec qkv %-4s %s %u/%u heads x %u rot %u, %u vectors%s%s%s: q nmse %.3g (separate ops), "
+                "%.3g (C; bound %.0e)\n", ggml_type_name(type), mode == GPU_ROPE_NEOX ? "neox" : "norm", n_head,
+                n_head_kv, hd, n_rot, n_vectors,
                 bias ? ", bias" : "", factors ? ", factors" : "", base ? ", gpu-like" : "", e_sep, e_ref, bound);
         assert_true(e_sep < 1e-12);
         assert_true(e_ref < bound);
@@ -650,12 +651,15 @@ static void test_matvec_qkv(void **state) {
         static const int32_t one[] = { 17 }, some[] = { 3, 39, 40, -1, 0 };
         for (size_t i = 0; i < ELEMENTSOF(all_types); i++) {
                 GgmlType t = all_types[i];
-                check_matvec_qkv(t, 4, 2, 16, 16, 256, one, 1, false, false, 61, NULL);
-                check_matvec_qkv(t, 6, 2, 32, 16, 256, some, ELEMENTSOF(some), i % 2, !(i % 2), 62, NULL);
-                check_matvec_qkv(t, 4, 4, 64, 64, 512, one, 1, true, true, 63, i % 2 ? &gpu_like_64 : &gpu_like_128);
+                const GpuRopeMode m = i % 2 ? GPU_ROPE_NEOX : GPU_ROPE_NORMAL, o = i % 2 ? GPU_ROPE_NORMAL : GPU_ROPE_NEOX;
+                check_matvec_qkv(t, m, 4, 2, 16, 16, 256, one, 1, false, false, 61, NULL);
+                check_matvec_qkv(t, o, 6, 2, 32, 16, 256, some, ELEMENTSOF(some), i % 2, !(i % 2), 62, NULL);
+                check_matvec_qkv(t, m, 4, 4, 64, 64, 512, one, 1, true, true, 63, i % 2 ? &gpu_like_64 : &gpu_like_128);
+                check_matvec_qkv(t, o, 2, 1, 64, 32, 256, some, 3, true, false, 64, i % 2 ? &gpu_like_128 : NULL);
         }
 
-        /* NeoX, or a tensor in several chunks: the separate ops. Bad shapes: -EINVAL. */
+        /* NeoX with n_rot not a multiple of 4, or a tensor in several chunks: the separate ops. Bad shapes:
+         * -EINVAL. */
         Weights w;
         GpuTensor *t = NULL, *split = NULL;
         GpuBuffer *b = NULL;
@@ -673,8 +677,12 @@ static void test_matvec_qkv(void **state) {
         assert_int_equal(gpu_op_matvec_qkv(c, T.dev, t, bb, bb, 1, &q), 0);
         assert_int_equal(gpu_op_matvec_qkv(c, T.dev, split, bb, bb, 1, &q), -EOPNOTSUPP);
         q.mode = GPU_ROPE_NEOX;
+        assert_int_equal(gpu_op_matvec_qkv(c, T.dev, t, bb, bb, 1, &q), 0);
+        q.n_rot = 14;
         assert_int_equal(gpu_op_matvec_qkv(c, T.dev, t, bb, bb, 1, &q), -EOPNOTSUPP);
         q.mode = GPU_ROPE_NORMAL;
+        assert_int_equal(gpu_op_matvec_qkv(c, T.dev, t, bb, bb, 1, &q), 0);
+        q.n_rot = 16;
         q.k_row = 32;                   /* overlaps q */
         assert_int_equal(gpu_op_matvec_qkv(c, T.dev, t, bb, bb, 1, &q), -EINVAL);
         q.k_row = 64;
