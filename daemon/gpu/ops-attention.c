@@ -23,6 +23,14 @@
  * are few kv heads.
  */
 #define DECODE_TARGET_GROUPS 512u
+/*
+ * On CPU devices (lavapipe) every workgroup costs microseconds even when it
+ * returns at once, and a decode recording is sized for the whole context:
+ * 512 workgroups per layer, most of them chunks past the last key early in
+ * a conversation, took a 134M llama on 2 cores from 27 to 15 tokens/s at a
+ * 2048 context. A few long chunks keep the threads busy there.
+ */
+#define DECODE_TARGET_GROUPS_CPU 16u
 
 static uint32_t div_up(uint32_t a, uint32_t b) {
         return (a + b - 1) / b;
@@ -260,8 +268,12 @@ int gpu_op_attention_prefill(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k
  * chunks of 64. Longer caches get longer chunks, which also amortise the
  * partial results each chunk writes.
  */
-static uint32_t decode_splits(uint32_t groups_per_chunk) {
-        return MIN(div_up(DECODE_TARGET_GROUPS, groups_per_chunk), GPU_ATTN_MAX_SPLITS);
+static uint32_t decode_splits(GpuDevice *d, const GpuAttentionParams *p, uint32_t groups_per_chunk) {
+        const char *type = gpu_device_info(d)->type;
+        uint32_t target = type && strcmp(type, "cpu") == 0 ? DECODE_TARGET_GROUPS_CPU : DECODE_TARGET_GROUPS;
+        if (p->decode_groups)
+                target = p->decode_groups;
+        return MIN(div_up(target, groups_per_chunk), GPU_ATTN_MAX_SPLITS);
 }
 
 static uint32_t decode_chunk(uint32_t n_kv, uint32_t splits) {
@@ -339,7 +351,7 @@ int gpu_op_attention_decode(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k_
          * n_chunks in place of splits, which gives the same chunks as here (when n_chunks < splits, every
          * n_kv fits in n_chunks sub-blocks and chunks are one sub-block either way).
          */
-        uint32_t splits = decode_splits(p->n_head_kv * n_hb);
+        uint32_t splits = decode_splits(d, p, p->n_head_kv * n_hb);
         bool from_buffer = pos_from_buffer(p);
         uint32_t n_kv = from_buffer ? 0 : p->pos0 + 1;
         uint32_t chunk = from_buffer ? 0 : decode_chunk(n_kv, splits);

@@ -70,6 +70,8 @@ typedef struct GpuAttentionParams {
         uint32_t q_stride;      /* floats from one token's q to the next; 0: n_head * head_dim */
         uint32_t kv_stride;     /* same for k_new/v_new of gpu_op_kv_store; 0: n_head_kv * head_dim */
         GpuBinding pos_buffer;  /* int32 [n_tokens] positions for kv_store and decode; .buffer NULL: pos0 */
+        uint32_t decode_groups; /* decode workgroups to aim for; 0: the device's (many on a GPU, a few on a
+                                 * CPU device, where each costs even when it has no key) */
 } GpuAttentionParams;
 
 /* Decode splits the keys into at most this many chunks per head. */

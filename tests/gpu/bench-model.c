@@ -3,7 +3,7 @@
  * Prompt processing and generation speed of a GGUF model on one device, in
  * this process (no daemon), measured the way BenchModel does it:
  *
- *   build/tests/bench-model MODEL.gguf [-p 512] [-n 128] [-r 3] [--device N] [--json] [--profile]
+ *   build/tests/bench-model MODEL.gguf [-p 512] [-n 128] [-r 3] [--device N] [--json] [--profile] [--ctx N]
  *
  * Also prints the decode roofline: generated tokens/s x bytes of weights read
  * per token, against the device's measured copy bandwidth. --profile adds
@@ -91,9 +91,9 @@ static void stats(const double *v, int n, double *mean, double *sd) {
 int main(int argc, char *argv[]) {
         static const struct option opts[] = {
                 { "device", required_argument, NULL, 'd' }, { "json", no_argument, NULL, 'j' },
-                { "profile", no_argument, NULL, 'P' }, {}
+                { "profile", no_argument, NULL, 'P' }, { "ctx", required_argument, NULL, 'c' }, {}
         };
-        unsigned n_prompt = 512, n_gen = 128, reps = 3, device = 0;
+        unsigned n_prompt = 512, n_gen = 128, reps = 3, device = 0, n_ctx = 0;
         bool json = false, prof = false;
         int c, r;
 
@@ -105,11 +105,12 @@ int main(int argc, char *argv[]) {
                 case 'd': device = (unsigned) atoi(optarg); break;
                 case 'j': json = true; break;
                 case 'P': prof = true; break;
+                case 'c': n_ctx = (unsigned) atoi(optarg); break;
                 default: return 2;
                 }
         if (optind >= argc) {
                 fprintf(stderr, "usage: bench-model MODEL.gguf [-p N] [-n N] [-r N] [--device N] [--json] "
-                        "[--profile]\n");
+                        "[--profile] [--ctx N]\n");
                 return 2;
         }
 
@@ -125,7 +126,11 @@ int main(int argc, char *argv[]) {
         double copy_bps = 0;
         (void) gpu_bench_copy_bandwidth(dev, MIN(gpu_device_caps(dev)->max_storage_buffer_range / 2, 256ULL << 20),
                                         &copy_bps);
-        ModelOptions mo = { .max_ctx = n_prompt + n_gen + 16 };
+        /* The context: just what the runs need, or --ctx (the daemon sizes it from the model, up to
+         * MaxContext=), which decode kernels sized for any position feel. */
+        if (n_ctx < n_prompt + n_gen + 8)
+                n_ctx = n_prompt + n_gen + 8;
+        ModelOptions mo = { .max_ctx = n_ctx + 8 };
         uint64_t t0 = now_usec(CLOCK_MONOTONIC);
         r = model_load(dev, argv[optind], &mo, &m, &err);
         if (r < 0) {
@@ -133,7 +138,7 @@ int main(int argc, char *argv[]) {
                 return 1;
         }
         double load_s = (now_usec(CLOCK_MONOTONIC) - t0) * 1e-6;
-        r = model_context_new(m, n_prompt + n_gen + 8, &ctx);
+        r = model_context_new(m, n_ctx, &ctx);
         if (r < 0) {
                 fprintf(stderr, "context: %s\n", strerror(-r));
                 return 1;

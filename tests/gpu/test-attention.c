@@ -73,8 +73,12 @@ static GpuBuffer *new_scratch(uint32_t n_head, uint32_t dim, uint32_t n_ctx) {
         return b;
 }
 
+/* Decode's grid: 0, the device's choice (on lavapipe a few chunks), or a GPU's (tests *_gpu_grid). */
+static uint32_t decode_groups;
+
 static void run_case(const Case *cs, uint64_t seed) {
         GpuAttentionParams p = {
+                .decode_groups = decode_groups,
                 .n_tokens = cs->n_tokens,
                 .n_head = cs->n_head,
                 .n_head_kv = cs->n_head_kv,
@@ -553,6 +557,7 @@ static void run_replay(const ReplayCase *cs, const uint32_t *positions, size_t n
                 .head_dim = dim,
                 .n_ctx = cs->n_ctx,
                 .scale = 1.0f / sqrtf((float) dim),
+                .decode_groups = decode_groups,
         };
         float *hist = malloc(sizeof(float) * cache_n), *kn = malloc(sizeof(float) * kv_row);
         float *vn = malloc(sizeof(float) * kv_row), *q = malloc(sizeof(float) * q_row);
@@ -699,6 +704,7 @@ static void run_counters(const ReplayCase *cs, const uint32_t *positions, size_t
                 .head_dim = dim,
                 .n_ctx = cs->n_ctx,
                 .scale = 1.0f / sqrtf((float) dim),
+                .decode_groups = decode_groups,
         };
         uint16_t *kc[LAYERS], *vc[LAYERS];
         float *q[LAYERS], *out = malloc(sizeof(float) * q_row), *ref = malloc(sizeof(float) * q_row);
@@ -792,7 +798,9 @@ static void run_counters(const ReplayCase *cs, const uint32_t *positions, size_t
 /*
  * Positions of three kinds each: keys in chunk 0 only (it writes the output
  * itself, no counter), in a few chunks with most of the grid empty, and in
- * every chunk dispatched.
+ * every chunk dispatched. The chunk counts below are a GPU grid's
+ * (test_decode_counters_gpu_grid); a CPU device's grid has a few long
+ * chunks instead.
  */
 static void test_decode_counters(void **state) {
         /* 32 chunks of one sub-block: 64 fills 2 of them, 1000 16, 2047 and 1984 all. */
@@ -812,6 +820,30 @@ static void test_decode_counters(void **state) {
         run_counters(&d128, d128_pos, ELEMENTSOF(d128_pos), 2);
         run_counters(&blocks, blocks_pos, ELEMENTSOF(blocks_pos), 3);
         run_counters(&uneven, uneven_pos, ELEMENTSOF(uneven_pos), 4);
+}
+
+/*
+ * The decode cases again with a GPU's grid (512 workgroups to aim for: up to
+ * 128 chunks per head, most of them empty at short positions), whatever this
+ * device would pick, so lavapipe runs both the long-chunk and many-chunk
+ * shapes of the merge.
+ */
+static void with_gpu_grid(void (*f)(void **), void **state) {
+        decode_groups = 512;
+        f(state);
+        decode_groups = 0;
+}
+static void test_decode_gqa_gpu_grid(void **state) {
+        with_gpu_grid(test_decode_gqa, state);
+}
+static void test_decode_odd_gpu_grid(void **state) {
+        with_gpu_grid(test_decode_odd, state);
+}
+static void test_decode_replay_gpu_grid(void **state) {
+        with_gpu_grid(test_decode_replay, state);
+}
+static void test_decode_counters_gpu_grid(void **state) {
+        with_gpu_grid(test_decode_counters, state);
 }
 
 static void test_bad_shapes(void **state) {
@@ -904,6 +936,10 @@ int main(void) {
                 cmocka_unit_test(test_rope_kv_store),
                 cmocka_unit_test(test_decode_replay),
                 cmocka_unit_test(test_decode_counters),
+                cmocka_unit_test(test_decode_gqa_gpu_grid),
+                cmocka_unit_test(test_decode_odd_gpu_grid),
+                cmocka_unit_test(test_decode_replay_gpu_grid),
+                cmocka_unit_test(test_decode_counters_gpu_grid),
                 cmocka_unit_test(test_bad_shapes),
         };
         gpu_test_open(&T);
