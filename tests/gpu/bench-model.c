@@ -8,7 +8,10 @@
  * Also prints the decode roofline: generated tokens/s x bytes of weights read
  * per token, against the device's measured copy bandwidth. --profile adds
  * where a decode step's GPU time goes (model_profile_step(), timestamps
- * after every barrier), summed over the blocks, median of 5 steps.
+ * after every barrier), summed over the blocks, median of 5 steps. --ctx N
+ * sizes the context as the daemon would with MaxContext=N (at most the
+ * model's own), instead of just what the runs need: decode kernels are
+ * recorded for any position, so their grids see the whole context.
  */
 #include <getopt.h>
 #include <stdbool.h>
@@ -138,6 +141,10 @@ int main(int argc, char *argv[]) {
                 return 1;
         }
         double load_s = (now_usec(CLOCK_MONOTONIC) - t0) * 1e-6;
+        /* As the daemon does: no more than the model's own context (unless the runs need more). */
+        uint32_t n_train = model_hparams(m)->n_ctx_train;
+        if (n_train && n_ctx > n_train)
+                n_ctx = MAX(n_train, n_prompt + n_gen + 8);
         r = model_context_new(m, n_ctx, &ctx);
         if (r < 0) {
                 fprintf(stderr, "context: %s\n", strerror(-r));
