@@ -1080,50 +1080,66 @@ static int residual_norm(GpuCmd *cmd, ModelContext *c, const GpuTensor *w, GpuBu
         return gpu_op_matvec_add_norm(cmd, m->dev, w, bind(in), bind(c->x), n, &norm);
 }
 
-/*
- * Records the pass of n tokens at positions pos0.. (ids and positions already
- * in c->io) into cmd. out: what to compute from the last token. A single
- * token (n == 1) is recorded for any position: pos0 is not used, every
- * kernel reads the position from c->io, so the recording may be replayed.
- */
-static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, EvalOutput out) {
-        Model *m = c->model;
-        const ModelHParams *hp = &m->hp;
-        GpuDevice *d = m->dev;
-        uint32_t kv_dim = hp->n_head_kv * hp->head_dim;
-        /* The embedding kernel reads the ids from host-visible c->io (once per token) and copies the
-         * positions into io_dev, where the other kernels read them: on a discrete GPU a kernel reading
-         * host memory crosses the bus once per workgroup. */
-        GpuBinding ids = bind_at(c->io, 0, (uint64_t) n * 4);
-        GpuBinding pos = bind_at(c->io_dev, c->pos_offset, (uint64_t) n * 4);
+/* What the ops of one pass share: where it records, its bindings and the fixed parameters of its ops. */
+typedef struct Pass {
+        ModelContext *c;
+        GpuCmd *cmd;
+        uint32_t n;                     /* tokens */
+        GpuBinding pos;                 /* their positions, in device memory */
         /* Views of the projections' outputs: strided rows of the fused buffers, or their own buffers. */
-        uint32_t qkv_stride = m->fuse_qkv ? m->qkv_stride : 0;
-        GpuBinding q = bind(c->q);
-        GpuBinding k = m->fuse_qkv ? bind_at(c->q, (uint64_t) m->k_off * 4, 0) : bind(c->k);
-        GpuBinding v = m->fuse_qkv ? bind_at(c->q, (uint64_t) m->v_off * 4, 0) : bind(c->v);
-        /* q and k rotated by one dispatch when the gap between them is whole (zero) heads. */
-        bool rope_once = m->fuse_qkv && (m->k_off - hp->n_embd) % hp->head_dim == 0;
+        GpuBinding q, k, v;
+        uint32_t qkv_stride;            /* 0 unless fused */
+        bool rope_once;                 /* q and k rotated by one dispatch: the gap between them is whole heads */
+        /* Up to GPU_MATVEC_MAX_VECTORS tokens the projections are matvecs, with their epilogues. */
+        bool fuse_norm, fuse_rope, fuse_swiglu;
+        GpuRope rope_q, rope_k;
+        GpuAttentionParams ap;
+} Pass;
 
-        GpuRope rope_q = {
-                .n_tokens = n,
-                .n_heads = hp->n_head,
-                .head_dim = hp->head_dim,
-                .n_rot = hp->n_rot,
-                .mode = hp->rope_neox ? GPU_ROPE_NEOX : GPU_ROPE_NORMAL,
-                .freq_base = hp->rope_base,
-                .freq_scale = hp->rope_scale,
-                .freq_factors_inv = hp->rope_freqs ? bind_at(m->vecs, m->rope_freqs_inv, (uint64_t) hp->n_rot / 2 * 4)
-                                                   : (GpuBinding) {},
+static void pass_init(Pass *ps, ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0) {
+        const Model *m = c->model;
+        const ModelHParams *hp = &m->hp;
+        uint32_t kv_dim = hp->n_head_kv * hp->head_dim;
+        bool mv = n <= GPU_MATVEC_MAX_VECTORS;
+
+        *ps = (Pass) {
+                .c = c,
+                .cmd = cmd,
+                .n = n,
+                /* The embedding kernel reads the ids from host-visible c->io (once per token) and copies
+                 * the positions into io_dev, where the other kernels read them: on a discrete GPU a
+                 * kernel reading host memory crosses the bus once per workgroup. */
+                .pos = bind_at(c->io_dev, c->pos_offset, (uint64_t) n * 4),
+                .q = bind(c->q),
+                .k = m->fuse_qkv ? bind_at(c->q, (uint64_t) m->k_off * 4, 0) : bind(c->k),
+                .v = m->fuse_qkv ? bind_at(c->q, (uint64_t) m->v_off * 4, 0) : bind(c->v),
+                .qkv_stride = m->fuse_qkv ? m->qkv_stride : 0,
+                .rope_once = m->fuse_qkv && (m->k_off - hp->n_embd) % hp->head_dim == 0,
+                .fuse_norm = m->fuse_norm && mv,
+                .fuse_rope = m->fuse_rope && mv,
+                .fuse_swiglu = m->fuse_swiglu && mv,
+                .rope_q = {
+                        .n_tokens = n,
+                        .n_heads = hp->n_head,
+                        .head_dim = hp->head_dim,
+                        .n_rot = hp->n_rot,
+                        .mode = hp->rope_neox ? GPU_ROPE_NEOX : GPU_ROPE_NORMAL,
+                        .freq_base = hp->rope_base,
+                        .freq_scale = hp->rope_scale,
+                        .freq_factors_inv = hp->rope_freqs ? bind_at(m->vecs, m->rope_freqs_inv,
+                                                                     (uint64_t) hp->n_rot / 2 * 4)
+                                                           : (GpuBinding) {},
+                },
         };
-        GpuRope rope_k = rope_q;
-        rope_k.n_heads = hp->n_head_kv;
+        ps->rope_k = ps->rope_q;
+        ps->rope_k.n_heads = hp->n_head_kv;
         if (m->fuse_qkv) {
-                rope_q.x_stride = rope_q.out_stride = qkv_stride;
-                rope_k.x_stride = rope_k.out_stride = qkv_stride;
+                ps->rope_q.x_stride = ps->rope_q.out_stride = ps->qkv_stride;
+                ps->rope_k.x_stride = ps->rope_k.out_stride = ps->qkv_stride;
         }
-        if (rope_once)
-                rope_q.n_heads = (m->k_off + kv_dim) / hp->head_dim;
-        GpuAttentionParams ap = {
+        if (ps->rope_once)
+                ps->rope_q.n_heads = (m->k_off + kv_dim) / hp->head_dim;
+        ps->ap = (GpuAttentionParams) {
                 .n_tokens = n,
                 .n_head = hp->n_head,
                 .n_head_kv = hp->n_head_kv,
@@ -1131,110 +1147,142 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
                 .n_ctx = c->n_ctx,
                 .pos0 = n == 1 ? 0 : pos0,
                 .scale = 1.0f / sqrtf((float) hp->head_dim),
-                .q_stride = qkv_stride,
-                .kv_stride = qkv_stride,
-                .pos_buffer = n == 1 ? pos : (GpuBinding) {},
+                .q_stride = ps->qkv_stride,
+                .kv_stride = ps->qkv_stride,
+                .pos_buffer = n == 1 ? ps->pos : (GpuBinding) {},
         };
+}
 
-        /* Up to GPU_MATVEC_MAX_VECTORS tokens the residual projections normalise x for the next one
-         * themselves: no RMSNorm dispatch at all. */
-        bool fuse_norm = m->fuse_norm && n <= GPU_MATVEC_MAX_VECTORS;
-        bool fuse_rope = m->fuse_rope && n <= GPU_MATVEC_MAX_VECTORS;
-
-        TRY(gpu_cmd_begin(cmd));
-        mark_start(c, cmd);
-        /* The embeddings, the first block's norm of them, and the positions to the device. */
+/* The embeddings, the first block's norm of them, and the positions to the device. */
+static int record_embed(Pass *ps) {
+        ModelContext *c = ps->c;
+        const Model *m = c->model;
+        const ModelHParams *hp = &m->hp;
         const GpuEmbed embed = {
                 .norm_weight = bind_at(m->vecs, m->layers[0].attn_norm, hp->n_embd * 4),
                 .norm_out = bind(c->h),
                 .eps = hp->rms_eps,
-                .pos_in = bind_at(c->io, c->pos_offset, (uint64_t) n * 4),
-                .pos_out = pos,
+                .pos_in = bind_at(c->io, c->pos_offset, (uint64_t) ps->n * 4),
+                .pos_out = ps->pos,
         };
-        TRY(gpu_op_embed(cmd, d, m->tok_embd, ids, bind(c->x), n, &embed));
-        mark(c, cmd, "embed+norm");
+        TRY(gpu_op_embed(ps->cmd, m->dev, m->tok_embd, bind_at(c->io, 0, (uint64_t) ps->n * 4), bind(c->x), ps->n,
+                         &embed));
+        mark(c, ps->cmd, "embed+norm");
+        return 0;
+}
 
-        for (uint32_t il = 0; il < hp->n_layer; il++) {
-                const ModelLayer *l = &m->layers[il];
-                GpuBinding kc = bind(c->k_cache[il]), vc = bind(c->v_cache[il]);
+/* Q, K and V by separate ops: projections, bias, RoPE and the KV store (prefill, or no fused epilogue). */
+static int record_qkv_separate(Pass *ps, const ModelLayer *l, GpuBinding kc, GpuBinding vc) {
+        ModelContext *c = ps->c;
+        const Model *m = c->model;
+        const ModelHParams *hp = &m->hp;
+        GpuCmd *cmd = ps->cmd;
+        GpuDevice *d = m->dev;
+        uint32_t kv_dim = hp->n_head_kv * hp->head_dim, n = ps->n;
 
-                /* Attention. */
-                if (!fuse_norm && il > 0) {     /* else done by get_rows or the last block's down */
-                        TRY(gpu_op_rmsnorm(cmd, d, bind(c->x), bind_at(m->vecs, l->attn_norm, hp->n_embd * 4),
-                                           bind(c->h), n, hp->n_embd, hp->rms_eps));
-                        mark(c, cmd, "attn_norm");
-                }
-                if (fuse_rope) {
-                        /* Bias, RoPE and the KV store inside the projection. */
-                        const GpuMatvecQkv qk = {
-                                .n_head = hp->n_head,
-                                .n_head_kv = hp->n_head_kv,
-                                .head_dim = hp->head_dim,
-                                .n_rot = hp->n_rot,
-                                .k_row = m->k_off,
-                                .v_row = m->v_off,
-                                .mode = rope_q.mode,
-                                .freq_base = hp->rope_base,
-                                .freq_scale = hp->rope_scale,
-                                .freq_factors_inv = rope_q.freq_factors_inv,
-                                .pos = pos,
-                                .k_cache = kc,
-                                .v_cache = vc,
-                                .n_ctx = c->n_ctx,
-                                .bias = hp->qkv_bias ? bind_at(m->vecs, l->bqkv, (uint64_t) qkv_stride * 4)
-                                                     : (GpuBinding) {},
-                        };
-                        TRY(gpu_op_matvec_qkv(cmd, d, l->wqkv, bind(c->h), bind(c->q), n, &qk));
-                } else {
-                        if (m->fuse_qkv)
-                                TRY(project(cmd, d, l->wqkv, c->h, c->q, n));
-                        else {
-                                TRY(project(cmd, d, l->wq, c->h, c->q, n));
-                                TRY(project(cmd, d, l->wk, c->h, c->k, n));
-                                TRY(project(cmd, d, l->wv, c->h, c->v, n));
-                        }
-                        mark(c, cmd, "qkv");
-                        if (hp->qkv_bias && m->fuse_qkv) {
-                                TRY(gpu_op_add(cmd, d, q, bind_at(m->vecs, l->bqkv, (uint64_t) qkv_stride * 4), q,
-                                               n, qkv_stride, true));
-                                mark(c, cmd, "bias");
-                        } else if (hp->qkv_bias) {
-                                TRY(gpu_op_add(cmd, d, bind(c->q), bind_at(m->vecs, l->bq, hp->n_embd * 4),
-                                               bind(c->q), n, hp->n_embd, true));
-                                TRY(gpu_op_add(cmd, d, bind(c->k), bind_at(m->vecs, l->bk, kv_dim * 4), bind(c->k),
-                                               n, kv_dim, true));
-                                TRY(gpu_op_add(cmd, d, bind(c->v), bind_at(m->vecs, l->bv, kv_dim * 4), bind(c->v),
-                                               n, kv_dim, true));
-                                mark(c, cmd, "bias");
-                        }
-                        if (n == 1)     /* decode: positions from the buffer, one dispatch for both */
-                                TRY(gpu_op_rope_kv_store(cmd, d, q, k, v, kc, vc, &rope_q, &ap));
-                        else {
-                                TRY(gpu_op_rope(cmd, d, q, pos, q, &rope_q));
-                                if (!rope_once)
-                                        TRY(gpu_op_rope(cmd, d, k, pos, k, &rope_k));
-                                mark(c, cmd, "rope");
-                                TRY(gpu_op_kv_store(cmd, d, k, v, kc, vc, &ap));
-                        }
-                }
-                mark(c, cmd, fuse_rope ? "qkv+rope+kv_store" : "rope+kv_store");
-                TRY(gpu_op_attention(cmd, d, q, kc, vc, bind(c->att), bind(c->scratch), &ap));
-                mark(c, cmd, "attention");
-                if (fuse_norm)
-                        TRY(residual_norm(cmd, c, l->wo, c->att, l->ffn_norm, n));
-                else
-                        TRY(project_add(cmd, d, l->wo, c->att, c->x, c->h, n));
-                mark(c, cmd, fuse_norm ? "wo+norm" : "wo");
+        if (m->fuse_qkv)
+                TRY(project(cmd, d, l->wqkv, c->h, c->q, n));
+        else {
+                TRY(project(cmd, d, l->wq, c->h, c->q, n));
+                TRY(project(cmd, d, l->wk, c->h, c->k, n));
+                TRY(project(cmd, d, l->wv, c->h, c->v, n));
+        }
+        mark(c, cmd, "qkv");
+        if (hp->qkv_bias && m->fuse_qkv) {
+                TRY(gpu_op_add(cmd, d, ps->q, bind_at(m->vecs, l->bqkv, (uint64_t) ps->qkv_stride * 4), ps->q, n,
+                               ps->qkv_stride, true));
+                mark(c, cmd, "bias");
+        } else if (hp->qkv_bias) {
+                TRY(gpu_op_add(cmd, d, bind(c->q), bind_at(m->vecs, l->bq, hp->n_embd * 4), bind(c->q), n,
+                               hp->n_embd, true));
+                TRY(gpu_op_add(cmd, d, bind(c->k), bind_at(m->vecs, l->bk, kv_dim * 4), bind(c->k), n, kv_dim,
+                               true));
+                TRY(gpu_op_add(cmd, d, bind(c->v), bind_at(m->vecs, l->bv, kv_dim * 4), bind(c->v), n, kv_dim,
+                               true));
+                mark(c, cmd, "bias");
+        }
+        if (n == 1)     /* decode: positions from the buffer, one dispatch for both */
+                TRY(gpu_op_rope_kv_store(cmd, d, ps->q, ps->k, ps->v, kc, vc, &ps->rope_q, &ps->ap));
+        else {
+                TRY(gpu_op_rope(cmd, d, ps->q, ps->pos, ps->q, &ps->rope_q));
+                if (!ps->rope_once)
+                        TRY(gpu_op_rope(cmd, d, ps->k, ps->pos, ps->k, &ps->rope_k));
+                mark(c, cmd, "rope");
+                TRY(gpu_op_kv_store(cmd, d, ps->k, ps->v, kc, vc, &ps->ap));
+        }
+        mark(c, cmd, "rope+kv_store");
+        return 0;
+}
 
-                /* Feed-forward. */
-                if (!fuse_norm) {
-                        TRY(gpu_op_rmsnorm(cmd, d, bind(c->x), bind_at(m->vecs, l->ffn_norm, hp->n_embd * 4),
-                                           bind(c->h), n, hp->n_embd, hp->rms_eps));
-                        mark(c, cmd, "ffn_norm");
-                }
-                if (m->fuse_swiglu && n <= GPU_MATVEC_MAX_VECTORS)
-                        TRY(gpu_op_matvec_swiglu(cmd, d, l->w_gu, bind(c->h), bind(c->u), n, hp->n_ff, m->up_off));
-                else if (m->fuse_ffn) {
+/* Block il's attention: its norm (unless fused), Q/K/V into the cache, attention, and wo with the residual. */
+static int record_attention(Pass *ps, uint32_t il) {
+        ModelContext *c = ps->c;
+        const Model *m = c->model;
+        const ModelHParams *hp = &m->hp;
+        const ModelLayer *l = &m->layers[il];
+        GpuCmd *cmd = ps->cmd;
+        GpuDevice *d = m->dev;
+        GpuBinding kc = bind(c->k_cache[il]), vc = bind(c->v_cache[il]);
+
+        if (!ps->fuse_norm && il > 0) {         /* else done by the embedding or the last block's down */
+                TRY(gpu_op_rmsnorm(cmd, d, bind(c->x), bind_at(m->vecs, l->attn_norm, hp->n_embd * 4), bind(c->h),
+                                   ps->n, hp->n_embd, hp->rms_eps));
+                mark(c, cmd, "attn_norm");
+        }
+        if (ps->fuse_rope) {
+                /* Bias, RoPE and the KV store inside the projection. */
+                const GpuMatvecQkv qk = {
+                        .n_head = hp->n_head,
+                        .n_head_kv = hp->n_head_kv,
+                        .head_dim = hp->head_dim,
+                        .n_rot = hp->n_rot,
+                        .k_row = m->k_off,
+                        .v_row = m->v_off,
+                        .mode = ps->rope_q.mode,
+                        .freq_base = hp->rope_base,
+                        .freq_scale = hp->rope_scale,
+                        .freq_factors_inv = ps->rope_q.freq_factors_inv,
+                        .pos = ps->pos,
+                        .k_cache = kc,
+                        .v_cache = vc,
+                        .n_ctx = c->n_ctx,
+                        .bias = hp->qkv_bias ? bind_at(m->vecs, l->bqkv, (uint64_t) ps->qkv_stride * 4)
+                                             : (GpuBinding) {},
+                };
+                TRY(gpu_op_matvec_qkv(cmd, d, l->wqkv, bind(c->h), bind(c->q), ps->n, &qk));
+                mark(c, cmd, "qkv+rope+kv_store");
+        } else
+                TRY(record_qkv_separate(ps, l, kc, vc));
+        TRY(gpu_op_attention(cmd, d, ps->q, kc, vc, bind(c->att), bind(c->scratch), &ps->ap));
+        mark(c, cmd, "attention");
+        if (ps->fuse_norm)
+                TRY(residual_norm(cmd, c, l->wo, c->att, l->ffn_norm, ps->n));
+        else
+                TRY(project_add(cmd, d, l->wo, c->att, c->x, c->h, ps->n));
+        mark(c, cmd, ps->fuse_norm ? "wo+norm" : "wo");
+        return 0;
+}
+
+/* Block il's feed-forward: its norm (unless fused), gate/up with SwiGLU, and down with the residual. */
+static int record_ffn(Pass *ps, uint32_t il) {
+        ModelContext *c = ps->c;
+        const Model *m = c->model;
+        const ModelHParams *hp = &m->hp;
+        const ModelLayer *l = &m->layers[il];
+        GpuCmd *cmd = ps->cmd;
+        GpuDevice *d = m->dev;
+        uint32_t n = ps->n;
+
+        if (!ps->fuse_norm) {
+                TRY(gpu_op_rmsnorm(cmd, d, bind(c->x), bind_at(m->vecs, l->ffn_norm, hp->n_embd * 4), bind(c->h), n,
+                                   hp->n_embd, hp->rms_eps));
+                mark(c, cmd, "ffn_norm");
+        }
+        if (ps->fuse_swiglu) {
+                TRY(gpu_op_matvec_swiglu(cmd, d, l->w_gu, bind(c->h), bind(c->u), n, hp->n_ff, m->up_off));
+                mark(c, cmd, "gate_up+swiglu");
+        } else {
+                if (m->fuse_ffn) {
                         TRY(project(cmd, d, l->w_gu, c->h, c->g, n));
                         mark(c, cmd, "gate_up");
                         TRY(gpu_op_swiglu_strided(cmd, d, bind(c->g), bind_at(c->g, (uint64_t) m->up_off * 4, 0),
@@ -1245,23 +1293,30 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
                         mark(c, cmd, "gate_up");
                         TRY(gpu_op_swiglu(cmd, d, bind(c->g), bind(c->u), bind(c->g), n, hp->n_ff));
                 }
-                mark(c, cmd, m->fuse_swiglu && n <= GPU_MATVEC_MAX_VECTORS ? "gate_up+swiglu" : "swiglu");
-                GpuBuffer *act = m->fuse_ffn ? c->u : c->g;
-                if (fuse_norm)  /* for the next block, or the head after the last */
-                        TRY(residual_norm(cmd, c, l->w_down, act,
-                                          il + 1 < hp->n_layer ? m->layers[il + 1].attn_norm : m->output_norm, n));
-                else
-                        TRY(project_add(cmd, d, l->w_down, act, c->x, c->att, n));
-                mark(c, cmd, fuse_norm ? "down+norm" : "down");
+                mark(c, cmd, "swiglu");
         }
+        GpuBuffer *act = m->fuse_ffn ? c->u : c->g;
+        if (ps->fuse_norm)      /* for the next block, or the head after the last */
+                TRY(residual_norm(cmd, c, l->w_down, act,
+                                  il + 1 < hp->n_layer ? m->layers[il + 1].attn_norm : m->output_norm, n));
+        else
+                TRY(project_add(cmd, d, l->w_down, act, c->x, c->att, n));
+        mark(c, cmd, ps->fuse_norm ? "down+norm" : "down");
+        return 0;
+}
 
-        if (out == EVAL_NONE)
-                return 0;
+/* The head for the last token, and the logits or the argmax into the host-visible buffer. */
+static int record_head(Pass *ps, EvalOutput out) {
+        ModelContext *c = ps->c;
+        const Model *m = c->model;
+        const ModelHParams *hp = &m->hp;
+        GpuCmd *cmd = ps->cmd;
+        GpuDevice *d = m->dev;
 
-        /* The head, for the last token only. Its row is bound directly when aligned, else copied. */
-        uint64_t row = (uint64_t) hp->n_embd * 4, last = (uint64_t) (n - 1) * row;
+        /* The last token's row is bound directly when aligned, else copied. */
+        uint64_t row = (uint64_t) hp->n_embd * 4, last = (uint64_t) (ps->n - 1) * row;
         GpuBinding hl = bind_at(c->h, 0, row);
-        if (fuse_norm) {        /* h holds every token's final norm already */
+        if (ps->fuse_norm) {    /* h holds every token's final norm already */
                 hl = bind_at(c->h, last, row);
                 if (last % BIND_ALIGN != 0) {
                         gpu_cmd_copy(cmd, c->h, last, c->att, 0, row);
@@ -1290,6 +1345,28 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
         gpu_cmd_barrier_host(cmd);
         mark_end(c, cmd, out == EVAL_ARGMAX ? "argmax" : "copy out");
         return 0;
+}
+
+/*
+ * Records the pass of n tokens at positions pos0.. (ids and positions already
+ * in c->io) into cmd. out: what to compute from the last token. A single
+ * token (n == 1) is recorded for any position: pos0 is not used, every
+ * kernel reads the position from c->io, so the recording may be replayed.
+ */
+static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, EvalOutput out) {
+        Pass ps;
+
+        pass_init(&ps, c, cmd, n, pos0);
+        TRY(gpu_cmd_begin(cmd));
+        mark_start(c, cmd);
+        TRY(record_embed(&ps));
+        for (uint32_t il = 0; il < c->model->hp.n_layer; il++) {
+                TRY(record_attention(&ps, il));
+                TRY(record_ffn(&ps, il));
+        }
+        if (out == EVAL_NONE)
+                return 0;
+        return record_head(&ps, out);
 }
 
 /* Runs the single-token pass for the token and position already in c->io: recorded once, then replayed. */
