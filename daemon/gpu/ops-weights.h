@@ -54,8 +54,8 @@ int gpu_op_matvec_add(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x,
  * sqrt(mean(y[v]^2) + eps) * weight[k] over the w->n_rows values of each
  * vector (y and out bind [n_vectors][w->n_rows]), what gpu_op_rmsnorm()
  * of the finished y would give, up to the order of the sum of squares.
- * The last workgroup to finish computes it (shaders/common/mv_norm.glsl),
- * counting on scratch, which holds gpu_matvec_norm_scratch_size() bytes
+ * The last workgroup to finish computes it (on CPU devices the last
+ * invocation: shaders/common/mv_norm.glsl says why), counting on scratch, which holds gpu_matvec_norm_scratch_size() bytes
  * and must be zeroed once before its first use; the op leaves it zeroed,
  * so recordings may be replayed. Ops on the same scratch must be
  * separated by a barrier.
