@@ -319,6 +319,32 @@ static uint64_t decode_shared(uint32_t dim, uint32_t gb) {
                gb * DECODE_WG * 4 + 16;
 }
 
+/* CPU devices: a query head per invocation (attn_decode_rows.comp says why); one dispatch, no scratch. */
+static int attention_decode_rows(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k_cache, GpuBinding v_cache,
+                                 GpuBinding out, const GpuAttentionParams *p) {
+        const GpuCaps *caps = gpu_device_caps(d);
+        bool from_buffer = pos_from_buffer(p);
+        uint32_t wg = MIN(MAX(caps->subgroup_size, 1u), 64u);
+        GpuPipeline *pl;
+        int r;
+
+        AttnDecodePush push = {
+                .n_head = p->n_head,
+                .n_group = p->n_head / p->n_head_kv,
+                .n_ctx = p->n_ctx,
+                .n_kv = from_buffer ? 0 : p->pos0 + 1,
+                .q_stride = q_stride(p),
+                .scale = p->scale,
+        };
+        GpuSpec spec = { .v = { wg, 1, 1, p->head_dim }, .n = 4 };
+        r = gpu_pipeline_get(d, from_buffer ? GPU_SHADER_ATTN_DECODE_ROWS_F16_POS : GPU_SHADER_ATTN_DECODE_ROWS_F16,
+                             &spec, &pl);
+        if (r < 0)
+                return r;
+        GpuBinding b[6] = { q, k_cache, v_cache, out, out, p->pos_buffer };    /* binding 3, the scratch, unused */
+        return gpu_cmd_dispatch(c, pl, b, from_buffer ? 6 : 5, &push, sizeof push, div_up(p->n_head, wg), 1, 1);
+}
+
 int gpu_op_attention_decode(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k_cache, GpuBinding v_cache,
                             GpuBinding out, GpuBinding scratch, const GpuAttentionParams *p) {
         const GpuCaps *caps = gpu_device_caps(d);
@@ -333,6 +359,9 @@ int gpu_op_attention_decode(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k_
         r = check_qkv_out(q, k_cache, v_cache, out, p);
         if (r < 0)
                 return r;
+        const char *type = gpu_device_info(d)->type;
+        if (type && strcmp(type, "cpu") == 0 && !p->decode_groups)
+                return attention_decode_rows(c, d, q, k_cache, v_cache, out, p);
         /* Heads per workgroup: as even blocks as possible, shrunk until the tiles fit. */
         uint32_t group = p->n_head / p->n_head_kv;
         uint32_t n_hb = div_up(group, DECODE_MAX_GB);

@@ -873,10 +873,11 @@ static void test_bad_shapes(void **state) {
         assert_int_equal(gpu_op_attention_decode(c, T.dev, x, x, x, x, x, &p), -EINVAL);
         p = good, p.q_stride = 8 * 8 - 2;
         assert_int_equal(gpu_op_attention(c, T.dev, x, x, x, x, x, &p), -EINVAL);
-        /* Bindings too small for the shape: the cache, then the decode scratch. */
+        /* Bindings too small for the shape: the cache, then the decode scratch (a GPU's grid: the decode
+         * kernel of CPU devices needs none). */
         p = good, p.n_ctx = 4096;
         assert_int_equal(gpu_op_attention(c, T.dev, x, s, x, x, x, &p), -EINVAL);
-        p = good, p.n_head = 64, p.n_head_kv = 1, p.pos0 = 63;
+        p = good, p.n_head = 64, p.n_head_kv = 1, p.pos0 = 63, p.decode_groups = 512;
         assert_int_equal(gpu_op_attention(c, T.dev, x, x, x, x, s, &p), -EINVAL);
         /* Prefill needs no scratch. */
         p = good, p.n_tokens = 3;
