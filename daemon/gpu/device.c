@@ -408,6 +408,10 @@ bool gpu_device_use_subgroup(const GpuDevice *d) {
         return d->caps.subgroup_arithmetic && !d->no_subgroup;
 }
 
+bool gpu_device_is_cpu(const GpuDevice *d) {
+        return d->info.type && streq(d->info.type, "cpu");
+}
+
 uint64_t gpu_device_allocated(const GpuDevice *d) {
         return d->allocated;
 }

@@ -68,6 +68,12 @@ VkDevice gpu_device_vk(const GpuDevice *d);
  * not set (the tests use it to run the shared-memory fallbacks too).
  */
 bool gpu_device_use_subgroup(const GpuDevice *d);
+/*
+ * Whether the device runs on the CPU (lavapipe, SwiftShader): kernels pick
+ * their CPU variants, whose workgroups are SIMD loops where barriers and
+ * shared memory cost more than arithmetic.
+ */
+bool gpu_device_is_cpu(const GpuDevice *d);
 /* Bytes of device memory this GpuDevice has allocated now. */
 uint64_t gpu_device_allocated(const GpuDevice *d);
 

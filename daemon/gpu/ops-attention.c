@@ -269,8 +269,7 @@ int gpu_op_attention_prefill(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k
  * partial results each chunk writes.
  */
 static uint32_t decode_splits(GpuDevice *d, const GpuAttentionParams *p, uint32_t groups_per_chunk) {
-        const char *type = gpu_device_info(d)->type;
-        uint32_t target = type && strcmp(type, "cpu") == 0 ? DECODE_TARGET_GROUPS_CPU : DECODE_TARGET_GROUPS;
+        uint32_t target = gpu_device_is_cpu(d) ? DECODE_TARGET_GROUPS_CPU : DECODE_TARGET_GROUPS;
         if (p->decode_groups)
                 target = p->decode_groups;
         return MIN(div_up(target, groups_per_chunk), GPU_ATTN_MAX_SPLITS);
@@ -359,8 +358,7 @@ int gpu_op_attention_decode(GpuCmd *c, GpuDevice *d, GpuBinding q, GpuBinding k_
         r = check_qkv_out(q, k_cache, v_cache, out, p);
         if (r < 0)
                 return r;
-        const char *type = gpu_device_info(d)->type;
-        if (type && strcmp(type, "cpu") == 0 && !p->decode_groups)
+        if (gpu_device_is_cpu(d) && !p->decode_groups)
                 return attention_decode_rows(c, d, q, k_cache, v_cache, out, p);
         /* Heads per workgroup: as even blocks as possible, shrunk until the tiles fit. */
         uint32_t group = p->n_head / p->n_head_kv;

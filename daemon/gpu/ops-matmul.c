@@ -81,12 +81,11 @@ static bool tile_from_env(const GpuCaps *caps, MmTile *ret) {
 
 static MmTile tile_choose(GpuDevice *d, uint32_t n_rows, uint32_t n_tokens) {
         const GpuCaps *caps = gpu_device_caps(d);
-        const char *type = gpu_device_info(d)->type;
         MmTile t;
 
         if (tile_from_env(caps, &t))
                 return t;
-        if (type && streq(type, "cpu") && tile_fits(caps, &tile_cpu))
+        if (gpu_device_is_cpu(d) && tile_fits(caps, &tile_cpu))
                 return tile_cpu;
         /* Short batches or few rows would leave most of a large tile idle. */
         if (n_tokens > 64 && n_rows > 64 && tile_fits(caps, &tile_large))

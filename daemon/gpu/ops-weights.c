@@ -155,7 +155,6 @@ static const TypeDefaults type_defaults[] = {
 void gpu_matvec_default_params(const GpuDevice *d, GgmlType type, uint32_t n_cols, uint32_t n_vectors,
                                GpuMatvecParams *ret) {
         const GpuCaps *caps = gpu_device_caps(d);
-        const char *dev_type = gpu_device_info(d)->type;
         TypeDefaults td = { type, 128, 4, 2, GPU_MATVEC_UNITS_WIDE, GPU_MATVEC_PIPELINE_OFF };
         TypeShaders ts = { .unit_cols = 4 };
         (void) type_shaders(type, &ts);
@@ -189,7 +188,7 @@ void gpu_matvec_default_params(const GpuDevice *d, GgmlType type, uint32_t n_col
          * these knobs only with that (f16math_knobs() in gpu_op_matvec_params()). */
         if (type == GGML_TYPE_Q8_0 || type == GGML_TYPE_Q4_K || type == GGML_TYPE_Q5_K)
                 f16math_knobs(caps, units, ret);
-        if (dev_type && strcmp(dev_type, "cpu") == 0) {
+        if (gpu_device_is_cpu(d)) {
                 /* lavapipe runs a workgroup as a loop over SIMD-wide subgroups: one subgroup per
                  * workgroup (no shared-memory step) and integer-only dequantisation measure 20-40%
                  * faster there; the rest as the kernel always ran there (software pipelining only
@@ -331,7 +330,7 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
         if (params && params->dequant)
                 mp.dequant = params->dequant;
         if (mp.dequant == GPU_MATVEC_DEQUANT_F16MATH && ts.has_h && w->type != GGML_TYPE_Q4_0 &&
-            !(gpu_device_info(d)->type && strcmp(gpu_device_info(d)->type, "cpu") == 0)) {
+            !gpu_device_is_cpu(d)) {
                 /* Packed f16 arithmetic (H100, bench-weights --dequant=h16, % of copy bandwidth at
                  * 4096x14336 / 14336x4096, was with the defaults): Q8_0 79.0/84.5 (78.0/83.3), Q4_0
                  * 69.2/60.4 (64.7/57.9, its own knobs), Q4_K 60.0/63.1 (61.5/62.8), Q5_K 58.2/57.5
