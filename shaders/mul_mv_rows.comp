@@ -14,7 +14,7 @@
 // once per row for its four steps. Scales and offsets are folded per span as
 // in mul_mv: sum((a q + c) x) = a 2^B S1 + (c - a 2^B) Sx (weights.glsl).
 // Spec constants (ids as mul_mv's, the others unused): 0 BLOCK_SIZE, 3 NUM_ROWS, 4 NV.
-// Bindings and push constants are mul_mv's (MulMvPush in daemon/gpu/ops-weights.c).
+// Bindings and push constants are mul_mv's (mv_common.glsl).
 // One WTYPE_* define selects the weight type (not F32: mul_mv is at copy speed there).
 
 #extension GL_EXT_control_flow_attributes : require
@@ -33,57 +33,13 @@ layout(binding = 3, std430) coherent buffer Y { float y[]; };   // mv_norm.glsl 
 layout(binding = 3, std430) buffer Y { float y[]; };
 #endif
 
-layout(push_constant) uniform Push {
-    uint ncols;         // K
-    uint nrows;         // rows of this chunk
-    uint x_stride;      // floats between the vectors of x
-    uint y_stride;      // floats between the vectors of y
-    uint y_offset;      // where this chunk's rows start in each y vector
-    uint accumulate;    // y += W x (a residual add folded in)
-    uint pair_offset;   // 0, or SwiGLU pairs (as in mul_mv): y[v][i] = silu(row i . x) * (row i + pair_offset . x)
-    uint norm;          // 1: RMSNorm of the finished y into h (mv_norm.glsl)
-    uint norm_groups;
-    uint norm_base;
-    float norm_eps;
-#if QKV_ROPE
-    uint k_row;         // mv_qkv.glsl
-    uint v_row;
-    uint n_q;
-    uint n_kv;
-    uint head_dim;
-    uint n_rot;
-    uint n_ctx;
-    float theta_scale;
-    float freq_scale;
-    uint has_factors;
-    uint has_bias;
-    uint neox;
-#endif
-} p;
+#include "mv_common.glsl"
 
 // Only NORM=1 builds carry the norm epilogue, counting by invocation (see
 // mv_norm.glsl), so the plain kernel keeps its code as it was.
 #if NORM
 #define MV_NORM_LANES
 #include "mv_norm.glsl"
-#endif
-
-// Row tuples as in mul_mv.comp: SwiGLU's pairs, or with QKV_ROPE
-// mv_qkv.glsl's quads. A lane's rows are then its tuples' first rows, their
-// second rows, and so on.
-#if QKV_ROPE
-#include "mv_qkv.glsl"
-#define TUPLES true
-const uint TUPLE = 4;
-uint tuple_row(uint P, uint k) {
-    return qkv_row(P, k);
-}
-#else
-#define TUPLES (p.pair_offset != 0u)
-const uint TUPLE = 2;
-uint tuple_row(uint P, uint k) {
-    return P + k * p.pair_offset;
-}
 #endif
 
 uint rows[NUM_ROWS];
