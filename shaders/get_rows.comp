@@ -40,7 +40,10 @@ layout(push_constant) uniform Push {
     uint copy_pos;      // 1: pos_out[i] = pos_in[i] (the first chunk's dispatch)
 } p;
 
-shared float red[BLOCK_SIZE];
+// The norm's workgroup sum: ops-reduce.glsl's shared-memory tree.
+const uint BLOCK = BLOCK_SIZE;
+#define USE_SUBGROUP 0
+#include "ops-reduce.glsl"
 
 void main() {
     const uint i = gl_WorkGroupID.z * gl_NumWorkGroups.y + gl_WorkGroupID.y;
@@ -76,14 +79,7 @@ void main() {
     // squares is a workgroup sum, and the second pass dequantises again
     // rather than read back what it wrote.
     const uint tid = gl_LocalInvocationID.x;
-    red[tid] = ss;
-    barrier();
-    [[unroll]] for (uint w = BLOCK_SIZE / 2u; w > 0u; w >>= 1) {
-        if (tid < w)
-            red[tid] += red[tid + w];
-        barrier();
-    }
-    const float scale = inversesqrt(red[0] / float(K) + p.eps);
+    const float scale = inversesqrt(wg_sum(ss) / float(K) + p.eps);
     for (uint k = 4u * tid; k < K; k += 4u * BLOCK_SIZE) {
         vec4 v = zero ? vec4(0) : wt_get4(id - p.row0, k, K);
         [[unroll]] for (uint j = 0; j < 4u; j++)

@@ -64,22 +64,11 @@ void mv_norm_finish_lane(uint wg, uint tid) {
     atomicExchange(norm_sync[0], 0u);
 }
 #else
-shared float norm_red[BLOCK_SIZE];
-shared bool norm_is_last;
+// The workgroup sums (wg_sum: subgroups where the kernel uses them, else a shared-memory tree).
+const uint BLOCK = BLOCK_SIZE;
+#include "ops-reduce.glsl"
 
-// The workgroup's total of t; every invocation gets it. Uniform control flow.
-float mv_norm_total(float t, uint tid) {
-    norm_red[tid] = t;
-    barrier();
-    [[unroll]] for (uint w = BLOCK_SIZE / 2u; w > 0u; w >>= 1) {
-        if (tid < w)
-            norm_red[tid] += norm_red[tid + w];
-        barrier();
-    }
-    const float s = norm_red[0];
-    barrier();
-    return s;
-}
+shared bool norm_is_last;
 
 // Called by every invocation of every workgroup that counts (uniform control flow), wg: its index
 // in this dispatch.
@@ -87,7 +76,7 @@ void mv_norm_finish(uint wg, uint tid) {
     memoryBarrierBuffer();      // this invocation's stores of y, before the count
     float tot[NV];
     [[unroll]] for (uint v = 0; v < NV; v++)
-        tot[v] = mv_norm_total(norm_sq[v], tid);
+        tot[v] = wg_sum(norm_sq[v]);
     if (tid == 0u) {
         [[unroll]] for (uint v = 0; v < NV; v++)
             norm_sync[1u + (p.norm_base + wg) * NV + v] = floatBitsToUint(tot[v]);
@@ -103,7 +92,7 @@ void mv_norm_finish(uint wg, uint tid) {
         float s = 0.0;
         for (uint g = tid; g < p.norm_groups; g += BLOCK_SIZE)
             s += uintBitsToFloat(norm_sync[1u + g * NV + v]);
-        const float scale = inversesqrt(mv_norm_total(s, tid) / float(n) + p.norm_eps);
+        const float scale = inversesqrt(wg_sum(s) / float(n) + p.norm_eps);
         for (uint k = tid; k < n; k += BLOCK_SIZE)
             norm_out[v * n + k] = y[v * n + k] * scale * norm_w[k];
     }
