@@ -295,7 +295,7 @@ static int bench_get_rows(Bench *b) {
 /* ---- activation kernels ---- */
 
 typedef struct Act {
-        GpuBuffer *a, *b, *out, *pos, *scratch;
+        GpuBuffer *a, *b, *out, *pos, *scratch, *params;
         uint32_t rows, cols;
         GpuRope rope;
 } Act;
@@ -329,6 +329,10 @@ static int rec_argmax_split(GpuCmd *c, GpuDevice *d, void *u) {
         Act *a = u;
         return gpu_op_argmax_split(c, d, bind(a->a), bind(a->out), bind(a->scratch), a->cols);
 }
+static int rec_topk(GpuCmd *c, GpuDevice *d, void *u) {
+        Act *a = u;
+        return gpu_op_topk_split(c, d, bind(a->a), bind(a->params), bind(a->out), bind(a->scratch), a->cols);
+}
 static int rec_rope(GpuCmd *c, GpuDevice *d, void *u) {
         Act *a = u;
         return gpu_op_rope(c, d, bind(a->a), bind(a->pos), bind(a->out), &a->rope);
@@ -340,6 +344,7 @@ static int bench_activations(Bench *b) {
                 record_t rec;
                 uint32_t rows, cols;
                 double reads, writes, flops_per_elem;   /* per element, in units of the row data */
+                const char *shape_note;                 /* parameters beyond the shape */
         } ops[] = {
                 { "rmsnorm", rec_rmsnorm, 512, 4096, 1, 1, 4 },
                 { "rope", rec_rope, 512, 4096, 1, 1, 6 },
@@ -350,6 +355,7 @@ static int bench_activations(Bench *b) {
                 { "argmax", rec_argmax, 1, 128256, 1, 0, 1 },
                 { "argmax", rec_argmax, 64, 128256, 1, 0, 1 },
                 { "argmax_split", rec_argmax_split, 1, 128256, 1, 0, 1 },
+                { "topk", rec_topk, 1, 128256, 1, 0, 1, " k104 g64" },
         };
         int r;
 
@@ -384,11 +390,26 @@ static int bench_activations(Bench *b) {
                         if (r >= 0)
                                 r = gpu_buffer_fill(a.scratch, 0, size, 0);
                 }
+                if (r >= 0 && ops[i].rec == rec_topk) {
+                        /* As temperature sampling runs it: top_k 104, 64 penalised tokens. */
+                        uint64_t size = gpu_topk_scratch_size(a.cols);
+                        r = gpu_buffer_new(b->dev, size, GPU_MEMORY_DEVICE, &a.scratch);
+                        if (r >= 0)
+                                r = gpu_buffer_fill(a.scratch, 0, size, 0);
+                        if (r >= 0)
+                                r = gpu_buffer_new(b->dev, sizeof(GpuTopkParams), GPU_MEMORY_HOST, &a.params);
+                        if (r >= 0) {
+                                GpuTopkParams *p = gpu_buffer_map(a.params);
+                                *p = (GpuTopkParams) { .k = 104, .n_gather = 64 };
+                                for (uint32_t j = 0; j < p->n_gather; j++)
+                                        p->gather[j] = (j * 7919u) % a.cols;
+                        }
+                }
                 if (r >= 0)
                         r = time_op(b->dev, ops[i].rec, &a, &ns);
                 if (r >= 0) {
                         char shape[48];
-                        snprintf(shape, sizeof shape, "%ux%u", a.rows, a.cols);
+                        snprintf(shape, sizeof shape, "%ux%u%s", a.rows, a.cols, ops[i].shape_note ?: "");
                         r = add_result(b, ops[i].kernel, "F32", shape, ns,
                                        4.0 * n * (ops[i].reads + ops[i].writes) + (ops[i].writes == 0 ? 4.0 * a.rows : 0),
                                        ops[i].flops_per_elem * n);
@@ -399,6 +420,7 @@ static int bench_activations(Bench *b) {
                 gpu_buffer_free(a.out);
                 gpu_buffer_free(a.pos);
                 gpu_buffer_free(a.scratch);
+                gpu_buffer_free(a.params);
                 if (r == -ENOMEM)
                         return r;
         }

@@ -183,9 +183,9 @@ static const Verb verbs[] = {
                 .summary = "Measure the engine's kernels, or a model",
                 .description = "'bench ops' runs every engine kernel (matrix x vector and matrix x matrix for\n"
                                "each weight type, embedding lookup, RMSNorm, RoPE, softmax, SwiGLU, add, mul,\n"
-                               "argmax, attention prefill and decode) at LLM-sized shapes on one Vulkan\n"
-                               "device, in this process, and prints GPU time, GB/s, GFLOP/s and the fraction\n"
-                               "of the device's measured copy bandwidth.\n"
+                               "argmax, top-k, attention prefill and decode) at LLM-sized shapes on one\n"
+                               "Vulkan device, in this process, and prints GPU time, GB/s, GFLOP/s and the\n"
+                               "fraction of the device's measured copy bandwidth.\n"
                                "\n"
                                "'bench MODEL' has inferd measure the loaded model MODEL as llama-bench does:\n"
                                "prompt processing (ppN) and generation (tgN) in tokens per second, the mean\n"

@@ -282,3 +282,54 @@ int gpu_op_argmax_split(GpuCmd *c, GpuDevice *d, GpuBinding x, GpuBinding out, G
         return dispatch(c, d, gpu_device_use_subgroup(d) ? GPU_SHADER_ARGMAX_F32 : GPU_SHADER_ARGMAX_F32_NOSG,
                         row_block(d, seg / 4, 1024), b, 3, &push, sizeof push, n_split, 1);
 }
+
+/* The top-k split: about 2k columns per workgroup (8 per invocation), at
+ * most TOPK_MAX_SPLIT, so the merge selects from at most 64 k entries. */
+#define TOPK_SPLIT_COLS 2048u
+#define TOPK_MAX_SPLIT 64u
+/* topk.comp's fixed workgroup size, one histogram bin per invocation (dispatch() passes it as
+ * constant 0, which that shader does not declare: unused constants are ignored). */
+#define TOPK_BLOCK 256u
+
+static uint32_t topk_split(uint32_t n_cols) {
+        return MIN(MAX((n_cols + TOPK_SPLIT_COLS - 1) / TOPK_SPLIT_COLS, 1u), TOPK_MAX_SPLIT);
+}
+
+bool gpu_topk_supported(const GpuDevice *d) {
+        return gpu_device_caps(d)->max_workgroup_invocations >= TOPK_BLOCK;
+}
+
+uint64_t gpu_topk_out_size(void) {
+        return ((uint64_t) GPU_TOPK_OUT_GATHER + GPU_TOPK_MAX) * 4;
+}
+
+uint64_t gpu_topk_scratch_size(uint32_t n_cols) {
+        /* Two counters, then up to GPU_TOPK_MAX (bits, index) pairs from each workgroup. */
+        return 4 * (2 + 2 * (uint64_t) topk_split(n_cols) * GPU_TOPK_MAX);
+}
+
+int gpu_op_topk_split(GpuCmd *c, GpuDevice *d, GpuBinding x, GpuBinding params, GpuBinding out,
+                      GpuBinding scratch, uint32_t n_cols) {
+        int r;
+
+        if (n_cols == 0)
+                return -EINVAL;
+        r = covers(x, (uint64_t) n_cols * 4);
+        if (r >= 0)
+                r = covers(params, sizeof(GpuTopkParams));
+        if (r >= 0)
+                r = covers(out, gpu_topk_out_size());
+        if (r >= 0)
+                r = covers(scratch, gpu_topk_scratch_size(n_cols));
+        if (r < 0)
+                return r;
+        if (!gpu_topk_supported(d))
+                return -EOPNOTSUPP;
+
+        uint32_t n_split = topk_split(n_cols);
+        uint32_t seg = (n_cols + n_split - 1) / n_split;
+        n_split = (n_cols + seg - 1) / seg;
+        GpuTopkPush push = { .n_cols = n_cols, .n_split = n_split, .seg = seg };
+        GpuBinding b[4] = { x, params, out, scratch };
+        return dispatch(c, d, GPU_SHADER_TOPK_F32, TOPK_BLOCK, b, 4, &push, sizeof push, n_split, 1);
+}

@@ -3,7 +3,8 @@
 
 /*
  * The non-matrix transformer kernels on F32 activations: RMSNorm, RoPE,
- * softmax, SwiGLU, element-wise add/mul/scale and per-row argmax.
+ * softmax, SwiGLU, element-wise add/mul/scale, per-row argmax and the top-k
+ * candidates of a row.
  *
  * Each gpu_op_*() records one dispatch into `c` (nothing is submitted) and
  * returns 0 or -errno: -EINVAL for a bad shape, or what gpu_pipeline_get()
@@ -45,6 +46,14 @@ typedef struct GpuArgmaxPush {          /* argmax.comp */
         uint32_t seg;
 } GpuArgmaxPush;
 static_assert(sizeof(GpuArgmaxPush) == 16, "GpuArgmaxPush mirrors Push in argmax.comp");
+
+typedef struct GpuTopkPush {            /* topk.comp */
+        uint32_t n_cols;
+        uint32_t n_split;               /* workgroups */
+        uint32_t seg;                   /* columns per workgroup */
+        uint32_t pad;
+} GpuTopkPush;
+static_assert(sizeof(GpuTopkPush) == 16, "GpuTopkPush mirrors Push in topk.comp");
 
 typedef struct GpuRopePush {            /* rope.comp */
         uint32_t n_tokens;
@@ -168,3 +177,51 @@ int gpu_op_argmax(GpuCmd *c, GpuDevice *d, GpuBinding x, GpuBinding out, uint32_
  */
 uint64_t gpu_argmax_scratch_size(uint32_t n_cols);
 int gpu_op_argmax_split(GpuCmd *c, GpuDevice *d, GpuBinding x, GpuBinding out, GpuBinding scratch, uint32_t n_cols);
+
+/*
+ * The top-k candidates of one row of n_cols floats x, for temperature
+ * sampling on the host without reading the whole row back (topk.comp).
+ *
+ * The order is the host sampler's: higher value first, equal values lower
+ * index first; NaN and -inf are never candidates, +inf counts as FLT_MAX
+ * (they tie) and -0.0 equals +0.0. The candidates are exactly the best
+ * m = min(k, selectable entries) by that order, ties at the k-th value
+ * included; m is 0 for a row of NaN and -inf.
+ *
+ * params holds a GpuTopkParams that the kernel reads when it runs, so a
+ * recorded command is replayed with the values of each submission (put it
+ * in host-visible memory). out receives gpu_topk_out_size() bytes laid out
+ * as GPU_TOPK_OUT_GATHER says. The row is split over up to 64 workgroups;
+ * the last to finish merges their candidates (as gpu_op_argmax_split()).
+ * scratch holds gpu_topk_scratch_size() bytes and must be zeroed once
+ * before its first use; the op leaves it ready for the next (its counters
+ * zeroed). Ops on the same scratch must be separated by a barrier.
+ * -EINVAL for n_cols == 0 or a binding that is too small, -EOPNOTSUPP on a
+ * device with fewer than 256 invocations per workgroup.
+ */
+
+/* At most this many candidates (k) and gathered entries. */
+#define GPU_TOPK_MAX 256u
+
+typedef struct GpuTopkParams {
+        uint32_t k;                     /* 1..GPU_TOPK_MAX (the kernel clamps to that range) */
+        uint32_t n_gather;              /* 0..GPU_TOPK_MAX (clamped) */
+        uint32_t gather[GPU_TOPK_MAX];  /* indices into x */
+} GpuTopkParams;
+static_assert(sizeof(GpuTopkParams) == 4 * (2 + GPU_TOPK_MAX), "GpuTopkParams mirrors P in topk.comp");
+
+/*
+ * out, in 32-bit words: [0] m, the number of candidates; [1 + 2i] the bits
+ * of candidate i's x value (the raw float, not sanitised), [2 + 2i] its
+ * index, for i < m (capacity GPU_TOPK_MAX, in no particular order); then
+ * from word GPU_TOPK_OUT_GATHER, n_gather floats: x[gather[j]] bit for bit
+ * (a quiet NaN where gather[j] >= n_cols).
+ */
+#define GPU_TOPK_OUT_GATHER (1u + 2u * GPU_TOPK_MAX)
+
+/* Whether d runs it: it needs 256 invocations per workgroup, Vulkan promises 128. */
+bool gpu_topk_supported(const GpuDevice *d);
+uint64_t gpu_topk_out_size(void);
+uint64_t gpu_topk_scratch_size(uint32_t n_cols);
+int gpu_op_topk_split(GpuCmd *c, GpuDevice *d, GpuBinding x, GpuBinding params, GpuBinding out,
+                      GpuBinding scratch, uint32_t n_cols);

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
+#include <float.h>
 #include <math.h>
+#include <stdlib.h>
 
 #include "ref-basic.h"
 
@@ -98,4 +100,35 @@ void ref_argmax(const float *x, uint32_t *out, uint32_t n_rows, uint32_t n_cols)
                                 best = i;
                 out[r] = best;
         }
+}
+
+typedef struct RefCand {
+        float v;
+        uint32_t i;
+} RefCand;
+
+static int ref_cand_cmp(const void *pa, const void *pb) {
+        const RefCand *a = pa, *b = pb;
+        if (a->v != b->v)
+                return a->v > b->v ? -1 : 1;
+        return a->i < b->i ? -1 : a->i > b->i;
+}
+
+uint32_t ref_topk_order(const float *x, uint32_t n_cols, uint32_t *order) {
+        RefCand *c = malloc((n_cols + 1) * sizeof *c);
+        uint32_t n = 0;
+
+        if (!c)
+                abort();
+        for (uint32_t i = 0; i < n_cols; i++) {
+                if (isnan(x[i]) || x[i] == -INFINITY)
+                        continue;
+                c[n++] = (RefCand) { .v = x[i] == INFINITY ? FLT_MAX : x[i], .i = i };
+        }
+        /* The index breaks every tie: the same result as a stable sort by value. */
+        qsort(c, n, sizeof *c, ref_cand_cmp);
+        for (uint32_t j = 0; j < n; j++)
+                order[j] = c[j].i;
+        free(c);
+        return n;
 }

@@ -22,3 +22,10 @@ void ref_swiglu(const float *gate, const float *up, float *out, size_t n);
 void ref_binary(const float *a, const float *b, float *out, uint32_t n_rows, uint32_t n_cols, bool b_broadcast,
                 bool mul);
 void ref_argmax(const float *x, uint32_t *out, uint32_t n_rows, uint32_t n_cols);
+/*
+ * The host sampler's order for gpu_op_topk_split(): the indices of x's selectable entries (not NaN,
+ * not -inf), best first: higher value first with +inf as FLT_MAX and -0.0 equal to +0.0, equal
+ * values lower index first. order holds n_cols; returns how many were selectable. The candidates
+ * for k are the first min(k, that) of order.
+ */
+uint32_t ref_topk_order(const float *x, uint32_t n_cols, uint32_t *order);

@@ -16,7 +16,10 @@
  *                                    omission must give an NMSE above 0.1
  *   add, mul, scale           exact  one correctly rounded operation
  *   argmax                    exact  indices, ties to the lowest
+ *   topk                      exact  the candidate set, values and gathered
+ *                                    values bit for bit
  */
+#include <float.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -597,6 +600,224 @@ static void test_argmax_ties(void **state) {
         gpu_buffer_free(b);
 }
 
+/* ---- top-k ------------------------------------------------------------------ */
+
+/* Rows for the top-k test. Special values come with probabilities of about count / n, so that a
+ * long row holds a few dozen of each and the k-th boundary falls inside a run of ties. */
+typedef enum TopkRow {
+        TOPK_RANDOM,            /* uniform in [-10, 10) */
+        TOPK_TIES,              /* a few levels: ~50 at the top, ~200 next, across every segment */
+        TOPK_SPECIALS,          /* +inf and FLT_MAX tied at the top, ±0 runs, NaNs, -inf, denormals */
+        TOPK_SPARSE,            /* ~50 selectable in a row of NaN and -inf: fewer than k */
+        TOPK_NONE,              /* NaN and -inf only: m = 0 */
+        _TOPK_ROW_MAX,
+} TopkRow;
+
+static const char *const topk_row_name[] = { "random", "ties", "specials", "sparse", "none" };
+
+static float bits_float(uint32_t u) {
+        float f;
+        memcpy(&f, &u, 4);
+        return f;
+}
+
+static uint32_t float_bits(float f) {
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        return u;
+}
+
+/* Each an unusual NaN or -inf: payloads and signs must come back bit for bit. */
+static float topk_unselectable(uint64_t *s) {
+        static const uint32_t bits[] = { 0x7fc00000u, 0xffc00000u, 0x7f800001u, 0xff812345u, 0xff800000u };
+        return bits_float(bits[test_rand_u64(s) % ELEMENTSOF(bits)]);
+}
+
+static float *topk_row(TopkRow kind, uint32_t n, uint64_t seed) {
+        float *x = malloc((size_t) n * sizeof *x);
+        uint64_t s = seed * 0x9E3779B97F4A7C15ULL + 3;
+        /* Expected counts per row, for rows long enough; short rows get at most these shares. */
+        double scale = 1.0 / MAX(n, 500u);
+
+        assert_non_null(x);
+        for (uint32_t i = 0; i < n; i++) {
+                double u = (double) (test_rand_u64(&s) >> 11) / 9007199254740992.0;
+                float r = test_rand_f(&s);
+                switch (kind) {
+                case TOPK_RANDOM:
+                        x[i] = 10.0f * r;
+                        break;
+                case TOPK_TIES: {
+                        static const float low[] = { 1.0f, 0.5f, -0.0f, 0.0f, -1.0f };
+                        x[i] = u < 50 * scale ? 3.0f : u < 250 * scale ? 2.0f : low[test_rand_u64(&s) % 5];
+                        break;
+                }
+                case TOPK_SPECIALS: {
+                        static const uint32_t rest[] = {
+                                0x80000000u, 0x00000000u,       /* -0.0, +0.0 */
+                                0xff7fffffu,                    /* -FLT_MAX */
+                                0x80000001u, 0x00000001u,       /* ± the smallest denormal */
+                                0x7fc00000u, 0xffc00000u, 0x7f800001u, 0xff800000u,
+                        };
+                        if (u < 20 * scale)
+                                x[i] = INFINITY;
+                        else if (u < 40 * scale)
+                                x[i] = FLT_MAX;
+                        else if (u < 70 * scale)
+                                x[i] = fabsf(r);
+                        else if (test_rand_u64(&s) % 4 == 0)
+                                x[i] = -fabsf(r);
+                        else
+                                x[i] = bits_float(rest[test_rand_u64(&s) % ELEMENTSOF(rest)]);
+                        break;
+                }
+                case TOPK_SPARSE:
+                        x[i] = u < 50 * scale ? r : topk_unselectable(&s);
+                        break;
+                default:
+                        x[i] = topk_unselectable(&s);
+                }
+        }
+        return x;
+}
+
+static int cmp_u32(const void *a, const void *b) {
+        uint32_t x = *(const uint32_t *) a, y = *(const uint32_t *) b;
+        return x < y ? -1 : x > y;
+}
+
+/* One submission's params: k and gather vary, and go past their limits (the kernel clamps). */
+static const struct {
+        uint32_t k, n_gather;
+} topk_cases[] = {
+        { 1, 0 }, { 40, 64 }, { 104, 256 }, { 256, 7 }, { 0, 1 }, { 1000, 1000 },
+};
+
+static void topk_params(GpuTopkParams *p, uint32_t k, uint32_t n_gather, uint32_t n_cols, uint64_t seed) {
+        uint64_t s = seed * 0x9E3779B97F4A7C15ULL + 5;
+
+        memset(p, 0, sizeof *p);
+        p->k = k;
+        p->n_gather = n_gather;
+        for (uint32_t j = 0; j < GPU_TOPK_MAX; j++) {
+                uint64_t r = test_rand_u64(&s);
+                /* Mostly in range, some just past the end and some far past it. */
+                p->gather[j] = r % 8 == 0 ? n_cols + (uint32_t) (r >> 32) % 3 : r % 8 == 1 ? 0xffffffffu
+                                                                                       : (uint32_t) (r >> 32) % n_cols;
+        }
+}
+
+/* out (one op's) against the reference order of x. */
+static void topk_check(const uint32_t *out, const float *x, uint32_t n_cols, const uint32_t *order, uint32_t n_sel,
+                       const GpuTopkParams *p) {
+        uint32_t k = MIN(MAX(p->k, 1u), GPU_TOPK_MAX), m = MIN(k, n_sel);
+        uint32_t got[GPU_TOPK_MAX], want[GPU_TOPK_MAX];
+
+        assert_int_equal(out[0], m);
+        for (uint32_t i = 0; i < m; i++) {
+                uint32_t idx = out[2 + 2 * i];
+                assert_true(idx < n_cols);
+                assert_int_equal(out[1 + 2 * i], float_bits(x[idx]));
+                got[i] = idx;
+        }
+        memcpy(want, order, m * 4);
+        qsort(got, m, 4, cmp_u32);
+        qsort(want, m, 4, cmp_u32);
+        assert_memory_equal(got, want, m * 4);
+
+        for (uint32_t j = 0; j < MIN(p->n_gather, GPU_TOPK_MAX); j++) {
+                uint32_t g = p->gather[j], v = out[GPU_TOPK_OUT_GATHER + j];
+                if (g < n_cols)
+                        assert_int_equal(v, float_bits(x[g]));
+                else
+                        assert_true(isnan(bits_float(v)));
+        }
+}
+
+/*
+ * One row: a recording of two ops on one scratch (a barrier between), submitted once per entry
+ * of topk_cases with new params each time: the counter must come back to zero and the params
+ * must be read at run time.
+ */
+static void run_topk(TopkRow kind, uint32_t n_cols, uint64_t seed) {
+        float *x = topk_row(kind, n_cols, seed);
+        uint32_t *order = malloc((size_t) n_cols * 4);
+        uint64_t out_size = gpu_topk_out_size(), scratch = gpu_topk_scratch_size(n_cols);
+        uint32_t *out1 = malloc(out_size), *out2 = malloc(out_size);
+        uint8_t *zero = calloc(1, scratch);
+        GpuBuffer *bx = upload(x, (size_t) n_cols * 4), *bo1 = upload(NULL, out_size), *bo2 = upload(NULL, out_size);
+        GpuBuffer *bs = upload(zero, scratch), *bp = NULL;
+        GpuCmd *c = NULL;
+
+        assert_non_null(order);
+        uint32_t n_sel = ref_topk_order(x, n_cols, order);
+        assert_int_equal(gpu_buffer_new(T.dev, sizeof(GpuTopkParams), GPU_MEMORY_HOST, &bp), 0);
+        GpuTopkParams *p = gpu_buffer_map(bp);
+        assert_non_null(p);
+
+        assert_int_equal(gpu_cmd_new(T.dev, &c), 0);
+        assert_int_equal(gpu_cmd_begin(c), 0);
+        assert_int_equal(gpu_op_topk_split(c, T.dev, bind(bx), bind(bp), bind(bo1), bind(bs), n_cols), 0);
+        gpu_cmd_barrier(c);
+        assert_int_equal(gpu_op_topk_split(c, T.dev, bind(bx), bind(bp), bind(bo2), bind(bs), n_cols), 0);
+        for (size_t t = 0; t < ELEMENTSOF(topk_cases); t++) {
+                uint32_t counter = 1;
+                topk_params(p, topk_cases[t].k, topk_cases[t].n_gather, n_cols, seed + t);
+                assert_int_equal(gpu_cmd_submit(c), 0);
+                download(bo1, out1, out_size);
+                download(bo2, out2, out_size);
+                download(bs, &counter, 4);
+                topk_check(out1, x, n_cols, order, n_sel, p);
+                topk_check(out2, x, n_cols, order, n_sel, p);
+                assert_int_equal(counter, 0);
+        }
+        fprintf(stderr, "# topk %-8s %6u cols: %u selectable\n", topk_row_name[kind], n_cols, n_sel);
+
+        gpu_cmd_free(c);
+        gpu_buffer_free(bx);
+        gpu_buffer_free(bp);
+        gpu_buffer_free(bo1);
+        gpu_buffer_free(bo2);
+        gpu_buffer_free(bs);
+        free(x);
+        free(order);
+        free(out1);
+        free(out2);
+        free(zero);
+}
+
+static void test_topk(void **state) {
+        /* 1, 7: rows shorter than k, no select at all; 300: a select in one workgroup; 2049: two
+         * segments; the rest are vocabularies (Llama 2, Llama 3, Qwen2) split 16 to 64 ways. */
+        static const uint32_t cols[] = { 1, 7, 300, 2049, 32000, 128256, 151936 };
+        for (size_t s = 0; s < ELEMENTSOF(cols); s++)
+                for (TopkRow kind = 0; kind < _TOPK_ROW_MAX; kind++)
+                        run_topk(kind, cols[s], 160 + 10 * s + kind);
+}
+
+static void test_topk_errors(void **state) {
+        const uint32_t n = 128256;
+        GpuBuffer *bx = upload(NULL, n * 4), *bp = upload(NULL, sizeof(GpuTopkParams));
+        GpuBuffer *bo = upload(NULL, gpu_topk_out_size()), *bs = upload(NULL, gpu_topk_scratch_size(n));
+        GpuBinding x = bind(bx), prm = bind(bp), o = bind(bo), s = bind(bs);
+        GpuCmd *c = begin();
+
+        assert_true(gpu_topk_scratch_size(n) > gpu_topk_scratch_size(2048));
+        assert_int_equal(gpu_op_topk_split(c, T.dev, x, prm, o, s, 0), -EINVAL);
+        assert_int_equal(gpu_op_topk_split(c, T.dev, x, prm, o, s, n + 64 + ALIGN_OFF / 4), -EINVAL);
+        assert_int_equal(gpu_op_topk_split(c, T.dev, x, (GpuBinding) { bp, 0, 8 }, o, s, n), -EINVAL);
+        assert_int_equal(gpu_op_topk_split(c, T.dev, x, prm, (GpuBinding) { bo, 0, 4 * GPU_TOPK_OUT_GATHER }, s, n),
+                         -EINVAL);
+        assert_int_equal(gpu_op_topk_split(c, T.dev, x, prm, o, (GpuBinding) { bs, 0, gpu_topk_scratch_size(2048) }, n),
+                         -EINVAL);
+        assert_int_equal(gpu_op_topk_split(c, T.dev, x, prm, o, (GpuBinding) {}, n), -EINVAL);
+        submit(c);
+        gpu_buffer_free(bx);
+        gpu_buffer_free(bp);
+        gpu_buffer_free(bo);
+        gpu_buffer_free(bs);
+}
+
 static void test_chain(void **state) {
         /* One recording, several dependent ops with barriers: x -> rmsnorm -> *w (broadcast) -> + x -> argmax. */
         const uint32_t rows = 3, cols = 5003;
@@ -650,6 +871,8 @@ int main(void) {
                 cmocka_unit_test(test_scale),
                 cmocka_unit_test(test_argmax),
                 cmocka_unit_test(test_argmax_ties),
+                cmocka_unit_test(test_topk),
+                cmocka_unit_test(test_topk_errors),
                 cmocka_unit_test(test_chain),
         };
         gpu_test_open(&T);

@@ -29,8 +29,8 @@ def test_every_kernel_and_type_has_figures():
         seen.setdefault(res["kernel"], set()).add(res["type"])
     for k in ("matvec", "matmul"):
         check_eq(seen.get(k), WEIGHT_TYPES, f"types benchmarked for {k}")
-    for k in ("get_rows", "rmsnorm", "rope", "softmax", "swiglu", "add", "mul", "argmax", "attn_prefill",
-              "attn_decode"):
+    for k in ("get_rows", "rmsnorm", "rope", "softmax", "swiglu", "add", "mul", "argmax", "topk",
+              "attn_prefill", "attn_decode"):
         check(k in seen, f"no figure for {k}")
     shapes = {r["shape"] for r in out["results"] if r["kernel"] == "matvec"}
     check({"4096x4096", "14336x4096", "4096x14336"} <= shapes, f"matvec shapes {shapes}")
