@@ -56,7 +56,8 @@ struct Sampler {
         int32_t *history;               /* ring of params.repeat_last_n tokens, NULL if no penalty */
         uint32_t history_len;           /* valid entries */
         uint32_t history_next;          /* slot for the next token */
-        int32_t *history_scratch;       /* the window, sorted, to penalise each token once */
+        int32_t *pen_ids;               /* the window's distinct tokens, ascending (collect_penalised()) */
+        uint32_t n_pen;
 
         Candidate *cand;                /* n_vocab */
 };
@@ -476,23 +477,28 @@ static int int32_compare(const void *a, const void *b) {
         return (x > y) - (x < y);
 }
 
-static void apply_penalty(Sampler *s, float *logits) {
-        const float penalty = s->params.repeat_penalty;
+/* llama.cpp's rule: a penalty above 1 makes a token less likely whatever its logit's sign. */
+static inline float penalise(float l, float penalty) {
+        return l > 0.0f ? l / penalty : l * penalty;
+}
 
+/* The distinct tokens of the window, ascending, into s->pen_ids: llama.cpp
+ * penalises each once, however often it occurs there. */
+static void collect_penalised(Sampler *s) {
+        s->n_pen = 0;
         if (!s->history || s->history_len == 0)
                 return;
+        memcpy(s->pen_ids, s->history, s->history_len * sizeof(int32_t));
+        qsort(s->pen_ids, s->history_len, sizeof(int32_t), int32_compare);
+        for (uint32_t i = 0; i < s->history_len; i++)
+                if (s->n_pen == 0 || s->pen_ids[i] != s->pen_ids[s->n_pen - 1])
+                        s->pen_ids[s->n_pen++] = s->pen_ids[i];
+}
 
-        /* llama.cpp penalises each distinct token of the window once, however
-         * often it occurs there. */
-        memcpy(s->history_scratch, s->history, s->history_len * sizeof(int32_t));
-        qsort(s->history_scratch, s->history_len, sizeof(int32_t), int32_compare);
-        for (uint32_t i = 0; i < s->history_len; i++) {
-                int32_t t = s->history_scratch[i];
-                if (i > 0 && t == s->history_scratch[i - 1])
-                        continue;
-                float *l = &logits[t];
-                *l = *l > 0.0f ? *l / penalty : *l * penalty;
-        }
+static void apply_penalty(Sampler *s, float *logits) {
+        collect_penalised(s);
+        for (uint32_t i = 0; i < s->n_pen; i++)
+                logits[s->pen_ids[i]] = penalise(logits[s->pen_ids[i]], s->params.repeat_penalty);
 }
 
 /* Ties keep the lower id; nothing finite gives 0. */
@@ -510,6 +516,46 @@ static int32_t sanitize_argmax(float *logits, uint32_t n) {
         return best;
 }
 
+/*
+ * After top-k, the survivors sorted best first (the candidate order): top-p
+ * keeps the shortest prefix whose weight reaches top_p of the total, min-p
+ * the prefix whose weight is at least min_p of the best's. Both look at
+ * softmax(logits) before the temperature; the best candidate always
+ * survives (weight 1). Sorted first, so that the result depends only on the
+ * set top-k selected: the device's candidates (sampler_sample_top()) and the
+ * whole row then give the same tokens.
+ */
+static size_t filter_sorted(Sampler *s, size_t n) {
+        const SamplerParams *p = &s->params;
+        Candidate *c = s->cand;
+
+        cand_sort(c, n);
+        if (n <= 1 || (p->top_p >= 1.0f && p->min_p <= 0.0f))
+                return n;
+
+        const double max = (double) c[0].logit;
+        double total = 0.0;
+        for (size_t i = 0; i < n; i++) {
+                c[i].w = exp_det((double) c[i].logit - max);
+                total += c[i].w;
+        }
+        if (p->top_p < 1.0f) {
+                /* The same additions in the same order as total: the last one reaches it. */
+                const double target = (double) p->top_p * total;
+                double acc = 0.0;
+                for (size_t i = 0; i < n; i++) {
+                        acc += c[i].w;
+                        if (acc >= target) {
+                                n = i + 1;
+                                break;
+                        }
+                }
+        }
+        while (n > 1 && c[n - 1].w < (double) p->min_p)
+                n--;
+        return n;
+}
+
 /* Penalty, top-k, top-p, min-p: leaves the candidates in s->cand[0..n) and
  * returns n, 0 if no token has a finite logit. *ret_max: the best logit. */
 static size_t run_filters(Sampler *s, float *logits, float *ret_max) {
@@ -520,40 +566,44 @@ static size_t run_filters(Sampler *s, float *logits, float *ret_max) {
 
         apply_penalty(s, logits);
 
-        if (p->top_k > 0 && p->top_k <= HEAP_MAX_K) {
-                /* The common case, top_k = 40 or so: one pass, and for most
-                 * tokens a single comparison with the worst of the k kept. */
-                n = heap_select(c, logits, s->n_vocab, (size_t) p->top_k);
-                for (size_t i = 0; i < n; i++)
-                        if (c[i].logit > max)
-                                max = c[i].logit;
-                *ret_max = max;
-                if (n <= 1)
-                        return n;
-        } else {
-                for (uint32_t i = 0; i < s->n_vocab; i++) {
-                        float l = sanitize(&logits[i]);
-                        if (l == -INFINITY)
-                                continue;
-                        c[n].logit = l;
-                        c[n].id = (int32_t) i;
-                        n++;
-                        if (l > max)
-                                max = l;
+        if (p->top_k > 0) {
+                if (p->top_k <= HEAP_MAX_K)
+                        /* The common case, top_k = 40 or so: one pass, and for most
+                         * tokens a single comparison with the worst of the k kept. */
+                        n = heap_select(c, logits, s->n_vocab, (size_t) p->top_k);
+                else {
+                        for (uint32_t i = 0; i < s->n_vocab; i++) {
+                                float l = sanitize(&logits[i]);
+                                if (l != -INFINITY)
+                                        c[n++] = (Candidate) { .logit = l, .id = (int32_t) i };
+                        }
+                        if ((size_t) p->top_k < n) {
+                                select_best(c, n, (size_t) p->top_k);
+                                n = (size_t) p->top_k;
+                        }
                 }
-                *ret_max = max;
-                if (n <= 1)
-                        return n;
-
-                if (p->top_k > 0 && (size_t) p->top_k < n) {
-                        select_best(c, n, (size_t) p->top_k);
-                        n = (size_t) p->top_k;
-                }
+                n = filter_sorted(s, n);
+                *ret_max = n > 0 ? c[0].logit : -INFINITY;
+                return n;
         }
 
-        /* Both see softmax(logits) of the survivors so far, before the
-         * temperature; the best candidate always survives (weight 1). */
-        if ((p->top_p < 1.0f || p->min_p > 0.0f) && n > 1) {
+        /* No top-k: the whole vocabulary stays in id order, and top-p finds
+         * its cut without sorting it. */
+        for (uint32_t i = 0; i < s->n_vocab; i++) {
+                float l = sanitize(&logits[i]);
+                if (l == -INFINITY)
+                        continue;
+                c[n].logit = l;
+                c[n].id = (int32_t) i;
+                n++;
+                if (l > max)
+                        max = l;
+        }
+        *ret_max = max;
+        if (n <= 1)
+                return n;
+
+        if (p->top_p < 1.0f || p->min_p > 0.0f) {
                 double total = 0.0, bin_mass[TOP_P_BINS] = {};
                 for (size_t i = 0; i < n; i++) {
                         double x = (double) c[i].logit - (double) max;
@@ -594,25 +644,15 @@ static double weigh(Sampler *s, size_t n, float max) {
         return total;
 }
 
-int32_t sampler_sample(Sampler *s, float *logits) {
-        assert(s);
-        assert(logits);
+/* Draws from s->cand[0..n) with the uniform u; n == 0: the dead row's token 0. */
+static int32_t draw(Sampler *s, size_t n, float max, double u) {
+        Candidate *c = s->cand;
 
-        if (s->params.temperature == 0.0f) {
-                apply_penalty(s, logits);
-                return sanitize_argmax(logits, s->n_vocab);
-        }
-
-        float max;
-        size_t n = run_filters(s, logits, &max);
-        /* Drawn before looking at n: one number per call, whatever the row. */
-        double u = rng_uniform(s->rng);
         if (n == 0)
                 return 0;
         if (n == 1)
-                return s->cand[0].id;
+                return c[0].id;
 
-        Candidate *c = s->cand;
         double total = weigh(s, n, max);
 
         /* Same additions in the same order as total: the running sum ends
@@ -627,6 +667,104 @@ int32_t sampler_sample(Sampler *s, float *logits) {
                 if (c[i - 1].w > 0.0)
                         return c[i - 1].id;
         return c[0].id;         /* not reached: the best candidate weighs 1 */
+}
+
+int32_t sampler_sample(Sampler *s, float *logits) {
+        assert(s);
+        assert(logits);
+
+        if (s->params.temperature == 0.0f) {
+                apply_penalty(s, logits);
+                return sanitize_argmax(logits, s->n_vocab);
+        }
+
+        float max;
+        size_t n = run_filters(s, logits, &max);
+        /* Drawn before looking at n: one number per call, whatever the row. */
+        double u = rng_uniform(s->rng);
+        return draw(s, n, max, u);
+}
+
+uint32_t sampler_top_request(Sampler *s, const int32_t **ret_ids, uint32_t *ret_n_ids) {
+        assert(s);
+        assert(ret_ids);
+        assert(ret_n_ids);
+
+        collect_penalised(s);
+        *ret_ids = s->pen_ids;
+        *ret_n_ids = s->n_pen;
+
+        /* Greedy needs the best token of the penalised row, the others top-k's. */
+        uint64_t k = s->params.temperature == 0.0f ? 1 : (uint64_t) s->params.top_k;
+        if (k == 0 || k + s->n_pen > SAMPLER_TOP_MAX)
+                return 0;
+        /*
+         * A token outside the window is beaten after the penalty by fewer
+         * than k others if it is one of the top k: by fewer than k outside
+         * the window, and at most by every token of the window. So the
+         * k + n_pen best of the raw row hold every such token, and the
+         * window's own logits are asked for separately.
+         */
+        return (uint32_t) k + s->n_pen;
+}
+
+static bool is_penalised(const Sampler *s, int32_t id) {
+        uint32_t lo = 0, hi = s->n_pen;
+
+        while (lo < hi) {
+                uint32_t mid = lo + (hi - lo) / 2;
+                if (s->pen_ids[mid] == id)
+                        return true;
+                if (s->pen_ids[mid] < id)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return false;
+}
+
+int32_t sampler_sample_top(Sampler *s, const float *top_logits, const int32_t *top_ids, uint32_t m,
+                           const float *pen_logits) {
+        const SamplerParams *p = &s->params;
+        Candidate *c = s->cand;
+        size_t n = 0;
+
+        assert(s);
+        assert(m == 0 || (top_logits && top_ids));
+        assert(s->n_pen == 0 || pen_logits);
+
+        /* The window's tokens with the penalty, the rest as they are: every
+         * token the whole row's top-k could hold, each once. */
+        /* n stays below n_vocab even if the ids repeat, which they should not. */
+        for (uint32_t i = 0; i < m && n + s->n_pen < s->n_vocab; i++) {
+                float l = top_logits[i];
+                if (top_ids[i] < 0 || (uint32_t) top_ids[i] >= s->n_vocab || is_penalised(s, top_ids[i]) ||
+                    sanitize(&l) == -INFINITY)
+                        continue;
+                c[n++] = (Candidate) { .logit = l, .id = top_ids[i] };
+        }
+        for (uint32_t i = 0; i < s->n_pen; i++) {
+                float l = penalise(pen_logits[i], p->repeat_penalty);
+                if (sanitize(&l) != -INFINITY)
+                        c[n++] = (Candidate) { .logit = l, .id = s->pen_ids[i] };
+        }
+
+        if (p->temperature == 0.0f) {
+                size_t best = 0;
+                for (size_t i = 1; i < n; i++)
+                        if (cand_better(&c[i], &c[best]))
+                                best = i;
+                return n > 0 ? c[best].id : 0;
+        }
+
+        /* top-k of those is top-k of the row; the rest is sampler_sample()'s. */
+        if (p->top_k > 0 && (size_t) p->top_k < n) {
+                cand_sort(c, n);
+                n = (size_t) p->top_k;
+        }
+        n = filter_sorted(s, n);
+        double u = rng_uniform(s->rng);
+        return draw(s, n, n > 0 ? c[0].logit : -INFINITY, u);
 }
 
 static int cand_compare_id(const void *a, const void *b) {
@@ -713,8 +851,8 @@ Sampler *sampler_new(const SamplerParams *p, uint32_t n_vocab) {
 
         if (p->repeat_penalty != 1.0f && p->repeat_last_n > 0) {
                 s->history = malloc(p->repeat_last_n * sizeof(int32_t));
-                s->history_scratch = malloc(p->repeat_last_n * sizeof(int32_t));
-                if (!s->history || !s->history_scratch)
+                s->pen_ids = malloc(p->repeat_last_n * sizeof(int32_t));
+                if (!s->history || !s->pen_ids)
                         return NULL;
         }
 
@@ -730,7 +868,7 @@ Sampler *sampler_free(Sampler *s) {
                 return NULL;
         free(s->cand);
         free(s->history);
-        free(s->history_scratch);
+        free(s->pen_ids);
         free(s);
         return NULL;
 }

@@ -20,6 +20,11 @@
  * temperature above 0 consumes exactly one 64-bit random number, whatever
  * the logits, so a degenerate row does not shift the rest of the stream.
  *
+ * With top-k on, the survivors are sorted (higher logit first, ties to the
+ * lower id) before top-p, min-p and the draw, so the token depends only on
+ * which tokens top-k kept: sampler_sample_top() can then work from the few
+ * best logits a device selected and give the same tokens.
+ *
  * Non-finite logits: NaN counts as -inf (never picked), +inf as FLT_MAX (the
  * +inf tokens share the probability mass). If no token is left (every logit
  * -inf or NaN) the result is token 0, so the caller always gets a valid id.
@@ -81,6 +86,27 @@ int32_t sampler_sample(Sampler *s, float *logits);
  * wants them penalised, as llama.cpp does). Ids outside [0, n_vocab) are
  * ignored. */
 void sampler_accept(Sampler *s, int32_t token);
+
+/*
+ * Sampling from a device's best logits instead of the whole row, with the
+ * same result and the same random stream as sampler_sample():
+ *
+ *     k = sampler_top_request(s, &ids, &n_ids);
+ *     if (k > 0) { the device selects the k best logits of the row (higher
+ *         first, ties to the lower id, NaN and -inf never, +inf as FLT_MAX)
+ *         and copies the raw logits of ids[0..n_ids), the penalised tokens;
+ *         token = sampler_sample_top(s, top_logits, top_ids, m, pen_logits); }
+ *     else token = sampler_sample(s, whole_row);
+ *
+ * k is 0 when only the whole row will do: top-k off with a temperature, or
+ * more than SAMPLER_TOP_MAX values needed. ids stays valid until the next
+ * call on s. m: how many the device found, k or fewer when the row has fewer
+ * selectable logits; in any order.
+ */
+#define SAMPLER_TOP_MAX 256u
+uint32_t sampler_top_request(Sampler *s, const int32_t **ret_ids, uint32_t *ret_n_ids);
+int32_t sampler_sample_top(Sampler *s, const float *top_logits, const int32_t *top_ids, uint32_t m,
+                           const float *pen_logits);
 
 /* Forgets the history and restarts the random stream from the seed: the same
  * logits then give the same tokens again. */

@@ -322,15 +322,15 @@ static void test_golden_sequence(void **state) {
                 81, 379, 676, 924, 989, 768, 716, 849, 756, 573, 676, 288,
                 807, 312, 705, 871, 612, 846, 707, 704, 81, 182, 430, 598,
         });
-        /* top-k by heap */
+        /* top-k by heap, survivors sorted */
         golden_run(1000, 40, 0.95f, (const int32_t[24]) {
-                794, 832, 769, 209, 509, 367, 533, 754, 52, 535, 936, 780,
-                586, 482, 236, 757, 481, 650, 950, 65, 507, 938, 26, 326,
+                221, 158, 859, 976, 509, 768, 208, 871, 767, 172, 835, 690,
+                299, 703, 640, 574, 650, 276, 445, 832, 286, 949, 886, 910,
         });
-        /* top-k by quickselect, no top-p */
+        /* top-k by quickselect, survivors sorted, no top-p */
         golden_run(3000, 1500, 1.0f, (const int32_t[24]) {
-                130, 417, 1495, 449, 965, 2861, 612, 2591, 751, 2080, 794, 2368,
-                758, 318, 1235, 978, 770, 1196, 1040, 1744, 81, 2524, 2158, 1527,
+                715, 2314, 2783, 902, 1327, 470, 2591, 669, 2421, 2915, 226, 1042,
+                2412, 1694, 1437, 2051, 1043, 655, 1274, 1048, 1053, 2393, 326, 2067,
         });
 }
 
@@ -760,6 +760,178 @@ static void test_filters_match_reference(void **state) {
         print_message("# %u filter cases match the reference\n", cases);
 }
 
+/* ---- sampling from a device's best logits ---- */
+
+/* What the device's top-k selection (gpu_op_topk_split) is specified to
+ * return: the k best by value (NaN and -inf never, +inf as FLT_MAX, -0 as
+ * +0), ties to the lower id, handed over in a shuffled order. */
+static float select_key(float l) {
+        if (isnan(l) || l == -INFINITY)
+                return -INFINITY;
+        return l == INFINITY ? FLT_MAX : l;
+}
+
+static const float *select_row;
+
+static int select_compare(const void *a, const void *b) {
+        int32_t x = *(const int32_t *) a, y = *(const int32_t *) b;
+        float kx = select_key(select_row[x]), ky = select_key(select_row[y]);
+        if (kx != ky)
+                return kx > ky ? -1 : 1;
+        return (x > y) - (x < y);
+}
+
+static uint32_t device_select(const float *row, uint32_t n, uint32_t k, float *top_l, int32_t *top_id) {
+        _cleanup_free_ int32_t *idx = malloc(n * sizeof(int32_t));
+        uint32_t m = 0;
+
+        assert_non_null(idx);
+        for (uint32_t i = 0; i < n; i++)
+                idx[i] = (int32_t) i;
+        select_row = row;
+        qsort(idx, n, sizeof(int32_t), select_compare);
+        while (m < k && m < n && select_key(row[idx[m]]) != -INFINITY)
+                m++;
+        for (uint32_t i = m; i > 1; i--) {      /* Fisher-Yates */
+                uint32_t j = (uint32_t) (test_next() % i);
+                int32_t t = idx[i - 1];
+                idx[i - 1] = idx[j];
+                idx[j] = t;
+        }
+        for (uint32_t i = 0; i < m; i++) {
+                top_id[i] = idx[i];
+                top_l[i] = row[idx[i]];
+        }
+        return m;
+}
+
+/* A row for step t: model-like, or one of the awkward kinds. */
+static void awkward_row(float *l, uint32_t n, unsigned kind) {
+        random_logits(l, n);
+        switch (kind % 5) {
+        case 1: /* coarse: ties across the k-th place */
+                for (uint32_t i = 0; i < n; i++)
+                        l[i] = roundf(l[i] / 2.0f);
+                break;
+        case 2: /* non-finite values and signed zeros */
+                for (uint32_t i = 0; i < n; i += 7)
+                        l[i] = (i / 7) % 4 == 0 ? NAN : (i / 7) % 4 == 1 ? -INFINITY : (i / 7) % 4 == 2 ? -0.0f : 0.0f;
+                l[test_next() % n] = INFINITY;
+                l[test_next() % n] = FLT_MAX;
+                l[test_next() % n] = INFINITY;
+                break;
+        case 3: /* almost nothing finite */
+                for (uint32_t i = 0; i < n; i++)
+                        if (i % 97 != 5)
+                                l[i] = i % 2 ? NAN : -INFINITY;
+                break;
+        case 4: /* flat */
+                for (uint32_t i = 0; i < n; i++)
+                        l[i] = 1.0f;
+                break;
+        }
+}
+
+/*
+ * sampler_sample_top() on what the device would select gives the tokens
+ * sampler_sample() gives on the whole row, step after step with the same
+ * seed, for every filter, penalties above and below 1 (below 1 raises the
+ * window's logits past tokens the device kept), greedy, and rows with ties,
+ * NaN, infinities and nothing finite.
+ */
+static void test_top_matches_whole_row(void **state) {
+        static const uint32_t sizes[] = { 3, 50, 1000, 32000 };
+        static const struct {
+                float temperature;
+                int32_t top_k;
+                float top_p, min_p, penalty;
+                uint32_t last_n;
+        } cases[] = {
+                { 0.8f, 40, 0.95f, 0.05f, 1.0f, 64 },
+                { 0.8f, 40, 0.95f, 0.05f, 1.3f, 64 },
+                { 1.5f, 40, 1.0f, 0.0f, 0.6f, 64 },
+                { 1.0f, 1, 1.0f, 0.0f, 1.1f, 16 },
+                { 1.0f, 5, 0.5f, 0.2f, 2.0f, 8 },
+                { 0.7f, 200, 0.99f, 0.0f, 1.1f, 32 },
+                { 2.0f, 3, 0.9f, 0.0f, 1.0f, 0 },
+                { 0.0f, 40, 0.95f, 0.05f, 1.0f, 64 },
+                { 0.0f, 40, 1.0f, 0.0f, 1.5f, 64 },
+                { 0.0f, 0, 1.0f, 0.0f, 0.5f, 32 },
+        };
+        _cleanup_free_ float *row = malloc(32000 * sizeof(float));
+        _cleanup_free_ float *copy = malloc(32000 * sizeof(float));
+        float top_l[SAMPLER_TOP_MAX], pen_l[SAMPLER_TOP_MAX];
+        int32_t top_id[SAMPLER_TOP_MAX];
+        unsigned steps = 0;
+
+        assert_non_null(row);
+        assert_non_null(copy);
+        for (size_t si = 0; si < ELEMENTSOF(sizes); si++)
+                for (size_t ci = 0; ci < ELEMENTSOF(cases); ci++) {
+                        uint32_t n = sizes[si];
+                        SamplerParams p;
+                        sampler_params_default(&p);
+                        p.seed = 1000 + ci;
+                        p.temperature = cases[ci].temperature;
+                        p.top_k = cases[ci].top_k;
+                        p.top_p = cases[ci].top_p;
+                        p.min_p = cases[ci].min_p;
+                        p.repeat_penalty = cases[ci].penalty;
+                        p.repeat_last_n = cases[ci].last_n;
+                        _cleanup_(sampler_freep) Sampler *whole = sampler_new(&p, n);
+                        _cleanup_(sampler_freep) Sampler *top = sampler_new(&p, n);
+                        assert_non_null(whole);
+                        assert_non_null(top);
+
+                        /* A prompt, so the penalty has a window from the first step. */
+                        for (uint32_t i = 0; i < 24; i++) {
+                                int32_t t = (int32_t) (test_next() % n);
+                                sampler_accept(whole, t);
+                                sampler_accept(top, t);
+                        }
+                        for (unsigned t = 0; t < 40; t++) {
+                                awkward_row(row, n, t);
+                                memcpy(copy, row, n * sizeof(float));
+                                int32_t want = sampler_sample(whole, copy);
+
+                                const int32_t *ids;
+                                uint32_t n_ids;
+                                uint32_t k = sampler_top_request(top, &ids, &n_ids);
+                                assert_true(n_ids <= cases[ci].last_n);
+                                assert_int_equal(k, cases[ci].temperature == 0.0f ? 1 + n_ids :
+                                                    (uint32_t) cases[ci].top_k + n_ids);
+                                uint32_t m = device_select(row, n, k, top_l, top_id);
+                                for (uint32_t i = 0; i < n_ids; i++)
+                                        pen_l[i] = row[ids[i]];
+                                int32_t got = sampler_sample_top(top, top_l, top_id, m, pen_l);
+                                if (got != want)
+                                        fail_msg("n=%u case %zu step %u: %d from the device's %u best, %d from the row",
+                                                 n, ci, t, got, m, want);
+                                sampler_accept(whole, want);
+                                sampler_accept(top, got);
+                                steps++;
+                        }
+                }
+        print_message("# %u steps: the same tokens from the best logits as from the whole row\n", steps);
+
+        /* Only the whole row will do: top-k off with a temperature, or too many logits asked for. */
+        const int32_t *ids;
+        uint32_t n_ids;
+        SamplerParams p = params_plain(0.8f, 1);
+        _cleanup_(sampler_freep) Sampler *off = sampler_new(&p, 1000);
+        assert_non_null(off);
+        assert_int_equal(sampler_top_request(off, &ids, &n_ids), 0);
+        p.top_k = SAMPLER_TOP_MAX;
+        p.repeat_penalty = 1.1f;
+        _cleanup_(sampler_freep) Sampler *big = sampler_new(&p, 1000);
+        assert_non_null(big);
+        assert_int_equal(sampler_top_request(big, &ids, &n_ids), SAMPLER_TOP_MAX);
+        sampler_accept(big, 7);
+        assert_int_equal(sampler_top_request(big, &ids, &n_ids), 0);
+        assert_int_equal(n_ids, 1);
+        assert_int_equal(ids[0], 7);
+}
+
 /* ---- speed on a Qwen2-sized vocabulary ---- */
 
 static double now_ms(void) {
@@ -853,6 +1025,7 @@ int main(void) {
                 cmocka_unit_test(test_repetition_penalty),
                 cmocka_unit_test(test_nonfinite),
                 cmocka_unit_test(test_filters_match_reference),
+                cmocka_unit_test(test_top_matches_whole_row),
                 cmocka_unit_test(test_speed),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
