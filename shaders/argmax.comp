@@ -1,8 +1,9 @@
 #version 450
 // Argmax per row: out[r] = index of the largest x[r][i], ties to the lowest
-// index. Greedy sampling over vocabularies of 128k-256k entries, usually a
-// single row: a workgroup streams the row with vec4 loads (scalar only for
-// the unaligned head and the tail), so many loads are in flight.
+// index, +inf as FLT_MAX, NaN never. Greedy sampling over vocabularies of
+// 128k-256k entries, usually a single row: a workgroup streams the row with
+// vec4 loads (scalar only for the unaligned head and the tail), so many
+// loads are in flight.
 //
 // One row can also be split (p.n_split > 1, gpu_op_argmax_split()): one
 // workgroup streaming a 600 KB row takes ~20 us on a large GPU, latency
@@ -38,6 +39,10 @@ uint bi;
 shared bool is_last;
 
 void take(float v, uint i) {
+    // +inf counts as FLT_MAX, as in the host sampler (daemon/model/sampler.c):
+    // the two paths must pick the same token.
+    if (v == 1.0 / 0.0)
+        v = 3.40282347e38;
     if (am_better(v, i, bv, bi)) {
         bv = v;
         bi = i;

@@ -163,7 +163,8 @@ int gpu_op_scale(GpuCmd *c, GpuDevice *d, GpuBinding x, GpuBinding out, uint32_t
 /*
  * out[r] = the index (uint32) of the largest x[r][i], ties to the lowest
  * index. One workgroup per row: meant for a few rows of a vocabulary
- * (128k-256k columns), i.e. greedy sampling. NaNs give an unspecified index.
+ * (128k-256k columns), i.e. greedy sampling. +inf counts as FLT_MAX (as in
+ * the host sampler), NaN is never picked; a row of NaNs gives 0xffffffff.
  */
 int gpu_op_argmax(GpuCmd *c, GpuDevice *d, GpuBinding x, GpuBinding out, uint32_t n_rows, uint32_t n_cols);
 

@@ -96,7 +96,7 @@ void ref_argmax(const float *x, uint32_t *out, uint32_t n_rows, uint32_t n_cols)
                 const float *xr = x + (size_t) r * n_cols;
                 uint32_t best = 0;
                 for (uint32_t i = 1; i < n_cols; i++)
-                        if (xr[i] > xr[best])
+                        if (fminf(xr[i], FLT_MAX) > fminf(xr[best], FLT_MAX))   /* +inf as FLT_MAX */
                                 best = i;
                 out[r] = best;
         }

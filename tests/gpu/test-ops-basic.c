@@ -566,9 +566,10 @@ static void test_argmax_ties(void **state) {
         for (uint32_t i = 0; i < cols; i++)
                 y[i] = -1.0f - fabsf(y[i]);
         y[7777] = y[9999] = -0.25f;
-        /* Row 5: +inf. */
+        /* Row 5: +inf, which counts as FLT_MAX: the FLT_MAX before it wins the tie. */
         y += cols;
         y[4242] = INFINITY;
+        y[4000] = FLT_MAX;
         /* Rows 6, 7: ties spanning many invocations' strides. */
         y += cols;
         for (uint32_t i = 3000; i < 3100; i++)
