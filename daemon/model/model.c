@@ -59,6 +59,8 @@
 #include "ops-weights.h"
 #include "tensor.h"
 
+static_assert(MODEL_TOP_MAX == GPU_TOPK_MAX, "model_eval_top() passes the op's limits on");
+
 /* Offsets of bindings: the largest minStorageBufferOffsetAlignment Vulkan allows. */
 #define BIND_ALIGN 256u
 /* Context length when the file does not say (llama.cpp's default for such files). */
@@ -115,12 +117,14 @@ struct Model {
         bool fuse_rope;
         uint32_t k_off, v_off, qkv_stride;
         uint32_t up_off, ffn_stride;
+        bool sample_on_device;  /* model_samples_on_device() */
 };
 
 typedef enum EvalOutput {
         EVAL_NONE,              /* only fill the KV cache (all but the last prompt chunk) */
         EVAL_LOGITS,
         EVAL_ARGMAX,
+        EVAL_TOP,               /* the best logits and the gathered ones (gpu_op_topk_split()) */
         EVAL__MAX,
 } EvalOutput;
 
@@ -145,11 +149,15 @@ struct ModelContext {
         GpuBuffer *scratch;     /* decode attention's counters and partial results */
         GpuBuffer *sync;        /* counters and partial results of the ops whose last workgroup finishes
                                  * the job (gpu_op_matvec_add_norm, gpu_op_argmax_split); zeroed */
-        GpuBuffer *io;          /* host-visible: ids [n_batch] at 0, positions at pos_offset */
+        GpuBuffer *topk_scratch; /* gpu_op_topk_split's: its counters sit where the others keep partial
+                                 * results; zeroed */
+        GpuBuffer *io;          /* host-visible: ids [n_batch] at 0, positions at pos_offset, GpuTopkParams
+                                 * at top_offset */
         GpuBuffer *io_dev;      /* device-local: the positions, at pos_offset, copied there by the embedding */
-        uint64_t pos_offset;
-        GpuBuffer *out;         /* host-visible: logits [n_vocab] at 0, the argmax at argmax_offset */
-        uint64_t argmax_offset;
+        uint64_t pos_offset, top_offset;
+        GpuBuffer *out;         /* host-visible: logits [n_vocab] at 0, the argmax at argmax_offset, the
+                                 * top-k selection at top_out_offset */
+        uint64_t argmax_offset, top_out_offset;
 
         struct PassProfile *profile; /* set while model_profile_step() records */
         GpuCmd *cmd;            /* prefill chunks, recorded for each */
@@ -623,6 +631,10 @@ static int load_tensors(Model *m, char **ret_error) {
         const char *const qkv[] = { nm->attn_q, nm->attn_k, nm->attn_v };
         const char *const gu[] = { nm->ffn_gate, nm->ffn_up };
         m->fuse_qkv = m->fuse_ffn = m->fuse_swiglu = m->fuse_norm = !getenv("INFERD_MODEL_NO_FUSE");
+        /* On a CPU device the host scans a row faster than a kernel does. */
+        const char *e = getenv("INFERD_SAMPLE_ON_DEVICE");
+        m->sample_on_device = (e && *e ? strcmp(e, "0") != 0 : !gpu_device_is_cpu(m->dev)) &&
+                              gpu_topk_supported(m->dev);
         /* Heads are whole quads (head_dim % 8 == 0 is checked at load); NeoX needs whole quads of rotated
          * dimensions too (gpu_op_matvec_qkv()). */
         m->fuse_rope = m->fuse_qkv && (!hp->rope_neox || hp->n_rot % 4 == 0);
@@ -862,7 +874,7 @@ ModelContext *model_context_free(ModelContext *c) {
         free(c->k_cache);
         free(c->v_cache);
         GpuBuffer *bufs[] = { c->x, c->h, c->q, c->k, c->v, c->att, c->g, c->u,
-                              c->logits, c->scratch, c->sync, c->io, c->io_dev, c->out };
+                              c->logits, c->scratch, c->sync, c->topk_scratch, c->io, c->io_dev, c->out };
         for (size_t i = 0; i < ELEMENTSOF(bufs); i++)
                 gpu_buffer_free(bufs[i]);
         free(c);
@@ -933,6 +945,7 @@ int model_context_new(Model *m, uint32_t n_ctx, ModelContext **ret) {
                 { &c->logits, (uint64_t) hp->n_vocab * 4 },
                 { &c->sync, MAX(gpu_matvec_norm_scratch_size(hp->n_embd, GPU_MATVEC_MAX_VECTORS),
                                 gpu_argmax_scratch_size(hp->n_vocab)) },
+                { &c->topk_scratch, gpu_topk_scratch_size(hp->n_vocab) },
         };
         for (size_t i = 0; i < ELEMENTSOF(acts); i++) {
                 if (!acts[i].b)
@@ -946,7 +959,8 @@ int model_context_new(Model *m, uint32_t n_ctx, ModelContext **ret) {
         if (r < 0)
                 return r;
         c->pos_offset = align_up(nb * 4, BIND_ALIGN);
-        r = gpu_buffer_new(m->dev, c->pos_offset + nb * 4, GPU_MEMORY_HOST, &c->io);
+        c->top_offset = align_up(c->pos_offset + nb * 4, BIND_ALIGN);
+        r = gpu_buffer_new(m->dev, c->top_offset + sizeof(GpuTopkParams), GPU_MEMORY_HOST, &c->io);
         if (r < 0)
                 return r;
         if (!gpu_buffer_map(c->io))
@@ -955,7 +969,8 @@ int model_context_new(Model *m, uint32_t n_ctx, ModelContext **ret) {
         if (r < 0)
                 return r;
         c->argmax_offset = align_up((uint64_t) hp->n_vocab * 4, BIND_ALIGN);
-        r = gpu_buffer_new(m->dev, c->argmax_offset + 4, GPU_MEMORY_HOST, &c->out);
+        c->top_out_offset = align_up(c->argmax_offset + 4, BIND_ALIGN);
+        r = gpu_buffer_new(m->dev, c->top_out_offset + gpu_topk_out_size(), GPU_MEMORY_HOST, &c->out);
         if (r < 0)
                 return r;
         if (!gpu_buffer_map(c->out))
@@ -964,12 +979,19 @@ int model_context_new(Model *m, uint32_t n_ctx, ModelContext **ret) {
         r = gpu_buffer_fill(c->sync, 0, gpu_buffer_size(c->sync), 0);
         if (r < 0)
                 return r;
+        r = gpu_buffer_fill(c->topk_scratch, 0, gpu_buffer_size(c->topk_scratch), 0);
+        if (r < 0)
+                return r;
         r = gpu_cmd_new(m->dev, &c->cmd);
         if (r < 0)
                 return r;
 
         *ret = TAKE_PTR(c);
         return 0;
+}
+
+const Model *model_context_model(const ModelContext *c) {
+        return c->model;
 }
 
 uint32_t model_context_n_ctx(const ModelContext *c) {
@@ -1337,13 +1359,18 @@ static int record_head(Pass *ps, EvalOutput out) {
         TRY(gpu_op_matvec(cmd, d, m->output ? m->output : m->tok_embd, hl, bind(c->logits), 1));
         mark(c, cmd, "head");
         /* Into the host-visible buffer, readable as soon as the submission is done. */
-        if (out == EVAL_ARGMAX)         /* the kernel writes the host-visible word itself */
+        /* The kernels write the host-visible words themselves; the parameters come from c->io. */
+        if (out == EVAL_ARGMAX)
                 TRY(gpu_op_argmax_split(cmd, d, bind(c->logits), bind_at(c->out, c->argmax_offset, 4),
                                         bind(c->sync), hp->n_vocab));
+        else if (out == EVAL_TOP)
+                TRY(gpu_op_topk_split(cmd, d, bind(c->logits), bind_at(c->io, c->top_offset, sizeof(GpuTopkParams)),
+                                      bind_at(c->out, c->top_out_offset, gpu_topk_out_size()),
+                                      bind(c->topk_scratch), hp->n_vocab));
         else
                 gpu_cmd_copy(cmd, c->logits, 0, c->out, 0, (uint64_t) hp->n_vocab * 4);
         gpu_cmd_barrier_host(cmd);
-        mark_end(c, cmd, out == EVAL_ARGMAX ? "argmax" : "copy out");
+        mark_end(c, cmd, out == EVAL_ARGMAX ? "argmax" : out == EVAL_TOP ? "top-k" : "copy out");
         return 0;
 }
 
@@ -1436,6 +1463,52 @@ int model_eval(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, float 
                 return r;
         /* The pass copied them to c->out behind a host barrier: no transfer left to wait for. */
         memcpy(logits, gpu_buffer_map(c->out), (size_t) c->model->hp.n_vocab * sizeof(float));
+        return 0;
+}
+
+bool model_samples_on_device(const Model *m) {
+        return m->sample_on_device;
+}
+
+int model_eval_top(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, uint32_t k, const int32_t *gather,
+                   uint32_t n_gather, ModelTop *ret) {
+        const ModelHParams *hp = &c->model->hp;
+        int r;
+
+        if (!ret || k == 0 || k > MODEL_TOP_MAX || n_gather > MODEL_TOP_MAX || (n_gather > 0 && !gather))
+                return -EINVAL;
+        for (uint32_t i = 0; i < n_gather; i++)
+                if (gather[i] < 0 || (uint32_t) gather[i] >= hp->n_vocab)
+                        return -EINVAL;
+
+        /* Read by the pass when it runs: the recorded one is replayed with new values. */
+        GpuTopkParams *params = (GpuTopkParams *) ((uint8_t *) gpu_buffer_map(c->io) + c->top_offset);
+        params->k = k;
+        params->n_gather = n_gather;
+        for (uint32_t i = 0; i < n_gather; i++)
+                params->gather[i] = (uint32_t) gather[i];
+
+        r = eval(c, tokens, n_tokens, EVAL_TOP);
+        if (r < 0)
+                return r;
+
+        const uint32_t *o = (const uint32_t *) ((const uint8_t *) gpu_buffer_map(c->out) + c->top_out_offset);
+        uint32_t m = o[0];
+        if (m > k) {
+                c->pos -= n_tokens;     /* cannot happen; never hand out a short read */
+                return -EIO;
+        }
+        for (uint32_t i = 0; i < m; i++) {
+                uint32_t id = o[2 + 2 * i];
+                if (id >= hp->n_vocab) {
+                        c->pos -= n_tokens;
+                        return -EIO;
+                }
+                memcpy(&ret->logits[i], &o[1 + 2 * i], 4);
+                ret->ids[i] = (int32_t) id;
+        }
+        memcpy(ret->gathered, o + GPU_TOPK_OUT_GATHER, (size_t) n_gather * 4);
+        ret->m = m;
         return 0;
 }
 

@@ -91,6 +91,7 @@ static inline void model_context_freep(ModelContext **c) {
         if (*c)
                 model_context_free(*c);
 }
+const Model *model_context_model(const ModelContext *c);
 uint32_t model_context_n_ctx(const ModelContext *c);
 uint32_t model_context_pos(const ModelContext *c);
 /* Forget everything from position pos on (0: start over); a pos at or past
@@ -112,6 +113,31 @@ int model_eval(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, float 
 /* The same, but the argmax of the last token's logits is taken on the device
  * (greedy decoding without reading the logits back). */
 int model_eval_greedy(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, int32_t *ret_token);
+
+/*
+ * The same for sampling on the device (sampler_top_request()): instead of
+ * the whole row of the last token's logits, the pass hands over its k best
+ * (1 <= k <= MODEL_TOP_MAX; higher first, ties to the lower id, NaN and -inf
+ * never, +inf as FLT_MAX; ret->m of them, fewer only when the row has fewer
+ * selectable values, in no particular order) and the raw logits of
+ * gather[0..n_gather) (n_gather <= MODEL_TOP_MAX, ids in the vocabulary).
+ * A few kilobytes cross to the host instead of n_vocab floats, and the host
+ * never scans the row. -EINVAL for bad k or ids; -EIO if the device returned
+ * nonsense (the position then stays where it was).
+ */
+#define MODEL_TOP_MAX 256u
+/* Whether to: on GPUs, where reading and scanning the row would be a sizeable
+ * part of a token's time; not on CPU devices, where the host scans it faster.
+ * INFERD_SAMPLE_ON_DEVICE=0/1 overrides, read at load. */
+bool model_samples_on_device(const Model *m);
+typedef struct ModelTop {
+        uint32_t m;
+        float logits[MODEL_TOP_MAX];
+        int32_t ids[MODEL_TOP_MAX];
+        float gathered[MODEL_TOP_MAX];
+} ModelTop;
+int model_eval_top(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, uint32_t k, const int32_t *gather,
+                   uint32_t n_gather, ModelTop *ret);
 
 /*
  * GPU time of each step of one single-token pass at the current position

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "macro.h"
 #include "manager.h"
+#include "picker.h"
 #include "serve-internal.h"
 #include "time-util.h"
 #include "tokenizer.h"
@@ -242,7 +243,8 @@ static void job_run(Worker *w, void *userdata) {
         _cleanup_(model_context_freep) ModelContext *ctx = NULL;
         _cleanup_(sampler_freep) Sampler *sampler = NULL;
         _cleanup_(tokenizer_decoder_freep) TokenDecoder *dec = NULL;
-        _cleanup_free_ float *logits = NULL;
+        _cleanup_(picker_freep) Picker *picker = NULL;
+        int32_t token;
         Emitter e = { .w = w, .job = j };
         const char *reason = "length";
         uint64_t t0, t1, t2;
@@ -260,10 +262,10 @@ static void job_run(Worker *w, void *userdata) {
                 post_done(w, j, "error", r, "Failed to set up the sequence", 0, 0);
                 return;
         }
-        logits = malloc(sizeof(float) * n_vocab);
         sampler = sampler_new(&j->sampling, n_vocab);
         /* Generated text continues the prompt: its leading spaces are real (no STRIP_SPACE). */
-        if (!logits || !sampler || tokenizer_decoder_new(tok, 0, &dec) < 0) {
+        if (!sampler || picker_new(ctx, sampler, model_samples_on_device(model), &picker) < 0 ||
+            tokenizer_decoder_new(tok, 0, &dec) < 0) {
                 post_done(w, j, "error", -ENOMEM, NULL, 0, 0);
                 return;
         }
@@ -295,7 +297,7 @@ static void job_run(Worker *w, void *userdata) {
         }
 
         t0 = now_usec(CLOCK_MONOTONIC);
-        r = model_eval(ctx, j->prompt, j->n_prompt, logits);
+        r = picker_next(picker, j->prompt, j->n_prompt, &token);
         t1 = now_usec(CLOCK_MONOTONIC);
         if (r < 0) {
                 post_done(w, j, "error", r, "The prompt could not be processed", t1 - t0, 0);
@@ -307,7 +309,6 @@ static void job_run(Worker *w, void *userdata) {
                         reason = "cancelled";
                         break;
                 }
-                int32_t token = sampler_sample(sampler, logits);
                 sampler_accept(sampler, token);
                 if (tokenizer_is_eog(tok, token)) {
                         reason = "stop";
@@ -329,7 +330,7 @@ static void job_run(Worker *w, void *userdata) {
                 }
                 if (n + 1 == j->max_tokens)
                         break;
-                r = model_eval(ctx, &token, 1, logits);
+                r = picker_next(picker, &token, 1, &token);
                 if (r < 0) {
                         post_done(w, j, "error", r, "Generation failed", t1 - t0, now_usec(CLOCK_MONOTONIC) - t1);
                         goto out;

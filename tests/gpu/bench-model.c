@@ -4,6 +4,7 @@
  * this process (no daemon), measured the way BenchModel does it:
  *
  *   build/tests/bench-model MODEL.gguf [-p 512] [-n 128] [-r 3] [--device N] [--json] [--profile] [--ctx N]
+ *                           [--sample host|device]
  *
  * Also prints the decode roofline: generated tokens/s x bytes of weights read
  * per token, against the device's measured copy bandwidth. --profile adds
@@ -12,6 +13,11 @@
  * sizes the context as the daemon would with MaxContext=N (at most the
  * model's own), instead of just what the runs need: decode kernels are
  * recorded for any position, so their grids see the whole context.
+ * --sample generates with llama.cpp's default sampler (temperature 0.8,
+ * top-k 40, top-p 0.95, min-p 0.05) instead of greedily: "host" reads the
+ * whole row of logits and samples it there (model_eval + sampler_sample),
+ * "device" selects the candidates on the device (model_eval_top +
+ * sampler_sample_top), as the daemon does on GPUs.
  */
 #include <getopt.h>
 #include <stdbool.h>
@@ -24,6 +30,8 @@
 #include "engine.h"
 #include "macro.h"
 #include "model.h"
+#include "picker.h"
+#include "sampler.h"
 #include "time-util.h"
 
 static int cmp_double(const void *a, const void *b) {
@@ -81,6 +89,9 @@ static int profile(ModelContext *ctx, bool json) {
         return 0;
 }
 
+typedef enum Sampling { SAMPLE_GREEDY, SAMPLE_HOST, SAMPLE_DEVICE } Sampling;
+static const char *const sampling_name[] = { "greedy", "host", "device" };
+
 static void stats(const double *v, int n, double *mean, double *sd) {
         double s = 0, q = 0;
         for (int i = 0; i < n; i++)
@@ -94,8 +105,10 @@ static void stats(const double *v, int n, double *mean, double *sd) {
 int main(int argc, char *argv[]) {
         static const struct option opts[] = {
                 { "device", required_argument, NULL, 'd' }, { "json", no_argument, NULL, 'j' },
-                { "profile", no_argument, NULL, 'P' }, { "ctx", required_argument, NULL, 'c' }, {}
+                { "profile", no_argument, NULL, 'P' }, { "ctx", required_argument, NULL, 'c' },
+                { "sample", required_argument, NULL, 's' }, {}
         };
+        Sampling how = SAMPLE_GREEDY;
         unsigned n_prompt = 512, n_gen = 128, reps = 3, device = 0, n_ctx = 0;
         bool json = false, prof = false;
         int c, r;
@@ -109,11 +122,21 @@ int main(int argc, char *argv[]) {
                 case 'j': json = true; break;
                 case 'P': prof = true; break;
                 case 'c': n_ctx = (unsigned) atoi(optarg); break;
+                case 's':
+                        if (strcmp(optarg, "host") == 0)
+                                how = SAMPLE_HOST;
+                        else if (strcmp(optarg, "device") == 0)
+                                how = SAMPLE_DEVICE;
+                        else {
+                                fprintf(stderr, "--sample: host or device, not %s\n", optarg);
+                                return 2;
+                        }
+                        break;
                 default: return 2;
                 }
         if (optind >= argc) {
                 fprintf(stderr, "usage: bench-model MODEL.gguf [-p N] [-n N] [-r N] [--device N] [--json] "
-                        "[--profile] [--ctx N]\n");
+                        "[--profile] [--ctx N] [--sample host|device]\n");
                 return 2;
         }
 
@@ -153,6 +176,19 @@ int main(int argc, char *argv[]) {
         uint32_t n_vocab = model_hparams(m)->n_vocab;
         int32_t *tokens = calloc(MAX(n_prompt, 1), sizeof(int32_t));
         double *pp = calloc(reps, sizeof(double)), *tg = calloc(reps, sizeof(double));
+        /* Greedy: the argmax on the device. Sampled: llama.cpp's defaults, the candidates selected where
+         * --sample says. */
+        SamplerParams sp;
+        sampler_params_default(&sp);
+        sp.seed = 1;
+        if (how == SAMPLE_GREEDY)
+                sp.temperature = 0.0f;
+        Sampler *smp = sampler_new(&sp, n_vocab);
+        Picker *pick = NULL;
+        if (!tokens || !pp || !tg || !smp || picker_new(ctx, smp, how == SAMPLE_DEVICE, &pick) < 0) {
+                fprintf(stderr, "out of memory\n");
+                return 1;
+        }
         for (unsigned i = 0; i < n_prompt; i++)
                 tokens[i] = (int32_t) ((i * 7919u + 13u) % n_vocab);
         for (unsigned rep = 0; rep <= reps; rep++) {
@@ -169,7 +205,7 @@ int main(int argc, char *argv[]) {
                 t = 1;
                 a = now_usec(CLOCK_MONOTONIC);
                 for (unsigned i = 0; i < n_gen && r >= 0; i++)
-                        r = model_eval_greedy(ctx, &t, 1, &t);
+                        r = picker_next(pick, &t, 1, &t);
                 b = now_usec(CLOCK_MONOTONIC);
                 if (rep)
                         tg[rep - 1] = n_gen ? n_gen / ((b - a) * 1e-6) : 0;
@@ -187,16 +223,16 @@ int main(int argc, char *argv[]) {
         if (json)
                 printf("{\"model\":\"%s\",\"device\":\"%s\",\"params\":%llu,\"type\":\"%s\",\"bytes\":%llu,"
                        "\"load_s\":%.2f,\"pp\":%u,\"pp_tps\":%.2f,\"pp_sd\":%.2f,\"tg\":%u,\"tg_tps\":%.2f,"
-                       "\"tg_sd\":%.2f,\"copy_gbs\":%.1f,\"tg_roofline_fraction\":%.3f}\n",
+                       "\"tg_sd\":%.2f,\"sampling\":\"%s\",\"copy_gbs\":%.1f,\"tg_roofline_fraction\":%.3f}\n",
                        info->name, gpu_device_info(dev)->name, (unsigned long long) info->n_params, info->file_type,
                        (unsigned long long) info->device_bytes, load_s, n_prompt, ppm, pps, n_gen, tgm, tgs,
-                       copy_bps / 1e9, roofline);
+                       sampling_name[how], copy_bps / 1e9, roofline);
         else {
                 printf("model %s (%s, %.2fB params, %.2f GB on device), %s, copy %.1f GB/s, load %.1f s\n",
                        info->name, info->file_type, info->n_params / 1e9, info->device_bytes / 1e9,
                        gpu_device_info(dev)->name, copy_bps / 1e9, load_s);
-                printf("pp%u: %.2f ± %.2f t/s\ntg%u: %.2f ± %.2f t/s (%.0f%% of the bandwidth roofline)\n", n_prompt, ppm,
-                       pps, n_gen, tgm, tgs, 100 * roofline);
+                printf("pp%u: %.2f ± %.2f t/s\ntg%u: %.2f ± %.2f t/s (%.0f%% of the bandwidth roofline), sampling: %s\n",
+                       n_prompt, ppm, pps, n_gen, tgm, tgs, 100 * roofline, sampling_name[how]);
         }
         if (prof) {
                 /* After the generation: a context as long as the benchmark's. */
@@ -207,5 +243,7 @@ int main(int argc, char *argv[]) {
         free(tokens);
         free(pp);
         free(tg);
+        picker_free(pick);
+        sampler_free(smp);
         return r < 0;
 }

@@ -18,6 +18,9 @@
  *  - stories260K (a real trained model, F32, feed-forward 172): the GPU's
  *    greedy tokens for "Once upon a time" equal the reference's, token for
  *    token.
+ *  - Sampling on the device: model_eval_top() with sampler_sample_top()
+ *    (a Picker on the device) draws the same tokens as the whole row with
+ *    sampler_sample() (a Picker on the host).
  *  - -ENOSPC past n_ctx; truncating and evaluating again gives the same
  *    logits.
  *
@@ -53,7 +56,9 @@
 #include "gpu-test.h"
 #include "model.h"
 #include "quant.h"
+#include "picker.h"
 #include "ref-forward.h"
+#include "sampler.h"
 
 #define LOGIT_TOL 2e-3
 
@@ -689,6 +694,115 @@ static void test_profile(void **state) {
         free(path);
 }
 
+/*
+ * Sampling on the device (model_eval_top() + sampler_sample_top()) draws the
+ * same tokens as the host's sampler on the whole row (model_eval() +
+ * sampler_sample()) with the same seed: temperature with top-k/top-p/min-p,
+ * repetition penalties above and below 1, and greedy with a penalty. The
+ * vocabulary spans several of the top-k kernel's workgroups.
+ */
+static void test_device_sampling(void **state) {
+        Spec s = { .arch = "llama", .type = GGML_TYPE_Q8_0, .n_embd = 64, .n_ff = 128, .n_layer = 2, .n_head = 4,
+                   .n_head_kv = 2, .n_vocab = 5003, .seed = 21 };
+        static const struct {
+                float temperature, top_p, min_p, penalty;
+                int32_t top_k;
+        } cases[] = {
+                { 0.9f, 0.95f, 0.05f, 1.0f, 40 },
+                { 1.5f, 1.0f, 0.0f, 1.3f, 100 },
+                { 1.0f, 0.9f, 0.0f, 0.7f, 20 },
+                { 0.0f, 1.0f, 0.0f, 1.5f, 40 },
+                { 2.0f, 1.0f, 0.0f, 1.1f, 1 },
+        };
+        char *path = model_path("llama-sampling.gguf");
+        write_model(path, &s);
+        Model *m = load(path, NULL);
+        ModelContext *c = NULL;
+        float *logits = malloc(s.n_vocab * sizeof(float));
+        ModelTop *top = malloc(sizeof(ModelTop));
+        const int32_t prompt[] = { 1, 400, 401, 402, 403, 404, 400, 401 };
+        enum { N_GEN = 20 };
+
+        assert_non_null(logits);
+        assert_non_null(top);
+        assert_int_equal(model_context_new(m, 64, &c), 0);
+        for (size_t ci = 0; ci < ELEMENTSOF(cases); ci++) {
+                SamplerParams p;
+                sampler_params_default(&p);
+                p.seed = 77 + ci;
+                p.temperature = cases[ci].temperature;
+                p.top_k = cases[ci].top_k;
+                p.top_p = cases[ci].top_p;
+                p.min_p = cases[ci].min_p;
+                p.repeat_penalty = cases[ci].penalty;
+                int32_t want[N_GEN], got[N_GEN];
+
+                for (int pass = 0; pass < 2; pass++) {
+                        Sampler *smp = sampler_new(&p, s.n_vocab);
+                        Picker *pick = NULL;
+                        int32_t *out = pass == 0 ? want : got, t = 0;
+                        assert_non_null(smp);
+                        /* The whole row on the host, then the candidates from the device. */
+                        assert_int_equal(picker_new(c, smp, pass == 1, &pick), 0);
+                        assert_int_equal(model_context_truncate(c, 0), 0);
+                        for (size_t i = 0; i < ELEMENTSOF(prompt); i++)
+                                sampler_accept(smp, prompt[i]);
+                        for (int i = 0; i < N_GEN; i++) {
+                                if (pass == 1) {
+                                        const int32_t *ids;
+                                        uint32_t n_ids;
+                                        assert_true(sampler_top_request(smp, &ids, &n_ids) > 0);
+                                }
+                                assert_int_equal(picker_next(pick, i == 0 ? prompt : &t,
+                                                             i == 0 ? ELEMENTSOF(prompt) : 1, &t), 0);
+                                sampler_accept(smp, t);
+                                out[i] = t;
+                        }
+                        picker_free(pick);
+                        sampler_free(smp);
+                }
+                if (memcmp(want, got, sizeof want) != 0) {
+                        for (int i = 0; i < N_GEN; i++)
+                                fprintf(stderr, "# %d: host %d, device %d\n", i, want[i], got[i]);
+                        fail_msg("case %zu: the device's candidates drew other tokens than the whole row", ci);
+                }
+        }
+
+        /* What the device hands over is the k best of the row, and the gathered values are the row's. */
+        assert_int_equal(model_context_truncate(c, 0), 0);
+        assert_int_equal(model_eval(c, prompt, ELEMENTSOF(prompt), logits), 0);
+        assert_int_equal(model_context_truncate(c, 0), 0);
+        const int32_t gather[] = { 5002, 0, 17 };
+        assert_int_equal(model_eval_top(c, prompt, ELEMENTSOF(prompt), 256, gather, 3, top), 0);
+        assert_int_equal(top->m, 256);
+        float kth = INFINITY;
+        for (uint32_t i = 0; i < top->m; i++) {
+                assert_true(top->logits[i] == logits[top->ids[i]]);
+                kth = fminf(kth, top->logits[i]);
+        }
+        unsigned above = 0;
+        for (uint32_t i = 0; i < s.n_vocab; i++)
+                above += logits[i] > kth;
+        assert_true(above < 256);
+        for (int i = 0; i < 3; i++)
+                assert_true(top->gathered[i] == logits[gather[i]]);
+
+        /* Bad requests change nothing. */
+        const int32_t bad[] = { 5003 };
+        uint32_t pos = model_context_pos(c);
+        assert_int_equal(model_eval_top(c, prompt, 1, 0, NULL, 0, top), -EINVAL);
+        assert_int_equal(model_eval_top(c, prompt, 1, MODEL_TOP_MAX + 1, NULL, 0, top), -EINVAL);
+        assert_int_equal(model_eval_top(c, prompt, 1, 4, bad, 1, top), -EINVAL);
+        assert_int_equal(model_eval_top(c, prompt, 1, 4, gather, MODEL_TOP_MAX + 1, top), -EINVAL);
+        assert_int_equal(model_context_pos(c), pos);
+
+        free(logits);
+        free(top);
+        model_context_free(c);
+        model_free(m);
+        free(path);
+}
+
 static void test_stories_greedy(void **state) {
         char *path = stories_path();
         if (!path) {
@@ -832,6 +946,7 @@ int main(void) {
                 cmocka_unit_test(test_fused_padding),
                 cmocka_unit_test(test_rope_freqs),
                 cmocka_unit_test(test_profile),
+                cmocka_unit_test(test_device_sampling),
                 cmocka_unit_test(test_stories_greedy),
                 cmocka_unit_test(test_context_full),
         };

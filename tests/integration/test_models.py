@@ -216,6 +216,28 @@ def test_seed_makes_sampling_reproducible():
         check_eq(a["tokens"], b["tokens"], "tokens of two runs with --seed 1234")
 
 
+def test_device_sampling_matches_host():
+    """Sampling from the device's best logits (INFERD_SAMPLE_ON_DEVICE=1) and from the whole row (=0) draw the
+    same tokens for the same seed: temperature with top-k, penalties above and below 1, greedy with a penalty."""
+    cases = [("--temp", "1.0", "--top-k", "40", "--top-p", "0.95", "--seed", "1234"),
+             ("--temp", "1.3", "--top-k", "100", "--repeat-penalty", "1.3", "--repeat-last-n", "32", "--seed", "7"),
+             ("--temp", "0.8", "--top-k", "10", "--min-p", "0.1", "--repeat-penalty", "0.8", "--seed", "99"),
+             ("--temp", "0", "--repeat-penalty", "1.5")]
+    tokens = {}
+    for on_device in ("1", "0"):
+        with Env() as e:
+            n = e.node()
+            n.start(env_extra={"INFERD_SAMPLE_ON_DEVICE": on_device})
+            if not any(d["active"] for d in e.ctl_json("devices")):
+                raise SkipTest("no active Vulkan device")
+            e.ctl("load", need(STORIES), timeout=600)
+            tokens[on_device] = [run_json(e, "stories260K", PROMPT, *c, "--max-tokens", "40")["tokens"]
+                                 for c in cases]
+    for i, c in enumerate(cases):
+        check(len(tokens["1"][i]) > 0, f"no tokens for {c}")
+        check_eq(tokens["1"][i], tokens["0"][i], f"tokens on the device and on the host for {' '.join(c)}")
+
+
 def test_stop_text():
     with Env() as e:
         start(e)
@@ -430,7 +452,8 @@ def test_generated_text_reaches_only_its_caller():
 
 if __name__ == "__main__":
     run(test_load_and_list, test_tokenize_defaults_and_special, test_run_greedy_is_deterministic,
-        test_run_greedy_matches_reference, test_seed_makes_sampling_reproducible, test_stop_text,
+        test_run_greedy_matches_reference, test_seed_makes_sampling_reproducible, test_device_sampling_matches_host,
+        test_stop_text,
         test_chat_with_piped_input, test_unload_then_run_fails_clearly,
         test_bad_files_fail_clearly_and_daemon_survives, test_other_user_cannot_load_or_cancel,
         test_killed_client_cancels_its_jobs, test_bench_model, test_help_and_usage_errors,

@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/*
+ * The next token: runs tokens through the model and has the sampler pick
+ * from what the pass hands back, the cheapest way that gives the sampler's
+ * token. Greedy decoding without a penalty takes the argmax on the device
+ * (model_eval_greedy). Otherwise, on_device: the pass selects the
+ * candidates (model_eval_top, sampler_sample_top); not on_device, or when
+ * the sampler needs the whole row (top-k off): the row comes back and the
+ * sampler scans it (model_eval, sampler_sample). All paths give the same
+ * token for the same seed; on_device only decides where the work happens.
+ *
+ * A Picker belongs to one sequence and one sampler and is used by one thread.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "sampler.h"
+
+typedef struct Picker Picker;
+
+/* ctx and sampler stay the caller's and must outlive the picker. -ENOMEM. */
+int picker_new(ModelContext *ctx, Sampler *sampler, bool on_device, Picker **ret);
+Picker *picker_free(Picker *p);
+static inline void picker_freep(Picker **p) {
+        if (*p)
+                picker_free(*p);
+}
+
+/* Evaluates tokens[0..n) at the context's position and picks the next token
+ * (not added to the sampler's history). model_eval()'s errors. */
+int picker_next(Picker *p, const int32_t *tokens, uint32_t n, int32_t *ret_token);
