@@ -1,4 +1,5 @@
 #version 450
+#extension GL_EXT_control_flow_attributes : require
 // Top-k of one row (gpu_op_topk_split()): the candidates for temperature
 // sampling, chosen on the device so that the host reads a few KB instead of
 // a row of 128k-256k logits. The same dispatch copies the few logits the
@@ -21,8 +22,11 @@
 // it is in and the select stops. Keys are unique, so that happens by the
 // 8th pass at the latest (random logits need 2 to 4). The result is a
 // threshold, the chosen bytes with zeros below: the best k are the entries
-// whose key is at or above it. Passes re-read their entries rather than
-// keep them; caches serve the re-reads.
+// whose key is at or above it. Each invocation keeps the entries of its
+// first CACHED rounds in registers, loaded together before the first pass
+// (one memory latency instead of one per round, and none in later passes):
+// all of a segment's, and the merge's unless k is large. Rounds past those
+// are read again in every pass.
 //
 // The row is split as in argmax.comp: workgroup g selects the best k of
 // columns [g seg, (g + 1) seg), appends them to a list in the scratch (its
@@ -46,6 +50,9 @@ const uint NB = 256u;
 layout(local_size_x = 256) in;
 // The scan's groups of bins: NGRP of GRP.
 const uint GRP = 16u, NGRP = NB / GRP;
+// Rounds of entries kept in registers: a whole segment (TOPK_SPLIT_COLS in ops-basic.c is NB x
+// CACHED), and the merge of 32 segments' best 128.
+const uint CACHED = 16u;
 
 // GPU_TOPK_MAX, GPU_TOPK_OUT_GATHER (ops-basic.h).
 const uint KMAX = 256u;
@@ -88,7 +95,7 @@ uint src_rounds() {
     return (src_n + NB - 1u) / NB;
 }
 
-// The entry as (bits, index); false where there is none.
+// The entry as (bits, index), read from memory; false where there is none.
 bool src_get(uint r, uint tid, out uvec2 e) {
     const uint i = r * NB + tid;
     if (i >= src_n)
@@ -98,6 +105,16 @@ bool src_get(uint r, uint tid, out uvec2 e) {
     else
         e = uvec2(x[src_c0 + i], src_c0 + i);
     return true;
+}
+
+// Rounds 0 .. CACHED-1 of this invocation; NaN (never selected) where there is no entry.
+uvec2 cache[CACHED];
+
+void src_preload(uint tid) {
+    [[unroll]] for (uint r = 0u; r < CACHED; r++) {
+        uvec2 e;
+        cache[r] = src_get(r, tid, e) ? e : uvec2(QNAN, 0u);
+    }
 }
 
 // ---- keys ----
@@ -120,6 +137,23 @@ bool key_ge(uvec2 a, uvec2 b) {
 // Selects every selectable entry: all keys but NaN's and -inf's are at least this.
 const uvec2 ALL = uvec2(1u, 0u);
 
+// One entry into the pass's histogram, if it matches the bytes chosen so far.
+void count_entry(uvec2 e, uvec2 pfx, uvec2 mask, bool on_lo, uint shift, uint h) {
+    const uvec2 key = key_of(e);
+    if (key.x != 0u && (key & mask) == pfx)
+        atomicAdd(hist[h][((on_lo ? key.y : key.x) >> shift) & 0xffu], 1u);
+}
+
+// One entry into cand, if its key is at or above thr.
+void collect_entry(uvec2 e, uvec2 thr) {
+    const uvec2 key = key_of(e);
+    if (key.x == 0u || !key_ge(key, thr))
+        return;
+    const uint i = atomicAdd(n_cand, 1u);
+    if (i < KMAX)   // always: thr admits at most k; but cand must not overflow whatever happens
+        cand[i] = e;
+}
+
 // ---- radix select ----
 // The threshold of the best `want` (>= 1) entries of the source. Called by the whole workgroup
 // (it holds barriers); returns in uniform control flow.
@@ -133,13 +167,13 @@ uvec2 radix_select(uint want, uint tid) {
         const bool on_lo = pass >= 4u;
         const uint shift = 24u - 8u * (pass & 3u), h = pass & 1u;
 
-        for (uint r = 0u; r < rounds; r++) {
+        // Unrolled over the registers (a constant index keeps them registers), then memory.
+        [[unroll]] for (uint r = 0u; r < CACHED; r++)
+            count_entry(cache[r], pfx, mask, on_lo, shift, h);
+        for (uint r = CACHED; r < rounds; r++) {
             uvec2 e;
-            if (!src_get(r, tid, e))
-                continue;
-            const uvec2 key = key_of(e);
-            if (key.x != 0u && (key & mask) == pfx)
-                atomicAdd(hist[h][((on_lo ? key.y : key.x) >> shift) & 0xffu], 1u);
+            if (src_get(r, tid, e))
+                count_entry(e, pfx, mask, on_lo, shift, h);
         }
         barrier();
         // Everyone is done with the previous pass, whose histogram the next one reuses.
@@ -196,16 +230,12 @@ uint collect(uvec2 thr, uint tid) {
         n_cand = 0u;
     barrier();
     const uint rounds = src_rounds();
-    for (uint r = 0u; r < rounds; r++) {
+    [[unroll]] for (uint r = 0u; r < CACHED; r++)
+        collect_entry(cache[r], thr);
+    for (uint r = CACHED; r < rounds; r++) {
         uvec2 e;
-        if (!src_get(r, tid, e))
-            continue;
-        const uvec2 key = key_of(e);
-        if (key.x == 0u || !key_ge(key, thr))
-            continue;
-        const uint i = atomicAdd(n_cand, 1u);
-        if (i < KMAX)   // always: thr admits at most k; but cand must not overflow whatever happens
-            cand[i] = e;
+        if (src_get(r, tid, e))
+            collect_entry(e, thr);
     }
     barrier();
     return min(n_cand, KMAX);
@@ -213,6 +243,7 @@ uint collect(uvec2 thr, uint tid) {
 
 // The best k of the source into cand; returns how many (fewer where fewer are selectable).
 uint select_best(uint k, uint tid) {
+    src_preload(tid);
     // A source of at most k entries needs no select.
     return collect(src_n > k ? radix_select(k, tid) : ALL, tid);
 }

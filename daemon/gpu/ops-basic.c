@@ -283,9 +283,10 @@ int gpu_op_argmax_split(GpuCmd *c, GpuDevice *d, GpuBinding x, GpuBinding out, G
                         row_block(d, seg / 4, 1024), b, 3, &push, sizeof push, n_split, 1);
 }
 
-/* The top-k split: about 2k columns per workgroup (8 per invocation), at
- * most TOPK_MAX_SPLIT, so the merge selects from at most 64 k entries. */
-#define TOPK_SPLIT_COLS 2048u
+/* The top-k split: about 4k columns per workgroup (16 per invocation, which
+ * topk.comp keeps in registers: CACHED), at most TOPK_MAX_SPLIT, so the merge
+ * selects from at most 64 k entries (32 k for a 128k vocabulary). */
+#define TOPK_SPLIT_COLS 4096u
 #define TOPK_MAX_SPLIT 64u
 /* topk.comp's fixed workgroup size, one histogram bin per invocation (dispatch() passes it as
  * constant 0, which that shader does not declare: unused constants are ignored). */
