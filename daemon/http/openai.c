@@ -10,6 +10,8 @@
 #define INVALID_REQUEST "invalid_request_error"
 /* OpenAI allows 4 stop strings; the daemon takes 16 (serve-dbus.c), and says so itself when there are more. */
 #define STOP_MAX 64u
+/* The daemon's limit on each (serve-dbus.c). */
+#define STOP_BYTES_MAX 256u
 #define MESSAGES_MAX 1024u
 
 void openai_error_set(OpenAIError *e, int status, const char *type, const char *code, const char *param,
@@ -145,6 +147,9 @@ static int parse_stop(json_t *o, JobRequest *req, OpenAIError *e) {
                 json_t *s = json_is_string(v) ? v : json_array_get(v, i);
                 if (!json_is_string(s))
                         return bad_type(e, "stop", "a string or an array of strings", s);
+                /* An empty one would end every job before its first token. */
+                if (json_string_length(s) == 0 || json_string_length(s) > STOP_BYTES_MAX)
+                        return bad_value(e, "stop", "'stop' strings must be 1 to %u bytes long.", STOP_BYTES_MAX);
                 if (!(l[i] = strdup(json_string_value(s))))
                         return -ENOMEM;
         }

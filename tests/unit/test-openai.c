@@ -171,6 +171,10 @@ static void test_wrong_fields(void **state) {
         parse_fails("{\"model\":\"m\",\"prompt\":\"x\",\"stop\":5}", false, "stop", "invalid_type", NULL);
         parse_fails("{\"model\":\"m\",\"prompt\":\"x\",\"stop\":[\"a\",5]}", false, "stop", "invalid_type", NULL);
         parse_fails("{\"model\":\"m\",\"prompt\":\"x\",\"stop\":{\"a\":1}}", false, "stop", "invalid_type", NULL);
+        /* An empty stop string would end every job at once. */
+        parse_fails("{\"model\":\"m\",\"prompt\":\"x\",\"stop\":[\"a\",\"\"]}", false, "stop", "invalid_value",
+                    "1 to 256 bytes");
+        parse_fails("{\"model\":\"m\",\"prompt\":\"x\",\"stop\":\"\"}", false, "stop", "invalid_value", NULL);
         char many[1024] = "{\"model\":\"m\",\"prompt\":\"x\",\"stop\":[";
         for (int i = 0; i < 65; i++)
                 strcat(many, i ? ",\"s\"" : "\"s\"");
