@@ -472,6 +472,7 @@ def test_bad_input():
             ("temperature 3", "/v1/completions", dict(ok, temperature=3), 400, "invalid_value", "temperature"),
             ("top_p 2", "/v1/completions", dict(ok, top_p=2), 400, "invalid_value", "top_p"),
             ("stop a number", "/v1/completions", dict(ok, stop=7), 400, "invalid_type", "stop"),
+            ("stop empty", "/v1/completions", dict(ok, stop=["x", ""]), 400, "invalid_value", "stop"),
             ("seed a string", "/v1/completions", dict(ok, seed="1"), 400, "invalid_type", "seed"),
             ("stream a string", "/v1/completions", dict(ok, stream="yes"), 400, "invalid_type", "stream"),
             ("n=2", "/v1/completions", dict(ok, n=2), 400, "invalid_value", "n"),
