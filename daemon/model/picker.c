@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "log.h"
 #include "macro.h"
 #include "picker.h"
 
@@ -58,10 +59,17 @@ int picker_next(Picker *p, const int32_t *tokens, uint32_t n, int32_t *ret_token
                 /* Nothing finite in the row: the sampler's answer for that, from the row itself. */
         } else if (k > 0 && p->on_device) {
                 r = model_eval_top(p->ctx, tokens, n, k, ids, n_ids, &p->top);
-                if (r < 0)
+                if (r >= 0) {
+                        *ret_token = sampler_sample_top(p->sampler, p->top.logits, p->top.ids, p->top.m,
+                                                        p->top.gathered);
+                        return 0;
+                }
+                if (r != -EIO)
                         return r;
-                *ret_token = sampler_sample_top(p->sampler, p->top.logits, p->top.ids, p->top.m, p->top.gathered);
-                return 0;
+                /* The device's selection made no sense (the position is back where it was): this
+                 * sequence samples from the whole row from now on, which costs the client nothing. */
+                log_warning("The device's top-k candidates were invalid; sampling on the host instead.");
+                p->on_device = false;
         }
         r = model_eval(p->ctx, tokens, n, p->logits);
         if (r < 0)

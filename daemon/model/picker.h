@@ -10,6 +10,8 @@
  * the sampler needs the whole row (top-k off): the row comes back and the
  * sampler scans it (model_eval, sampler_sample). All paths give the same
  * token for the same seed; on_device only decides where the work happens.
+ * If the device's selection is ever invalid (model_eval_top's -EIO), the
+ * picker logs it and reads whole rows from then on.
  *
  * A Picker belongs to one sequence and one sampler and is used by one thread.
  */
