@@ -63,6 +63,8 @@ static_assert(MODEL_TOP_MAX == GPU_TOPK_MAX, "model_eval_top() passes the op's l
 
 /* Offsets of bindings: the largest minStorageBufferOffsetAlignment Vulkan allows. */
 #define BIND_ALIGN 256u
+/* model_decode_greedy()'s blocks in c->io: an id and a position per pass, and the last argmax. */
+#define CHAIN_SLOTS (2u * MODEL_CHAIN_MAX + 1u)
 /* Context length when the file does not say (llama.cpp's default for such files). */
 #define DEFAULT_CTX 4096u
 #define MAX_LAYERS 4096u
@@ -118,6 +120,7 @@ struct Model {
         uint32_t k_off, v_off, qkv_stride;
         uint32_t up_off, ffn_stride;
         bool sample_on_device;  /* model_samples_on_device() */
+        uint32_t decode_chain;  /* model_decode_chain() */
 };
 
 typedef enum EvalOutput {
@@ -155,6 +158,7 @@ struct ModelContext {
                                  * at top_offset */
         GpuBuffer *io_dev;      /* device-local: the positions, at pos_offset, copied there by the embedding */
         uint64_t pos_offset, top_offset;
+        uint64_t chain_offset;  /* in io: model_decode_greedy()'s slots, chain_slot() */
         GpuBuffer *out;         /* host-visible: logits [n_vocab] at 0, the argmax at argmax_offset, the
                                  * top-k selection at top_out_offset */
         uint64_t argmax_offset, top_out_offset;
@@ -162,6 +166,7 @@ struct ModelContext {
         struct PassProfile *profile; /* set while model_profile_step() records */
         GpuCmd *cmd;            /* prefill chunks, recorded for each */
         GpuCmd *step[EVAL__MAX]; /* the single-token pass per output, recorded on first use, then replayed */
+        GpuCmd *chain[MODEL_CHAIN_MAX + 1]; /* n chained greedy passes, by n, recorded on first use */
 };
 
 static uint64_t align_up(uint64_t v, uint64_t a) {
@@ -636,6 +641,8 @@ static int load_tensors(Model *m, char **ret_error) {
         const char *e = getenv("INFERD_SAMPLE_ON_DEVICE");
         m->sample_on_device = (e && *e ? strcmp(e, "0") != 0 : !gpu_device_is_cpu(m->dev)) &&
                               gpu_topk_supported(m->dev);
+        e = getenv("INFERD_DECODE_CHAIN");
+        m->decode_chain = e && *e ? (uint32_t) MIN(MAX(atoi(e), 1), (int) MODEL_CHAIN_MAX) : MODEL_CHAIN_DEFAULT;
         /* Heads are whole quads (head_dim % 8 == 0 is checked at load); NeoX needs whole quads of rotated
          * dimensions too (gpu_op_matvec_qkv()). */
         m->fuse_rope = m->fuse_qkv && (!hp->rope_neox || hp->n_rot % 4 == 0);
@@ -866,6 +873,8 @@ ModelContext *model_context_free(ModelContext *c) {
         gpu_cmd_free(c->cmd);
         for (size_t i = 0; i < ELEMENTSOF(c->step); i++)
                 gpu_cmd_free(c->step[i]);
+        for (size_t i = 0; i < ELEMENTSOF(c->chain); i++)
+                gpu_cmd_free(c->chain[i]);
         for (uint32_t il = 0; il < c->model->hp.n_layer; il++) {
                 if (c->k_cache)
                         gpu_buffer_free(c->k_cache[il]);
@@ -961,7 +970,8 @@ int model_context_new(Model *m, uint32_t n_ctx, ModelContext **ret) {
                 return r;
         c->pos_offset = align_up(nb * 4, BIND_ALIGN);
         c->top_offset = align_up(c->pos_offset + nb * 4, BIND_ALIGN);
-        r = gpu_buffer_new(m->dev, c->top_offset + sizeof(GpuTopkParams), GPU_MEMORY_HOST, &c->io);
+        c->chain_offset = align_up(c->top_offset + sizeof(GpuTopkParams), BIND_ALIGN);
+        r = gpu_buffer_new(m->dev, c->chain_offset + CHAIN_SLOTS * BIND_ALIGN, GPU_MEMORY_HOST, &c->io);
         if (r < 0)
                 return r;
         if (!gpu_buffer_map(c->io))
@@ -1117,6 +1127,10 @@ typedef struct Pass {
         bool fuse_norm, fuse_rope, fuse_swiglu;
         GpuRope rope_q, rope_k;
         GpuAttentionParams ap;
+        /* Where the embedding reads the ids and positions, and where the argmax goes: c->io and c->out,
+         * or a chain's slots (record_chain()). */
+        GpuBinding ids_in, pos_in, argmax_out;
+        bool chained;                   /* more passes follow in the same recording */
 } Pass;
 
 static void pass_init(Pass *ps, ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0) {
@@ -1174,6 +1188,9 @@ static void pass_init(Pass *ps, ModelContext *c, GpuCmd *cmd, uint32_t n, uint32
                 .kv_stride = ps->qkv_stride,
                 .pos_buffer = n == 1 ? ps->pos : (GpuBinding) {},
         };
+        ps->ids_in = bind_at(c->io, 0, (uint64_t) n * 4);
+        ps->pos_in = bind_at(c->io, c->pos_offset, (uint64_t) n * 4);
+        ps->argmax_out = bind_at(c->out, c->argmax_offset, 4);
 }
 
 /* The embeddings, the first block's norm of them, and the positions to the device. */
@@ -1185,11 +1202,10 @@ static int record_embed(Pass *ps) {
                 .norm_weight = bind_at(m->vecs, m->layers[0].attn_norm, hp->n_embd * 4),
                 .norm_out = bind(c->h),
                 .eps = hp->rms_eps,
-                .pos_in = bind_at(c->io, c->pos_offset, (uint64_t) ps->n * 4),
+                .pos_in = ps->pos_in,
                 .pos_out = ps->pos,
         };
-        TRY(gpu_op_embed(ps->cmd, m->dev, m->tok_embd, bind_at(c->io, 0, (uint64_t) ps->n * 4), bind(c->x), ps->n,
-                         &embed));
+        TRY(gpu_op_embed(ps->cmd, m->dev, m->tok_embd, ps->ids_in, bind(c->x), ps->n, &embed));
         mark(c, ps->cmd, "embed+norm");
         return 0;
 }
@@ -1362,15 +1378,17 @@ static int record_head(Pass *ps, EvalOutput out) {
         /* Into the host-visible buffer, readable as soon as the submission is done. */
         /* The kernels write the host-visible words themselves; the parameters come from c->io. */
         if (out == EVAL_ARGMAX)
-                TRY(gpu_op_argmax_split(cmd, d, bind(c->logits), bind_at(c->out, c->argmax_offset, 4),
-                                        bind(c->sync), hp->n_vocab));
+                TRY(gpu_op_argmax_split(cmd, d, bind(c->logits), ps->argmax_out, bind(c->sync), hp->n_vocab));
         else if (out == EVAL_TOP)
                 TRY(gpu_op_topk_split(cmd, d, bind(c->logits), bind_at(c->io, c->top_offset, sizeof(GpuTopkParams)),
                                       bind_at(c->out, c->top_out_offset, gpu_topk_out_size()),
                                       bind(c->topk_scratch), hp->n_vocab));
         else
                 gpu_cmd_copy(cmd, c->logits, 0, c->out, 0, (uint64_t) hp->n_vocab * 4);
-        gpu_cmd_barrier_host(cmd);
+        if (ps->chained)        /* the next pass's embedding reads the argmax */
+                gpu_cmd_barrier(cmd);
+        else
+                gpu_cmd_barrier_host(cmd);
         mark_end(c, cmd, out == EVAL_ARGMAX ? "argmax" : out == EVAL_TOP ? "top-k" : "copy out");
         return 0;
 }
@@ -1471,6 +1489,10 @@ bool model_samples_on_device(const Model *m) {
         return m->sample_on_device;
 }
 
+uint32_t model_decode_chain(const Model *m) {
+        return m->decode_chain;
+}
+
 int model_eval_top(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, uint32_t k, const int32_t *gather,
                    uint32_t n_gather, ModelTop *ret) {
         const ModelHParams *hp = &c->model->hp;
@@ -1569,4 +1591,85 @@ int model_eval_greedy(ModelContext *c, const int32_t *tokens, uint32_t n_tokens,
         if (ret_token)
                 *ret_token = (int32_t) token;
         return 0;
+}
+
+/*
+ * A chain of n single-token passes in one recording: pass s reads its id
+ * from id slot s and its position from position slot s, and its argmax goes
+ * to id slot s + 1, which the next pass reads behind a barrier. Slots are
+ * whole binding-aligned blocks of c->io (CHAIN_SLOTS of them), so each can
+ * be bound on its own.
+ */
+
+static uint64_t chain_id_slot(const ModelContext *c, uint32_t s) {
+        return c->chain_offset + (uint64_t) s * 2 * BIND_ALIGN;
+}
+
+static uint64_t chain_pos_slot(const ModelContext *c, uint32_t s) {
+        return chain_id_slot(c, s) + BIND_ALIGN;
+}
+
+static int record_chain(ModelContext *c, GpuCmd *cmd, uint32_t n) {
+        TRY(gpu_cmd_begin(cmd));
+        for (uint32_t s = 0; s < n; s++) {
+                Pass ps;
+                pass_init(&ps, c, cmd, 1, 0);
+                ps.ids_in = bind_at(c->io, chain_id_slot(c, s), 4);
+                ps.pos_in = bind_at(c->io, chain_pos_slot(c, s), 4);
+                ps.argmax_out = bind_at(c->io, chain_id_slot(c, s + 1), 4);
+                ps.chained = s + 1 < n;
+                TRY(record_embed(&ps));
+                for (uint32_t il = 0; il < c->model->hp.n_layer; il++) {
+                        TRY(record_attention(&ps, il));
+                        TRY(record_ffn(&ps, il));
+                }
+                TRY(record_head(&ps, EVAL_ARGMAX));
+        }
+        return 0;
+}
+
+int model_decode_greedy(ModelContext *c, int32_t token, uint32_t n, int32_t *ret_tokens) {
+        const ModelHParams *hp = &c->model->hp;
+        uint8_t *io = gpu_buffer_map(c->io);
+        uint32_t pos = c->pos;
+        int r;
+
+        if (!ret_tokens || n == 0 || n > MODEL_CHAIN_MAX || token < 0 || (uint32_t) token >= hp->n_vocab)
+                return -EINVAL;
+        if (n > c->n_ctx - c->pos)
+                return -ENOSPC;
+
+        if (!c->chain[n]) {
+                _cleanup_(gpu_cmd_freep) GpuCmd *cmd = NULL;
+
+                r = gpu_cmd_new(c->model->dev, &cmd);
+                if (r < 0)
+                        return r;
+                r = record_chain(c, cmd, n);
+                if (r < 0)
+                        return r;
+                c->chain[n] = TAKE_PTR(cmd);
+        }
+        memcpy(io + chain_id_slot(c, 0), &token, 4);
+        for (uint32_t s = 0; s < n; s++) {
+                int32_t p = (int32_t) (pos + s);
+                memcpy(io + chain_pos_slot(c, s), &p, 4);
+        }
+        r = gpu_cmd_submit(c->chain[n]);
+        if (r < 0)
+                return r;
+
+        /* An invalid argmax (a row of NaNs) ends the chain: the passes after it ran on nonsense. */
+        uint32_t done = 0;
+        for (; done < n; done++) {
+                uint32_t t;
+                memcpy(&t, io + chain_id_slot(c, done + 1), 4);
+                if (t >= hp->n_vocab)
+                        break;
+                ret_tokens[done] = (int32_t) t;
+        }
+        if (done == 0)
+                return -EIO;
+        c->pos = pos + done;
+        return (int) done;
 }

@@ -115,6 +115,25 @@ int model_eval(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, float 
 int model_eval_greedy(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, int32_t *ret_token);
 
 /*
+ * Greedy decoding of n tokens (1 <= n <= MODEL_CHAIN_MAX) in one
+ * submission: token is evaluated at the current position, its argmax is the
+ * next pass's input, and so on; each argmax goes from one pass to the next
+ * on the device, with no round trip through the host between tokens.
+ * ret_tokens[i] receives the argmax of the i-th pass, the same tokens n
+ * calls of model_eval_greedy() would give. Returns the number of tokens
+ * (n, or fewer when a later pass's logits had nothing to pick: the position
+ * then stops before that pass), the position having advanced by it; -EIO if
+ * the first pass's had nothing, -ENOSPC if n tokens do not fit, -EINVAL.
+ */
+#define MODEL_CHAIN_MAX 16u
+int model_decode_greedy(ModelContext *c, int32_t token, uint32_t n, int32_t *ret_tokens);
+/* How many tokens greedy decoding should chain: enough to hide the host's round trip between
+ * tokens, few enough that a stop wastes little. INFERD_DECODE_CHAIN=1..16 overrides (1: none),
+ * read at load. */
+#define MODEL_CHAIN_DEFAULT 8u
+uint32_t model_decode_chain(const Model *m);
+
+/*
  * The same for sampling on the device (sampler_top_request()): instead of
  * the whole row of the last token's logits, the pass hands over its k best
  * (1 <= k <= MODEL_TOP_MAX; higher first, ties to the lower id, NaN and -inf

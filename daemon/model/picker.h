@@ -32,6 +32,19 @@ static inline void picker_freep(Picker **p) {
                 picker_free(*p);
 }
 
-/* Evaluates tokens[0..n) at the context's position and picks the next token
- * (not added to the sampler's history). model_eval()'s errors. */
-int picker_next(Picker *p, const int32_t *tokens, uint32_t n, int32_t *ret_token);
+/*
+ * Evaluates tokens[0..n) at the context's position and picks the next token
+ * (not added to the sampler's history). max_more: how many tokens the caller
+ * may still ask for after this one (max_tokens left, say): greedy decoding
+ * then runs several passes in one submission (up to model_decode_chain(),
+ * as many as take about 50 ms, so that text still streams on slow devices), each argmax feeding the next
+ * pass on the device, and hands out the tokens one call at a time, while
+ * the caller passes back the token it was given; the context is then ahead
+ * of the caller by the tokens not yet handed out. A caller that passes
+ * something else, or stops, loses only those passes. model_eval()'s errors.
+ */
+int picker_next(Picker *p, const int32_t *tokens, uint32_t n, uint32_t max_more, int32_t *ret_token);
+
+/* Greedy chains of len passes (at most MODEL_CHAIN_MAX, still within max_more and the context)
+ * instead of as many as take about 50 ms: for tests, which must not depend on timing. */
+void picker_fix_chain(Picker *p, uint32_t len);

@@ -297,7 +297,7 @@ static void job_run(Worker *w, void *userdata) {
         }
 
         t0 = now_usec(CLOCK_MONOTONIC);
-        r = picker_next(picker, j->prompt, j->n_prompt, &token);
+        r = picker_next(picker, j->prompt, j->n_prompt, j->max_tokens - 1, &token);
         t1 = now_usec(CLOCK_MONOTONIC);
         if (r < 0) {
                 post_done(w, j, "error", r, "The prompt could not be processed", t1 - t0, 0);
@@ -330,7 +330,7 @@ static void job_run(Worker *w, void *userdata) {
                 }
                 if (n + 1 == j->max_tokens)
                         break;
-                r = picker_next(picker, &token, 1, &token);
+                r = picker_next(picker, &token, 1, j->max_tokens - n - 2, &token);
                 if (r < 0) {
                         post_done(w, j, "error", r, "Generation failed", t1 - t0, now_usec(CLOCK_MONOTONIC) - t1);
                         goto out;
@@ -380,6 +380,8 @@ static void bench_run(Worker *w, void *userdata) {
         Job *j = userdata;
         Model *model = j->served->model;
         _cleanup_(model_context_freep) ModelContext *ctx = NULL;
+        _cleanup_(sampler_freep) Sampler *sampler = NULL;
+        _cleanup_(picker_freep) Picker *picker = NULL;
         _cleanup_free_ int32_t *tokens = NULL;
         _cleanup_free_ double *pp = NULL, *tg = NULL;
         uint32_t n_vocab = model_hparams(model)->n_vocab;
@@ -401,6 +403,16 @@ static void bench_run(Worker *w, void *userdata) {
                 post_done(w, j, "error", r, "Failed to set up the sequence", 0, 0);
                 return;
         }
+        /* Greedy, decoded as a greedy job is (several tokens per submission). */
+        SamplerParams sp;
+        sampler_params_default(&sp);
+        sp.temperature = 0.0f;
+        sp.repeat_penalty = 1.0f;
+        sampler = sampler_new(&sp, n_vocab);
+        if (!sampler || picker_new(ctx, sampler, model_samples_on_device(model), &picker) < 0) {
+                post_done(w, j, "error", -ENOMEM, NULL, 0, 0);
+                return;
+        }
         /* One unmeasured round warms up pipelines and caches. */
         for (uint32_t rep = 0; rep <= j->bench_reps; rep++) {
                 int32_t t = 1;
@@ -419,7 +431,7 @@ static void bench_run(Worker *w, void *userdata) {
                 t = 1;
                 uint64_t t2 = now_usec(CLOCK_MONOTONIC);
                 for (uint32_t i = 0; r >= 0 && i < j->bench_gen; i++)
-                        r = model_eval_greedy(ctx, &t, 1, &t);
+                        r = picker_next(picker, &t, 1, j->bench_gen - i - 1, &t);
                 uint64_t t3 = now_usec(CLOCK_MONOTONIC);
                 if (r < 0) {
                         post_done(w, j, "error", r, "Benchmark failed", 0, 0);

@@ -205,7 +205,7 @@ int main(int argc, char *argv[]) {
                 t = 1;
                 a = now_usec(CLOCK_MONOTONIC);
                 for (unsigned i = 0; i < n_gen && r >= 0; i++)
-                        r = picker_next(pick, &t, 1, &t);
+                        r = picker_next(pick, &t, 1, n_gen - i - 1, &t);
                 b = now_usec(CLOCK_MONOTONIC);
                 if (rep)
                         tg[rep - 1] = n_gen ? n_gen / ((b - a) * 1e-6) : 0;

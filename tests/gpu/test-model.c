@@ -21,6 +21,9 @@
  *  - Sampling on the device: model_eval_top() with sampler_sample_top()
  *    (a Picker on the device) draws the same tokens as the whole row with
  *    sampler_sample() (a Picker on the host).
+ *  - Greedy decoding chained on the device (model_decode_greedy) gives the
+ *    tokens single passes give; a Picker hands them out and rewinds when
+ *    its caller goes another way.
  *  - -ENOSPC past n_ctx; truncating and evaluating again gives the same
  *    logits.
  *
@@ -754,7 +757,8 @@ static void test_device_sampling(void **state) {
                                         assert_true(sampler_top_request(smp, &ids, &n_ids) > 0);
                                 }
                                 assert_int_equal(picker_next(pick, i == 0 ? prompt : &t,
-                                                             i == 0 ? ELEMENTSOF(prompt) : 1, &t), 0);
+                                                             i == 0 ? ELEMENTSOF(prompt) : 1, N_GEN - i - 1, &t),
+                                                 0);
                                 sampler_accept(smp, t);
                                 out[i] = t;
                         }
@@ -798,6 +802,95 @@ static void test_device_sampling(void **state) {
 
         free(logits);
         free(top);
+        model_context_free(c);
+        model_free(m);
+        free(path);
+}
+
+/*
+ * Greedy decoding chained on the device (model_decode_greedy: each argmax
+ * feeds the next pass in the same submission) gives the tokens one pass at
+ * a time gives, in chains of any length, up to the end of the context. A
+ * Picker hands chained tokens out one by one, and a caller that passes back
+ * another token than it was given gets what a fresh sequence would give.
+ */
+static void test_decode_chain(void **state) {
+        Spec s = { .arch = "qwen2", .type = GGML_TYPE_Q4_K, .n_embd = 256, .n_ff = 512, .n_layer = 2, .n_head = 4,
+                   .n_head_kv = 2, .n_vocab = 700, .seed = 33 };
+        char *path = model_path("qwen2-chain.gguf");
+        write_model(path, &s);
+        Model *m = load(path, NULL);
+        ModelContext *c = NULL;
+        const int32_t prompt[] = { 1, 300, 301, 302 };
+        enum { N = 40, CTX = ELEMENTSOF(prompt) + N };
+        int32_t want[N + 1], got[N + 1], t;
+
+        assert_int_equal(model_context_new(m, CTX, &c), 0);
+        assert_int_equal(model_eval_greedy(c, prompt, ELEMENTSOF(prompt), &want[0]), 0);
+        for (int i = 1; i <= N; i++)
+                assert_int_equal(model_eval_greedy(c, &want[i - 1], 1, &want[i]), 0);
+
+        /* Chains of 1, 2, 16, 5, ...: the last one ends exactly at the end of the context. */
+        static const uint32_t lens[] = { 1, 2, 16, 5, 7, 9 };
+        assert_int_equal(model_context_truncate(c, 0), 0);
+        assert_int_equal(model_eval_greedy(c, prompt, ELEMENTSOF(prompt), &got[0]), 0);
+        uint32_t done = 0;
+        for (size_t i = 0; i < ELEMENTSOF(lens); i++) {
+                assert_int_equal(model_decode_greedy(c, got[done], lens[i], &got[done + 1]), (int) lens[i]);
+                done += lens[i];
+                assert_int_equal(model_context_pos(c), ELEMENTSOF(prompt) + done);
+        }
+        assert_int_equal(done, N);
+        assert_memory_equal(got, want, sizeof want);
+        assert_int_equal(model_decode_greedy(c, got[N], 1, &t), -ENOSPC);
+
+        /* Bad requests change nothing. */
+        assert_int_equal(model_context_truncate(c, CTX - 3), 0);
+        assert_int_equal(model_decode_greedy(c, 5, 4, &t), -ENOSPC);
+        assert_int_equal(model_context_pos(c), CTX - 3);
+        assert_int_equal(model_context_truncate(c, 10), 0);
+        assert_int_equal(model_decode_greedy(c, 5, 0, &t), -EINVAL);
+        assert_int_equal(model_decode_greedy(c, 5, MODEL_CHAIN_MAX + 1, &t), -EINVAL);
+        assert_int_equal(model_decode_greedy(c, 700, 2, &t), -EINVAL);
+        assert_int_equal(model_decode_greedy(c, -1, 2, &t), -EINVAL);
+        assert_int_equal(model_context_pos(c), 10);
+
+        /* A greedy Picker chains, and gives the same tokens. */
+        SamplerParams p;
+        sampler_params_default(&p);
+        p.temperature = 0.0f;
+        Sampler *smp = sampler_new(&p, s.n_vocab);
+        Picker *pick = NULL;
+        assert_non_null(smp);
+        assert_int_equal(picker_new(c, smp, true, &pick), 0);
+        picker_fix_chain(pick, 8);
+        assert_int_equal(model_context_truncate(c, 0), 0);
+        assert_int_equal(picker_next(pick, prompt, ELEMENTSOF(prompt), N, &got[0]), 0);
+        for (int i = 1; i <= 12; i++) {
+                assert_int_equal(picker_next(pick, &got[i - 1], 1, N - i, &got[i]), 0);
+                assert_int_equal(got[i], want[i]);
+        }
+        /* Ahead of the caller: a whole chain was decoded past the last token handed out. */
+        assert_true(model_context_pos(c) > ELEMENTSOF(prompt) + 12);
+
+        /* The caller puts another token where token 12 goes: the picker rewinds to that position (and
+         * chains again from there), and the next token is what a fresh sequence gives. */
+        const uint32_t at = ELEMENTSOF(prompt) + 12;
+        int32_t other = (want[12] + 1) % (int32_t) s.n_vocab, next, fresh;
+        assert_int_equal(picker_next(pick, &other, 1, N, &next), 0);
+        assert_int_equal(model_context_pos(c), at + 8);
+        ModelContext *c2 = NULL;
+        int32_t seq[ELEMENTSOF(prompt) + 13];
+        memcpy(seq, prompt, sizeof prompt);
+        memcpy(seq + ELEMENTSOF(prompt), want, 12 * sizeof(int32_t));
+        seq[at] = other;
+        assert_int_equal(model_context_new(m, CTX, &c2), 0);
+        assert_int_equal(model_eval_greedy(c2, seq, ELEMENTSOF(seq), &fresh), 0);
+        assert_int_equal(next, fresh);
+
+        picker_free(pick);
+        sampler_free(smp);
+        model_context_free(c2);
         model_context_free(c);
         model_free(m);
         free(path);
@@ -947,6 +1040,7 @@ int main(void) {
                 cmocka_unit_test(test_rope_freqs),
                 cmocka_unit_test(test_profile),
                 cmocka_unit_test(test_device_sampling),
+                cmocka_unit_test(test_decode_chain),
                 cmocka_unit_test(test_stories_greedy),
                 cmocka_unit_test(test_context_full),
         };
