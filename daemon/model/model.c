@@ -120,6 +120,7 @@ struct Model {
         uint32_t k_off, v_off, qkv_stride;
         uint32_t up_off, ffn_stride;
         bool sample_on_device;  /* model_samples_on_device() */
+        ModelContext *spare;    /* the last context freed, for the next one of its size */
         uint32_t decode_chain;  /* model_decode_chain() */
 };
 
@@ -130,6 +131,8 @@ typedef enum EvalOutput {
         EVAL_TOP,               /* the best logits and the gathered ones (gpu_op_topk_split()) */
         EVAL__MAX,
 } EvalOutput;
+
+static void context_destroy(ModelContext *c);
 
 struct ModelContext {
         Model *model;
@@ -167,6 +170,7 @@ struct ModelContext {
         GpuCmd *cmd;            /* prefill chunks, recorded for each */
         GpuCmd *step[EVAL__MAX]; /* the single-token pass per output, recorded on first use, then replayed */
         GpuCmd *chain[MODEL_CHAIN_MAX + 1]; /* n chained greedy passes, by n, recorded on first use */
+        bool broken;            /* a submission failed: counters may be left set, never reuse it */
 };
 
 static uint64_t align_up(uint64_t v, uint64_t a) {
@@ -766,6 +770,7 @@ static int fill_info(Model *m) {
 Model *model_free(Model *m) {
         if (!m)
                 return NULL;
+        context_destroy(m->spare);
         if (m->layers)
                 for (uint32_t il = 0; il < m->hp.n_layer; il++) {
                         ModelLayer *l = &m->layers[il];
@@ -867,9 +872,9 @@ const GgufFile *model_gguf(const Model *m) {
 
 /* ---- contexts --------------------------------------------------------------------- */
 
-ModelContext *model_context_free(ModelContext *c) {
+static void context_destroy(ModelContext *c) {
         if (!c)
-                return NULL;
+                return;
         gpu_cmd_free(c->cmd);
         for (size_t i = 0; i < ELEMENTSOF(c->step); i++)
                 gpu_cmd_free(c->step[i]);
@@ -888,11 +893,28 @@ ModelContext *model_context_free(ModelContext *c) {
         for (size_t i = 0; i < ELEMENTSOF(bufs); i++)
                 gpu_buffer_free(bufs[i]);
         free(c);
+}
+
+static inline void context_destroyp(ModelContext **c) {
+        context_destroy(*c);
+}
+
+ModelContext *model_context_free(ModelContext *c) {
+        if (!c)
+                return NULL;
+        /* Kept for the next context of its size: its buffers, and the passes recorded on them, which
+         * cost a job more than a few tokens. One spare per model, the latest. */
+        if (!c->broken) {
+                context_destroy(c->model->spare);
+                c->pos = 0;
+                c->model->spare = c;
+        } else
+                context_destroy(c);
         return NULL;
 }
 
 int model_context_new(Model *m, uint32_t n_ctx, ModelContext **ret) {
-        _cleanup_(model_context_freep) ModelContext *c = NULL;
+        _cleanup_(context_destroyp) ModelContext *c = NULL;
         const ModelHParams *hp = &m->hp;
         const GpuCaps *caps = gpu_device_caps(m->dev);
         uint32_t cap = m->opts.max_ctx;
@@ -907,6 +929,16 @@ int model_context_new(Model *m, uint32_t n_ctx, ModelContext **ret) {
         /* Cache word indices are 32-bit in the attention kernels. */
         if ((uint64_t) hp->n_head_kv * n_ctx * hp->head_dim / 2 > UINT32_MAX)
                 return -EFBIG;
+
+        /* The spare one if it has this size (positions past 0 are never read before they are written);
+         * otherwise its memory goes to the new one. */
+        ModelContext *spare = TAKE_PTR(m->spare);
+        if (spare && spare->n_ctx == n_ctx) {
+                spare->pos = 0;
+                *ret = spare;
+                return 0;
+        }
+        context_destroy(spare);
 
         c = calloc(1, sizeof *c);
         if (!c)
@@ -1415,6 +1447,14 @@ static int record_pass(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, 
         return record_head(&ps, out);
 }
 
+/* A failed submission may leave the ops' counters set: the context is not handed out again. */
+static int submit(ModelContext *c, GpuCmd *cmd) {
+        int r = gpu_cmd_submit(cmd);
+        if (r < 0)
+                c->broken = true;
+        return r;
+}
+
 /* Runs the single-token pass for the token and position already in c->io: recorded once, then replayed. */
 static int step(ModelContext *c, EvalOutput out) {
         int r;
@@ -1430,7 +1470,7 @@ static int step(ModelContext *c, EvalOutput out) {
                         return r;
                 c->step[out] = TAKE_PTR(cmd);
         }
-        return gpu_cmd_submit(c->step[out]);
+        return submit(c, c->step[out]);
 }
 
 static int eval(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, EvalOutput out) {
@@ -1462,7 +1502,7 @@ static int eval(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, EvalO
                 else {
                         r = record_pass(c, c->cmd, n, pos, last ? out : EVAL_NONE);
                         if (r >= 0)
-                                r = gpu_cmd_submit(c->cmd);
+                                r = submit(c, c->cmd);
                 }
                 if (r < 0)
                         return r;
@@ -1563,7 +1603,7 @@ int model_profile_step(ModelContext *c, int32_t token, ModelProfileEntry *ret, s
                 return r;
         if (prof->error < 0)
                 return prof->error;
-        r = gpu_cmd_submit(cmd);
+        r = submit(c, cmd);
         if (r < 0)
                 return r;
         size_t n = MIN(prof->n, max);
@@ -1655,7 +1695,7 @@ int model_decode_greedy(ModelContext *c, int32_t token, uint32_t n, int32_t *ret
                 int32_t p = (int32_t) (pos + s);
                 memcpy(io + chain_pos_slot(c, s), &p, 4);
         }
-        r = gpu_cmd_submit(c->chain[n]);
+        r = submit(c, c->chain[n]);
         if (r < 0)
                 return r;
 

@@ -86,6 +86,9 @@ const GgufFile *model_gguf(const Model *m);
  * -ENOMEM when the device is full.
  */
 int model_context_new(Model *m, uint32_t n_ctx, ModelContext **ret);
+/* The model keeps the last context freed (unless a submission on it failed) and hands it out again
+ * for the next one of the same n_ctx, with its recorded passes: setting a context up costs a job
+ * more than a few tokens. Freed with the model. */
 ModelContext *model_context_free(ModelContext *c);
 static inline void model_context_freep(ModelContext **c) {
         if (*c)

@@ -236,6 +236,20 @@ static bool emit(Emitter *e, int32_t token, const char *text, size_t len) {
         return false;
 }
 
+/*
+ * A job's context: what it needs rounded up to a power of two (at least
+ * 256, at most the model's cap), so that the next job of about its size
+ * gets the model's spare context, passes recorded and all, instead of a
+ * new one (model_context_free()). At most twice the memory it needs.
+ */
+static uint32_t context_size(const Served *s, uint32_t need) {
+        uint32_t n = 256;
+
+        while (n < need && n < UINT32_MAX / 2)
+                n *= 2;
+        return s->max_ctx ? MIN(n, s->max_ctx) : n;
+}
+
 static void job_run(Worker *w, void *userdata) {
         Job *j = userdata;
         Model *model = j->served->model;
@@ -257,7 +271,7 @@ static void job_run(Worker *w, void *userdata) {
         post(w, j, JOB_EVENT_STARTED, NULL, NULL, j->n_prompt);
 
         uint32_t n_vocab = model_hparams(model)->n_vocab;
-        r = model_context_new(model, j->n_prompt + j->max_tokens, &ctx);
+        r = model_context_new(model, context_size(j->served, j->n_prompt + j->max_tokens), &ctx);
         if (r < 0) {
                 post_done(w, j, "error", r, "Failed to set up the sequence", 0, 0);
                 return;

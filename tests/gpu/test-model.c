@@ -24,6 +24,8 @@
  *  - Greedy decoding chained on the device (model_decode_greedy) gives the
  *    tokens single passes give; a Picker hands them out and rewinds when
  *    its caller goes another way.
+ *  - A freed context comes back for the next one of its size and gives
+ *    what a new one gives.
  *  - -ENOSPC past n_ctx; truncating and evaluating again gives the same
  *    logits.
  *
@@ -896,6 +898,54 @@ static void test_decode_chain(void **state) {
         free(path);
 }
 
+/*
+ * A freed context comes back for the next one of its size, with its passes
+ * recorded, and gives what a new one gives: the same greedy tokens, single
+ * and chained, from position 0. Another size gets a new context.
+ */
+static void test_context_reuse(void **state) {
+        Spec s = { .arch = "llama", .type = GGML_TYPE_Q8_0, .n_embd = 64, .n_ff = 128, .n_layer = 2, .n_head = 4,
+                   .n_head_kv = 2, .n_vocab = 400, .seed = 5 };
+        char *path = model_path("llama-reuse.gguf");
+        write_model(path, &s);
+        Model *m = load(path, NULL);
+        ModelContext *a = NULL, *b = NULL, *other = NULL;
+        const int32_t prompt[] = { 1, 100, 200, 300 }, prompt2[] = { 1, 7, 8 };
+        int32_t want[9], got[9], t;
+
+        assert_int_equal(model_context_new(m, 64, &a), 0);
+        assert_int_equal(model_eval_greedy(a, prompt2, ELEMENTSOF(prompt2), &want[0]), 0);
+        for (int i = 1; i < 9; i++)
+                assert_int_equal(model_eval_greedy(a, &want[i - 1], 1, &want[i]), 0);
+        /* Something else in it before it goes back: a longer sequence, a chain. */
+        assert_int_equal(model_context_truncate(a, 0), 0);
+        assert_int_equal(model_eval_greedy(a, prompt, ELEMENTSOF(prompt), &t), 0);
+        assert_int_equal(model_decode_greedy(a, t, 8, got), 8);
+        ModelContext *was = a;
+        model_context_free(a);
+
+        assert_int_equal(model_context_new(m, 64, &b), 0);
+        assert_ptr_equal(b, was);
+        assert_int_equal(model_context_pos(b), 0);
+        assert_int_equal(model_eval_greedy(b, prompt2, ELEMENTSOF(prompt2), &got[0]), 0);
+        assert_int_equal(model_decode_greedy(b, got[0], 8, &got[1]), 8);
+        assert_memory_equal(got, want, sizeof want);
+
+        /* Another size while b is out: a new context; b, freed, is the spare again. */
+        assert_int_equal(model_context_new(m, 32, &other), 0);
+        assert_ptr_not_equal(other, b);
+        model_context_free(b);
+        model_context_free(other);      /* replaces b as the spare */
+        assert_int_equal(model_context_new(m, 32, &a), 0);
+        assert_int_equal(model_context_n_ctx(a), 32);
+        assert_int_equal(model_eval_greedy(a, prompt2, ELEMENTSOF(prompt2), &got[0]), 0);
+        assert_int_equal(got[0], want[0]);
+        model_context_free(a);
+
+        model_free(m);          /* frees the spare */
+        free(path);
+}
+
 static void test_stories_greedy(void **state) {
         char *path = stories_path();
         if (!path) {
@@ -1041,6 +1091,7 @@ int main(void) {
                 cmocka_unit_test(test_profile),
                 cmocka_unit_test(test_device_sampling),
                 cmocka_unit_test(test_decode_chain),
+                cmocka_unit_test(test_context_reuse),
                 cmocka_unit_test(test_stories_greedy),
                 cmocka_unit_test(test_context_full),
         };
