@@ -58,6 +58,7 @@
 #include "ops-matmul.h"
 #include "ops-weights.h"
 #include "tensor.h"
+#include "time-util.h"
 
 static_assert(MODEL_TOP_MAX == GPU_TOPK_MAX, "model_eval_top() passes the op's limits on");
 
@@ -1573,6 +1574,51 @@ int model_eval_top(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, ui
         memcpy(ret->gathered, o + GPU_TOPK_OUT_GATHER, (size_t) n_gather * 4);
         ret->m = m;
         return 0;
+}
+
+int model_warm_up(Model *m, uint32_t n_ctx) {
+        const ModelHParams *hp = &m->hp;
+        _cleanup_(model_context_freep) ModelContext *c = NULL;
+        _cleanup_free_ float *logits = NULL;
+        _cleanup_free_ ModelTop *top = NULL;
+        int32_t ids[GPU_MATVEC_MAX_VECTORS + 1], t;
+        int r;
+
+        r = model_context_new(m, n_ctx, &c);
+        if (r < 0)
+                return r;
+        logits = malloc((size_t) hp->n_vocab * sizeof(float));
+        top = malloc(sizeof *top);
+        if (!logits || !top)
+                return -ENOMEM;
+        /* A prompt just long enough for the matrix x matrix kernels, if it fits, then a decode pass of
+         * each kind a job uses on this device. */
+        if (c->n_ctx < 4)
+                return 0;
+        uint32_t n = MIN((uint32_t) ELEMENTSOF(ids), c->n_ctx - 3);
+        for (uint32_t i = 0; i < n; i++)
+                ids[i] = (int32_t) (i % hp->n_vocab);
+        r = model_eval_greedy(c, ids, n, &t);
+        uint64_t t0 = now_usec(CLOCK_MONOTONIC);
+        if (r >= 0)
+                r = model_eval_greedy(c, &t, 1, &t);
+        uint64_t pass_usec = now_usec(CLOCK_MONOTONIC) - t0;
+        if (r >= 0 && m->sample_on_device)
+                r = model_eval_top(c, &t, 1, 40, NULL, 0, top);
+        else if (r >= 0)
+                r = model_eval(c, &t, 1, logits);
+        /* Prompts of 2 to 8 tokens run the matrix x vector kernels with as many vectors, a pipeline
+         * each: short prompts are common ("Once upon a time"). Built here where the pipeline cache
+         * keeps them for the next start (GPU drivers; lavapipe would build some forty pipelines at
+         * every start, seconds, where a job builds the one it needs) and a pass is quick. */
+        bool all_widths = !gpu_device_is_cpu(m->dev) && pass_usec < 100000;
+        for (uint32_t k = 2; r >= 0 && all_widths && k <= GPU_MATVEC_MAX_VECTORS && k + 1 <= c->n_ctx; k++) {
+                r = model_context_truncate(c, 0);
+                if (r >= 0)
+                        r = model_eval_greedy(c, ids, k, &t);
+        }
+        /* -EIO: random ids made a row of NaNs, which says nothing about the model; the pipelines are built. */
+        return r == -EIO ? 0 : r;
 }
 
 int model_profile_step(ModelContext *c, int32_t token, ModelProfileEntry *ret, size_t max) {

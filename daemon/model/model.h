@@ -103,6 +103,15 @@ uint32_t model_context_pos(const ModelContext *c);
 int model_context_truncate(ModelContext *c, uint32_t pos);
 
 /*
+ * Builds the pipelines a job needs and records its decode passes on a
+ * context of n_ctx, which the model then keeps (model_context_free()): a
+ * short prompt and a decode pass of each kind this device uses. So that
+ * the first job after a load does not pay for them. -errno as
+ * model_context_new() and model_eval().
+ */
+int model_warm_up(Model *m, uint32_t n_ctx);
+
+/*
  * Runs tokens through the model at the current position (prefill in chunks
  * with matrix x matrix, or one-token decode), advancing the position.
  * logits: if not NULL, receives the n_vocab logits of the LAST token.

@@ -46,9 +46,36 @@ static void load_deliver(void *msg) {
         load_task_free(t);
 }
 
+/*
+ * A job's context: what it needs rounded up to a power of two (at least
+ * 256, at most the model's cap), so that the next job of about its size
+ * gets the model's spare context, passes recorded and all, instead of a
+ * new one (model_context_free()). At most twice the memory it needs.
+ */
+static uint32_t context_size(uint32_t cap, uint32_t need) {
+        uint32_t n = 256;
+
+        while (n < need && n < UINT32_MAX / 2)
+                n *= 2;
+        return cap ? MIN(n, cap) : n;
+}
+
+/* Generate's default max_tokens (serve-dbus.c): the context most jobs get. */
+#define TYPICAL_JOB_TOKENS 256u
+
 static void load_run(Worker *w, void *userdata) {
         LoadTask *t = userdata;
         t->r = model_load(t->device, t->path, &t->opts, &t->model, &t->error);
+        if (t->r >= 0) {
+                /* The first job should not wait for pipelines and recordings; a model that cannot do
+                 * this will say so to that job. Its cap is what served_load_finished() makes it. */
+                uint32_t cap = t->opts.max_ctx, n_train = model_hparams(t->model)->n_ctx_train;
+                if (n_train > 0 && (cap == 0 || n_train < cap))
+                        cap = n_train;
+                int r = model_warm_up(t->model, context_size(cap, TYPICAL_JOB_TOKENS + 1));
+                if (r < 0)
+                        log_warning_errno(r, "Warming up %s failed, continuing: %m", t->path);
+        }
         if (worker_post(w, load_deliver, t) < 0)
                 load_task_free(t); /* out of memory: the loop never hears of it */
 }
@@ -236,20 +263,6 @@ static bool emit(Emitter *e, int32_t token, const char *text, size_t len) {
         return false;
 }
 
-/*
- * A job's context: what it needs rounded up to a power of two (at least
- * 256, at most the model's cap), so that the next job of about its size
- * gets the model's spare context, passes recorded and all, instead of a
- * new one (model_context_free()). At most twice the memory it needs.
- */
-static uint32_t context_size(const Served *s, uint32_t need) {
-        uint32_t n = 256;
-
-        while (n < need && n < UINT32_MAX / 2)
-                n *= 2;
-        return s->max_ctx ? MIN(n, s->max_ctx) : n;
-}
-
 static void job_run(Worker *w, void *userdata) {
         Job *j = userdata;
         Model *model = j->served->model;
@@ -271,7 +284,7 @@ static void job_run(Worker *w, void *userdata) {
         post(w, j, JOB_EVENT_STARTED, NULL, NULL, j->n_prompt);
 
         uint32_t n_vocab = model_hparams(model)->n_vocab;
-        r = model_context_new(model, context_size(j->served, j->n_prompt + j->max_tokens), &ctx);
+        r = model_context_new(model, context_size(j->served->max_ctx, j->n_prompt + j->max_tokens), &ctx);
         if (r < 0) {
                 post_done(w, j, "error", r, "Failed to set up the sequence", 0, 0);
                 return;
