@@ -34,14 +34,17 @@ static inline void picker_freep(Picker **p) {
 
 /*
  * Evaluates tokens[0..n) at the context's position and picks the next token
- * (not added to the sampler's history). max_more: how many tokens the caller
- * may still ask for after this one (max_tokens left, say): greedy decoding
- * then runs several passes in one submission (up to model_decode_chain(),
- * as many as take about 50 ms, so that text still streams on slow devices), each argmax feeding the next
- * pass on the device, and hands out the tokens one call at a time, while
- * the caller passes back the token it was given; the context is then ahead
- * of the caller by the tokens not yet handed out. A caller that passes
- * something else, or stops, loses only those passes. model_eval()'s errors.
+ * (not added to the sampler's history). max_more: how many tokens the
+ * caller may still ask for after this one (max_tokens left, say).
+ *
+ * Greedy decoding then runs several passes in one submission, each argmax
+ * feeding the next pass on the device (model_decode_greedy(): up to
+ * model_decode_chain() of them, as many as take about 50 ms, so that text
+ * still streams on slow devices), and hands the tokens out one call at a
+ * time while the caller passes back the token it was given. The context is
+ * then ahead of the caller by the tokens not yet handed out; a caller that
+ * passes something else is rewound to where its token goes, one that stops
+ * loses only those passes. model_eval()'s errors.
  */
 int picker_next(Picker *p, const int32_t *tokens, uint32_t n, uint32_t max_more, int32_t *ret_token);
 
