@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The llama-family forward pass on the GPU (model.c) against the plain-C
+ * The llama-family forward pass on the GPU (model*.c) against the plain-C
  * reference (tests/model/ref-forward.c) reading the same GGUF file.
  *
  *  - Synthetic models written here with gguf_writer, for every weight type
