@@ -376,6 +376,16 @@ static int record_head(Pass *ps, EvalOutput out) {
         return 0;
 }
 
+/* The embedding, every block and, unless out is EVAL_NONE, the head: one pass, as ps says. */
+static int record_tokens(Pass *ps, EvalOutput out) {
+        TRY(record_embed(ps));
+        for (uint32_t il = 0; il < ps->c->model->hp.n_layer; il++) {
+                TRY(record_attention(ps, il));
+                TRY(record_ffn(ps, il));
+        }
+        return out == EVAL_NONE ? 0 : record_head(ps, out);
+}
+
 /* model-internal.h says what it records. */
 int pass_record(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, EvalOutput out) {
         Pass ps;
@@ -383,16 +393,8 @@ int pass_record(ModelContext *c, GpuCmd *cmd, uint32_t n, uint32_t pos0, EvalOut
         pass_init(&ps, c, cmd, n, pos0);
         TRY(gpu_cmd_begin(cmd));
         mark_start(c, cmd);
-        TRY(record_embed(&ps));
-        for (uint32_t il = 0; il < c->model->hp.n_layer; il++) {
-                TRY(record_attention(&ps, il));
-                TRY(record_ffn(&ps, il));
-        }
-        if (out == EVAL_NONE)
-                return 0;
-        return record_head(&ps, out);
+        return record_tokens(&ps, out);
 }
-
 
 int pass_record_chain(ModelContext *c, GpuCmd *cmd, uint32_t n) {
         TRY(gpu_cmd_begin(cmd));
@@ -403,13 +405,7 @@ int pass_record_chain(ModelContext *c, GpuCmd *cmd, uint32_t n) {
                 ps.pos_in = bind_at(c->io, chain_pos_slot(c, s), 4);
                 ps.argmax_out = bind_at(c->io, chain_id_slot(c, s + 1), 4);
                 ps.chained = s + 1 < n;
-                TRY(record_embed(&ps));
-                for (uint32_t il = 0; il < c->model->hp.n_layer; il++) {
-                        TRY(record_attention(&ps, il));
-                        TRY(record_ffn(&ps, il));
-                }
-                TRY(record_head(&ps, EVAL_ARGMAX));
+                TRY(record_tokens(&ps, EVAL_ARGMAX));
         }
         return 0;
 }
-
