@@ -644,6 +644,13 @@ static double now_s(void) {
 
 #define STORIES_GEN 30
 
+/* out[0..n): greedy decoding from the context's position, prompt first, then one pass per token. */
+static void greedy_run(ModelContext *c, const int32_t *prompt, uint32_t n_prompt, int32_t *out, uint32_t n) {
+        assert_int_equal(model_eval_greedy(c, prompt, n_prompt, &out[0]), 0);
+        for (uint32_t i = 1; i < n; i++)
+                assert_int_equal(model_eval_greedy(c, &out[i - 1], 1, &out[i]), 0);
+}
+
 /*
  * model_profile_step(): one timestamped decode pass. Its steps are named,
  * the blocks' steps come once per block, the position does not move, and
@@ -662,9 +669,7 @@ static void test_profile(void **state) {
         int32_t want[6], got[6];
 
         assert_int_equal(model_context_new(m, 32, &c), 0);
-        assert_int_equal(model_eval_greedy(c, prompt, ELEMENTSOF(prompt), &want[0]), 0);
-        for (int i = 1; i < 6; i++)
-                assert_int_equal(model_eval_greedy(c, &want[i - 1], 1, &want[i]), 0);
+        greedy_run(c, prompt, ELEMENTSOF(prompt), want, 6);
 
         assert_int_equal(model_context_truncate(c, 0), 0);
         assert_int_equal(model_eval_greedy(c, prompt, ELEMENTSOF(prompt), &got[0]), 0);
@@ -828,9 +833,7 @@ static void test_decode_chain(void **state) {
         int32_t want[N + 1], got[N + 1], t;
 
         assert_int_equal(model_context_new(m, CTX, &c), 0);
-        assert_int_equal(model_eval_greedy(c, prompt, ELEMENTSOF(prompt), &want[0]), 0);
-        for (int i = 1; i <= N; i++)
-                assert_int_equal(model_eval_greedy(c, &want[i - 1], 1, &want[i]), 0);
+        greedy_run(c, prompt, ELEMENTSOF(prompt), want, N + 1);
 
         /* Chains of 1, 2, 16, 5, ...: the last one ends exactly at the end of the context. */
         static const uint32_t lens[] = { 1, 2, 16, 5, 7, 9 };
@@ -919,9 +922,7 @@ static void test_context_reuse(void **state) {
         assert_int_equal(model_warm_up(m, 64), 0);
         assert_int_equal(model_context_new(m, 64, &a), 0);
         assert_int_equal(model_context_pos(a), 0);
-        assert_int_equal(model_eval_greedy(a, prompt2, ELEMENTSOF(prompt2), &want[0]), 0);
-        for (int i = 1; i < 9; i++)
-                assert_int_equal(model_eval_greedy(a, &want[i - 1], 1, &want[i]), 0);
+        greedy_run(a, prompt2, ELEMENTSOF(prompt2), want, 9);
         /* Something else in it before it goes back: a longer sequence, a chain. */
         assert_int_equal(model_context_truncate(a, 0), 0);
         assert_int_equal(model_eval_greedy(a, prompt, ELEMENTSOF(prompt), &t), 0);
@@ -943,9 +944,7 @@ static void test_context_reuse(void **state) {
         model_context_free(other);      /* replaces b as the spare */
         assert_int_equal(model_context_new(m, 32, &a), 0);
         assert_int_equal(model_context_n_ctx(a), 32);
-        assert_int_equal(model_eval_greedy(a, prompt2, ELEMENTSOF(prompt2), &got[0]), 0);
-        for (int i = 1; i < 9; i++)
-                assert_int_equal(model_eval_greedy(a, &got[i - 1], 1, &got[i]), 0);
+        greedy_run(a, prompt2, ELEMENTSOF(prompt2), got, 9);
         assert_memory_equal(got, want, sizeof want);
         model_context_free(a);
 
