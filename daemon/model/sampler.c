@@ -349,6 +349,20 @@ static void heap_sift_up(Candidate *h, size_t i) {
         }
 }
 
+/* Appends the finite logits[from..n_vocab) (after sanitize()) to c[n..) and
+ * returns the new count; *max rises to the best of them. */
+static size_t append_finite(Candidate *c, size_t n, float *logits, uint32_t from, uint32_t n_vocab, float *max) {
+        for (uint32_t i = from; i < n_vocab; i++) {
+                float l = sanitize(&logits[i]);
+                if (l == -INFINITY)
+                        continue;
+                c[n++] = (Candidate) { .logit = l, .id = (int32_t) i };
+                if (l > *max)
+                        *max = l;
+        }
+        return n;
+}
+
 /*
  * top-k straight from the logits, sanitising them on the way: the k best
  * finite ones (all of them if fewer) go to the front of c, and their number
@@ -380,11 +394,8 @@ static size_t heap_select(Candidate *c, float *logits, uint32_t n_vocab, size_t 
         if (i == n_vocab)
                 return n;
 
-        for (; i < n_vocab; i++) {
-                float l = sanitize(&logits[i]);
-                if (l != -INFINITY)
-                        c[n++] = (Candidate) { .logit = l, .id = (int32_t) i };
-        }
+        float max = -INFINITY;
+        n = append_finite(c, n, logits, i, n_vocab, &max);
         select_best(c, n, k);
         return k;
 }
@@ -572,11 +583,7 @@ static size_t run_filters(Sampler *s, float *logits, float *ret_max) {
                          * tokens a single comparison with the worst of the k kept. */
                         n = heap_select(c, logits, s->n_vocab, (size_t) p->top_k);
                 else {
-                        for (uint32_t i = 0; i < s->n_vocab; i++) {
-                                float l = sanitize(&logits[i]);
-                                if (l != -INFINITY)
-                                        c[n++] = (Candidate) { .logit = l, .id = (int32_t) i };
-                        }
+                        n = append_finite(c, 0, logits, 0, s->n_vocab, &max);
                         if ((size_t) p->top_k < n) {
                                 select_best(c, n, (size_t) p->top_k);
                                 n = (size_t) p->top_k;
@@ -589,16 +596,7 @@ static size_t run_filters(Sampler *s, float *logits, float *ret_max) {
 
         /* No top-k: the whole vocabulary stays in id order, and top-p finds
          * its cut without sorting it. */
-        for (uint32_t i = 0; i < s->n_vocab; i++) {
-                float l = sanitize(&logits[i]);
-                if (l == -INFINITY)
-                        continue;
-                c[n].logit = l;
-                c[n].id = (int32_t) i;
-                n++;
-                if (l > max)
-                        max = l;
-        }
+        n = append_finite(c, 0, logits, 0, s->n_vocab, &max);
         *ret_max = max;
         if (n <= 1)
                 return n;
@@ -759,7 +757,7 @@ int32_t sampler_sample_top(Sampler *s, const float *top_logits, const int32_t *t
 
         /* top-k of those is top-k of the row; the rest is sampler_sample()'s. */
         if (p->top_k > 0 && (size_t) p->top_k < n) {
-                cand_sort(c, n);
+                select_best(c, n, (size_t) p->top_k);
                 n = (size_t) p->top_k;
         }
         n = filter_sorted(s, n);
