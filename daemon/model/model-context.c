@@ -234,22 +234,23 @@ static int submit(ModelContext *c, GpuCmd *cmd) {
         return r;
 }
 
-/* Runs the single-token pass for the token and position already in c->io: recorded once, then replayed. */
-static int step(ModelContext *c, EvalOutput out) {
+/* Submits *slot, recording it on first use: the single-token pass for out (n_chain 0), or n_chain
+ * of them chained (pass_record_chain()). Nothing in them depends on the position, so they are replayed. */
+static int replay(ModelContext *c, GpuCmd **slot, EvalOutput out, uint32_t n_chain) {
         int r;
 
-        if (!c->step[out]) {
+        if (!*slot) {
                 _cleanup_(gpu_cmd_freep) GpuCmd *cmd = NULL;
 
                 r = gpu_cmd_new(c->model->dev, &cmd);
                 if (r < 0)
                         return r;
-                r = pass_record(c, cmd, 1, 0, out);
+                r = n_chain > 0 ? pass_record_chain(c, cmd, n_chain) : pass_record(c, cmd, 1, 0, out);
                 if (r < 0)
                         return r;
-                c->step[out] = TAKE_PTR(cmd);
+                *slot = TAKE_PTR(cmd);
         }
-        return submit(c, c->step[out]);
+        return submit(c, *slot);
 }
 
 static int eval(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, EvalOutput out) {
@@ -268,7 +269,7 @@ static int eval(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, EvalO
         uint8_t *io = gpu_buffer_map(c->io);
         for (uint32_t done = 0; done < n_tokens;) {
                 uint32_t n = MIN(n_tokens - done, c->n_batch);
-                bool last = done + n == n_tokens;
+                EvalOutput wanted = done + n == n_tokens ? out : EVAL_NONE;
                 uint32_t *ids = (uint32_t *) io;
                 int32_t *positions = (int32_t *) (io + c->pos_offset);
 
@@ -277,9 +278,9 @@ static int eval(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, EvalO
                         positions[i] = (int32_t) (pos + i);
                 }
                 if (n == 1)
-                        r = step(c, last ? out : EVAL_NONE);
+                        r = replay(c, &c->step[wanted], wanted, 0);
                 else {
-                        r = pass_record(c, c->cmd, n, pos, last ? out : EVAL_NONE);
+                        r = pass_record(c, c->cmd, n, pos, wanted);
                         if (r >= 0)
                                 r = submit(c, c->cmd);
                 }
@@ -468,23 +469,12 @@ int model_decode_greedy(ModelContext *c, int32_t token, uint32_t n, int32_t *ret
         if (n > c->n_ctx - c->pos)
                 return -ENOSPC;
 
-        if (!c->chain[n]) {
-                _cleanup_(gpu_cmd_freep) GpuCmd *cmd = NULL;
-
-                r = gpu_cmd_new(c->model->dev, &cmd);
-                if (r < 0)
-                        return r;
-                r = pass_record_chain(c, cmd, n);
-                if (r < 0)
-                        return r;
-                c->chain[n] = TAKE_PTR(cmd);
-        }
         memcpy(io + chain_id_slot(c, 0), &token, 4);
         for (uint32_t s = 0; s < n; s++) {
                 int32_t p = (int32_t) (pos + s);
                 memcpy(io + chain_pos_slot(c, s), &p, 4);
         }
-        r = submit(c, c->chain[n]);
+        r = replay(c, &c->chain[n], EVAL_ARGMAX, n);
         if (r < 0)
                 return r;
 
