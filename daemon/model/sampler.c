@@ -58,6 +58,7 @@ struct Sampler {
         uint32_t history_next;          /* slot for the next token */
         int32_t *pen_ids;               /* the window's distinct tokens, ascending (collect_penalised()) */
         uint32_t n_pen;
+        bool pen_current;               /* pen_ids is the window's as it is now */
 
         Candidate *cand;                /* n_vocab */
 };
@@ -496,6 +497,10 @@ static inline float penalise(float l, float penalty) {
 /* The distinct tokens of the window, ascending, into s->pen_ids: llama.cpp
  * penalises each once, however often it occurs there. */
 static void collect_penalised(Sampler *s) {
+        /* sampler_top_request() and then sampler_sample() want it for the same token. */
+        if (s->pen_current)
+                return;
+        s->pen_current = true;
         s->n_pen = 0;
         if (!s->history || s->history_len == 0)
                 return;
@@ -810,6 +815,7 @@ void sampler_accept(Sampler *s, int32_t token) {
                 return;
         s->history[s->history_next] = token;
         s->history_next = (s->history_next + 1) % s->params.repeat_last_n;
+        s->pen_current = false;
         if (s->history_len < s->params.repeat_last_n)
                 s->history_len++;
 }
@@ -819,6 +825,7 @@ void sampler_reset(Sampler *s) {
 
         s->history_len = 0;
         s->history_next = 0;
+        s->pen_current = false;
         rng_seed(s->rng, s->params.seed);
 }
 
