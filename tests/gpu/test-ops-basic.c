@@ -788,9 +788,10 @@ static void run_topk(TopkRow kind, uint32_t n_cols, uint64_t seed) {
 }
 
 static void test_topk(void **state) {
-        /* 1, 7: rows shorter than k, no select at all; 300: a select in one workgroup; 2049: two
-         * segments; the rest are vocabularies (Llama 2, Llama 3, Qwen2) split 16 to 64 ways. */
-        static const uint32_t cols[] = { 1, 7, 300, 2049, 32000, 128256, 151936 };
+        /* 1, 7: rows shorter than k, no select at all; 300: a select in one workgroup; 4097: two
+         * segments of up to 4096 columns; the rest are vocabularies (Llama 2, Llama 3, Qwen2) split 8
+         * to 38 ways. */
+        static const uint32_t cols[] = { 1, 7, 300, 4097, 32000, 128256, 151936 };
         for (size_t s = 0; s < ELEMENTSOF(cols); s++)
                 for (TopkRow kind = 0; kind < _TOPK_ROW_MAX; kind++)
                         run_topk(kind, cols[s], 160 + 10 * s + kind);
