@@ -952,6 +952,29 @@ static void test_context_reuse(void **state) {
         free(path);
 }
 
+/* INFERD_DECODE_CHAIN, read at load: 1 to MODEL_CHAIN_MAX, MODEL_CHAIN_DEFAULT when unset. */
+static void test_decode_chain_env(void **state) {
+        Spec s = { .arch = "llama", .type = GGML_TYPE_F16, .n_embd = 64, .n_ff = 128, .n_layer = 1, .n_head = 4,
+                   .n_head_kv = 4, .n_vocab = 300, .seed = 6 };
+        static const struct {
+                const char *value;
+                uint32_t chain;
+        } cases[] = { { NULL, MODEL_CHAIN_DEFAULT }, { "3", 3 }, { "99", MODEL_CHAIN_MAX }, { "0", 1 }, { "1", 1 } };
+        char *path = model_path("llama-chain-env.gguf");
+        write_model(path, &s);
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                if (cases[i].value)
+                        assert_int_equal(setenv("INFERD_DECODE_CHAIN", cases[i].value, 1), 0);
+                else
+                        assert_int_equal(unsetenv("INFERD_DECODE_CHAIN"), 0);
+                Model *m = load(path, NULL);
+                assert_int_equal(model_decode_chain(m), cases[i].chain);
+                model_free(m);
+        }
+        assert_int_equal(unsetenv("INFERD_DECODE_CHAIN"), 0);
+        free(path);
+}
+
 static void test_stories_greedy(void **state) {
         char *path = stories_path();
         if (!path) {
@@ -1098,6 +1121,7 @@ int main(void) {
                 cmocka_unit_test(test_device_sampling),
                 cmocka_unit_test(test_decode_chain),
                 cmocka_unit_test(test_context_reuse),
+                cmocka_unit_test(test_decode_chain_env),
                 cmocka_unit_test(test_stories_greedy),
                 cmocka_unit_test(test_context_full),
         };
