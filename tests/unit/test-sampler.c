@@ -655,19 +655,25 @@ static int int32_compare(const void *a, const void *b) {
         return (x > y) - (x < y);
 }
 
-static size_t reference_candidates(const float *logits, uint32_t n, const SamplerParams *p, int32_t *out) {
-        _cleanup_free_ RefCand *c = malloc(n * sizeof(RefCand));
-        _cleanup_free_ double *w = malloc(n * sizeof(double));
+/* The finite logits (NaN as -inf, +inf as FLT_MAX) into c, best first, ties to the lower id; their count. */
+static size_t ref_sorted(const float *logits, uint32_t n, RefCand *c) {
         size_t m = 0;
 
-        assert_non_null(c);
-        assert_non_null(w);
         for (uint32_t i = 0; i < n; i++) {
                 float l = isnan(logits[i]) ? -INFINITY : logits[i] == INFINITY ? FLT_MAX : logits[i];
                 if (l != -INFINITY)
                         c[m++] = (RefCand) { l, (int32_t) i };
         }
         qsort(c, m, sizeof(RefCand), ref_compare);
+        return m;
+}
+
+static size_t reference_candidates(const float *logits, uint32_t n, const SamplerParams *p, int32_t *out) {
+        _cleanup_free_ RefCand *c = malloc(n * sizeof(RefCand));
+        _cleanup_free_ double *w = malloc(n * sizeof(double));
+        assert_non_null(c);
+        assert_non_null(w);
+        size_t m = ref_sorted(logits, n, c);
         if (p->top_k > 0 && (size_t) p->top_k < m)
                 m = (size_t) p->top_k;
         if (m > 1 && (p->top_p < 1.0f || p->min_p > 0.0f)) {
@@ -764,43 +770,22 @@ static void test_filters_match_reference(void **state) {
 
 /* What the device's top-k selection (gpu_op_topk_split) is specified to
  * return: the k best by value (NaN and -inf never, +inf as FLT_MAX, -0 as
- * +0), ties to the lower id, handed over in a shuffled order. */
-static float select_key(float l) {
-        if (isnan(l) || l == -INFINITY)
-                return -INFINITY;
-        return l == INFINITY ? FLT_MAX : l;
-}
-
-static const float *select_row;
-
-static int select_compare(const void *a, const void *b) {
-        int32_t x = *(const int32_t *) a, y = *(const int32_t *) b;
-        float kx = select_key(select_row[x]), ky = select_key(select_row[y]);
-        if (kx != ky)
-                return kx > ky ? -1 : 1;
-        return (x > y) - (x < y);
-}
-
+ * +0), ties to the lower id, which is the reference's full sort above,
+ * handed over in a shuffled order with the raw values. */
 static uint32_t device_select(const float *row, uint32_t n, uint32_t k, float *top_l, int32_t *top_id) {
-        _cleanup_free_ int32_t *idx = malloc(n * sizeof(int32_t));
-        uint32_t m = 0;
+        _cleanup_free_ RefCand *c = malloc(n * sizeof(RefCand));
 
-        assert_non_null(idx);
-        for (uint32_t i = 0; i < n; i++)
-                idx[i] = (int32_t) i;
-        select_row = row;
-        qsort(idx, n, sizeof(int32_t), select_compare);
-        while (m < k && m < n && select_key(row[idx[m]]) != -INFINITY)
-                m++;
+        assert_non_null(c);
+        uint32_t m = (uint32_t) MIN(ref_sorted(row, n, c), (size_t) k);
         for (uint32_t i = m; i > 1; i--) {      /* Fisher-Yates */
                 uint32_t j = (uint32_t) (test_next() % i);
-                int32_t t = idx[i - 1];
-                idx[i - 1] = idx[j];
-                idx[j] = t;
+                RefCand t = c[i - 1];
+                c[i - 1] = c[j];
+                c[j] = t;
         }
         for (uint32_t i = 0; i < m; i++) {
-                top_id[i] = idx[i];
-                top_l[i] = row[idx[i]];
+                top_id[i] = c[i].id;
+                top_l[i] = row[c[i].id];
         }
         return m;
 }
