@@ -27,10 +27,13 @@
 // bandwidth + instructions / issue rate for every type, i.e. the arithmetic
 // hardly overlaps the transfer whatever the grid, pipelining or unit size,
 // so for the quantised types the instructions per element (about 3.5-5.5
-// here) are what is left to cut.
+// here) are what is left to cut. DOT=1 builds cut them with integer dot
+// products (x_quantise() says how): about 1 instruction per element, plus
+// x's rounding once per workgroup.
 // Spec constants: 0 BLOCK_SIZE (a power of two), 3 NUM_ROWS, 4 NV,
 // 5 DEQ_HALF, 6 NUM_UNITS, 7 WORD_UNITS (Q8_0/Q4_0: 4-byte units, so a
-// subgroup's x loads touch 8 cache lines instead of 16-32), 8 PIPELINE.
+// subgroup's x loads touch 8 cache lines instead of 16-32), 8 PIPELINE;
+// DOT builds (wide units only): 9 XG, 10 XDIGITS.
 // One WTYPE_* define selects the weight type.
 
 #extension GL_EXT_control_flow_attributes : require
@@ -42,6 +45,12 @@
 // by the rows. Only the span sums are f16 (16-32 terms, centred values, so
 // no cancellation); the block's scale and the row total stay f32.
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#endif
+#if DOT
+// Integer dot products (GPU_MATVEC_DEQUANT_DOT, devices with
+// shaderIntegerDotProduct): glslang has no GLSL name for OpSDot
+// (SPV_KHR_integer_dot_product), so it is declared as an intrinsic.
+#extension GL_EXT_spirv_intrinsics : require
 #endif
 #if USE_SUBGROUP
 #extension GL_KHR_shader_subgroup_basic : require
@@ -165,6 +174,99 @@ vec4 u2f(uvec4 i) {
 }
 #endif
 
+#if DOT
+// x as integers, once per workgroup into shared memory, so that a span of 16
+// quants takes four or eight 4x8-bit dot products per row instead of 16
+// fused multiply-adds plus the dequantisation. Each 16-column group of x
+// gets x_k ~= s (256 h_k + l_k) (XDIGITS = 2: two signed-byte digits of a
+// 16-bit integer, |x_k / s| <= XQ_MAX = 32639, so h stays a byte: error at
+// most max|x| / 65278 per element, against 2^-11 relative for an f16 x) or
+// x_k ~= s l_k (XDIGITS = 1, |l_k| <= 127: error up to max|x| / 254, as
+// int8 activations elsewhere). Sums of 16 products fit 22 bits, so ints
+// become floats with the exponent trick (two full-rate instructions, where a
+// conversion instruction runs at a fraction of the rate). S, the group's
+// sum of integers, makes a span's offset term exact for the x used.
+spirv_instruction(extensions = ["SPV_KHR_integer_dot_product"], capabilities = [6019, 6018], id = 4450)
+int sdot4(uint a, uint b, spirv_literal int packed_4x8);
+
+layout(constant_id = 9) const uint XG = 1;         // 16-column groups per vector: K / 16
+layout(constant_id = 10) const uint XDIGITS = 2;
+const float XQ_MAX = XDIGITS == 2u ? 32639.0 : 127.0;
+const float MAGIC = 12582912.0;                     // 1.5 2^23: its ulp is 1, for |i| < 2^22
+const int MAGIC_BITS = 0x4B400000;
+shared uvec4 xq_h[XDIGITS == 2u ? NV * XG : 1u];
+shared uvec4 xq_l[NV * XG];
+shared vec2 xq_s[NV * XG];                          // (s, s S)
+
+float i2f(int i) {
+    return intBitsToFloat(i + MAGIC_BITS) - MAGIC;
+}
+
+// Byte 0 (pack_b0) or byte 1 (pack_b1) of four ints, as one word.
+uint pack_b0(ivec4 b) {
+    return (uint(b.x) & 0xFFu) | ((uint(b.y) & 0xFFu) << 8) | ((uint(b.z) & 0xFFu) << 16) | (uint(b.w) << 24);
+}
+uint pack_b1(ivec4 b) {
+    return ((uint(b.x) >> 8) & 0xFFu) | (uint(b.y) & 0xFF00u) | ((uint(b.z) & 0xFF00u) << 8) |
+           ((uint(b.w) & 0xFF00u) << 16);
+}
+
+void x_quantise(uint tid) {
+    for (uint i = tid; i < NV * XG; i += BLOCK_SIZE) {
+        const uint v = i / XG, g = i - v * XG;
+        vec4 f[4];
+        [[unroll]] for (uint j = 0; j < 4u; j++)
+            f[j] = x4[xb[v] + 4u * g + j];
+        const vec4 m = max(max(abs(f[0]), abs(f[1])), max(abs(f[2]), abs(f[3])));
+        const float amax = max(max(m.x, m.y), max(m.z, m.w));
+        const vec4 t4 = (f[0] + f[1]) + (f[2] + f[3]);
+        const float inv = amax > 0.0 ? XQ_MAX / amax : 0.0;
+        // A NaN or an infinity in x makes the group's products NaN, as float math would.
+        float s = amax / XQ_MAX;
+        if (isnan((t4.x + t4.y) + (t4.z + t4.w)) || isinf(amax))
+            s = uintBitsToFloat(0x7FC00000u);
+        uvec4 h, l;
+        int sum = 0;
+        [[unroll]] for (uint j = 0; j < 4u; j++) {
+            // round(f inv) + MAGIC_BITS: its low 16 bits are the integer's.
+            const ivec4 q = floatBitsToInt(fma(f[j], vec4(inv), vec4(MAGIC)));
+            l[j] = pack_b0(q);
+            if (XDIGITS == 2u) {
+                h[j] = pack_b1(q + 128);
+                sum += 256 * sdot4(h[j], 0x01010101u, 0);
+            }
+            sum += sdot4(l[j], 0x01010101u, 0);
+        }
+        if (XDIGITS == 2u)
+            xq_h[i] = h;
+        xq_l[i] = l;
+        xq_s[i] = vec2(s, s * float(sum));
+    }
+    barrier();
+}
+
+// acc[r][v] += A[r] s S1 + B[r] s S over x group g, S1 = sum_k q[r]_k (256 h_k + l_k):
+// q[r] holds each row's 16 quants as signed bytes.
+void span_int(uint g, uvec4 q[NUM_ROWS], float A[NUM_ROWS], float B[NUM_ROWS]) {
+    [[unroll]] for (uint v = 0; v < NV; v++) {
+        const uint gi = v * XG + g;
+        const uvec4 h = XDIGITS == 2u ? xq_h[gi] : uvec4(0u), l = xq_l[gi];
+        const vec2 s = xq_s[gi];
+        [[unroll]] for (uint r = 0; r < NUM_ROWS; r++) {
+            const int sl = (sdot4(q[r].x, l.x, 0) + sdot4(q[r].y, l.y, 0)) +
+                           (sdot4(q[r].z, l.z, 0) + sdot4(q[r].w, l.w, 0));
+            float s1 = i2f(sl);
+            if (XDIGITS == 2u) {
+                const int sh = (sdot4(q[r].x, h.x, 0) + sdot4(q[r].y, h.y, 0)) +
+                               (sdot4(q[r].z, h.z, 0) + sdot4(q[r].w, h.w, 0));
+                s1 = fma(i2f(sh), 256.0, s1);
+            }
+            acc[r][v] = fma(A[r] * s.x, s1, fma(B[r], s.y, acc[r][v]));
+        }
+    }
+}
+#endif
+
 // Per type: Unit (one row's loaded data for one unit), UNIT_COLS,
 // unit_load(row, u) (global loads only) and unit_math(u, d) (everything else).
 
@@ -222,6 +324,16 @@ Unit unit_load(uint row, uint u) {
 }
 void unit_math(uint u, Unit d[NUM_ROWS]) {
     float A[NUM_ROWS], B[NUM_ROWS];
+#if DOT
+    // Wide units only: unit u is x group u.
+    [[unroll]] for (uint r = 0; r < NUM_ROWS; r++) {
+        wq[r] = d[r].q;
+        A[r] = d[r].d;
+        B[r] = 0.0;
+    }
+    span_int(u, wq, A, B);
+    return;
+#endif
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++) {
         wq[r] = d[r].q ^ uvec4(0x80808080u);
         A[r] = 256.0 * d[r].d;
@@ -254,6 +366,19 @@ Unit unit_load(uint row, uint u) {
 }
 void unit_math(uint u, Unit d[NUM_ROWS]) {
     float A[NUM_ROWS], B[NUM_ROWS];
+#if DOT
+    // Wide units only: low nibbles are x group 2u, high ones 2u + 1; value d (q - 8).
+    [[unroll]] for (uint r = 0; r < NUM_ROWS; r++) {
+        wq[r] = d[r].q & 0x0F0F0F0Fu;
+        A[r] = d[r].d;
+        B[r] = -8.0 * d[r].d;
+    }
+    span_int(2u * u, wq, A, B);
+    [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
+        wq[r] = (d[r].q >> 4) & 0x0F0F0F0Fu;
+    span_int(2u * u + 1u, wq, A, B);
+    return;
+#endif
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++) {
         wq[r] = d[r].q;
         A[r] = 16.0 * d[r].d;
@@ -302,6 +427,33 @@ void unit_math(uint u, Unit d[NUM_ROWS]) {
     const uint bk = u >> 3, pp = u & 7u, c = pp >> 1, h = pp & 1u;
     const float F = float(1u << QBITS);
     float A0[NUM_ROWS], B0[NUM_ROWS], A1[NUM_ROWS], B1[NUM_ROWS];
+#if DOT
+    // Value d sc q - dmin m; the spans are x groups 16 bk + 4 c + h and two further.
+    [[unroll]] for (uint r = 0; r < NUM_ROWS; r++) {
+        vec2 dm = unpackHalf2x16(d[r].hdr.x);
+        vec4 sm = u2f(wt_scale_min_k4(d[r].hdr, c));
+        A0[r] = dm.x * sm.x;
+        B0[r] = -dm.y * sm.z;
+        A1[r] = dm.x * sm.y;
+        B1[r] = -dm.y * sm.w;
+    }
+    const uint g = 16u * bk + 4u * c + h;
+    [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
+#if WTYPE_Q4_K
+        wq[r] = d[r].q & 0x0F0F0F0Fu;
+#else
+        wq[r] = (d[r].q & 0x0F0F0F0Fu) | (((d[r].qh >> (2u * c)) & 0x01010101u) << 4);
+#endif
+    span_int(g, wq, A0, B0);
+    [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
+#if WTYPE_Q4_K
+        wq[r] = (d[r].q >> 4) & 0x0F0F0F0Fu;
+#else
+        wq[r] = ((d[r].q >> 4) & 0x0F0F0F0Fu) | (((d[r].qh >> (2u * c + 1u)) & 0x01010101u) << 4);
+#endif
+    span_int(g + 2u, wq, A1, B1);
+    return;
+#endif
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++) {
         vec2 dm = unpackHalf2x16(d[r].hdr.x);
         vec4 sm = u2f(wt_scale_min_k4(d[r].hdr, c));
@@ -356,6 +508,23 @@ void unit_math(uint u, Unit d[NUM_ROWS]) {
     const uint bk = u >> 3, pp = u & 7u, n = pp >> 2, P = pp & 3u;
     const uint s = 2u * (P >> 1);
     float A0[NUM_ROWS], B0[NUM_ROWS], A1[NUM_ROWS], B1[NUM_ROWS];
+#if DOT
+    // Value a (q - 32); the spans are x groups 16 bk + 8 n + P and four further.
+    [[unroll]] for (uint r = 0; r < NUM_ROWS; r++) {
+        A0[r] = d[r].d * i2f(wt_sbyte(d[r].sc.x, P));
+        B0[r] = -32.0 * A0[r];
+        A1[r] = d[r].d * i2f(wt_sbyte(d[r].sc.y, P));
+        B1[r] = -32.0 * A1[r];
+    }
+    const uint g = 16u * bk + 8u * n + P;
+    [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
+        wq[r] = (d[r].ql & 0x0F0F0F0Fu) | (((d[r].qh >> s) & 0x03030303u) << 4);
+    span_int(g, wq, A0, B0);
+    [[unroll]] for (uint r = 0; r < NUM_ROWS; r++)
+        wq[r] = ((d[r].ql >> 4) & 0x0F0F0F0Fu) | (((d[r].qh >> (s + 4u)) & 0x03030303u) << 4);
+    span_int(g + 4u, wq, A1, B1);
+    return;
+#endif
     [[unroll]] for (uint r = 0; r < NUM_ROWS; r++) {
         float a0 = d[r].d * float(wt_sbyte(d[r].sc.x, P));
         float a1 = d[r].d * float(wt_sbyte(d[r].sc.y, P));
@@ -602,6 +771,11 @@ void main() {
     if (wg >= n_rg)
         return;         // the whole workgroup: the 2D grid's overhang, which the norm does not count
     mv_norm_begin();
+#if DOT
+    [[unroll]] for (uint v = 0; v < NV; v++)
+        xb[v] = (v * p.x_stride) >> 2;
+    x_quantise(tid);
+#endif
     run(wg, n_rg, tid);
     if (p.norm != 0u)
         mv_norm_finish(wg, tid);

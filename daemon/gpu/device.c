@@ -143,6 +143,18 @@ static void probe_caps(GpuDevice *d) {
         c->max_allocation = m3.maxMemoryAllocationSize ? m3.maxMemoryAllocationSize : (1ULL << 31);
 }
 
+static void probe_int_dot(GpuDevice *d) {
+        VkPhysicalDeviceShaderIntegerDotProductPropertiesKHR idp = {
+                .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_PROPERTIES_KHR,
+        };
+        VkPhysicalDeviceProperties2 p2 = {
+                .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
+                .pNext = &idp,
+        };
+        vkGetPhysicalDeviceProperties2(d->phys, &p2);
+        d->caps.int_dot_fast = idp.integerDotProduct4x8BitPackedSignedAccelerated;
+}
+
 /* Whether the driver lists an MxNxK subgroup shape with f16 A/B and f32 C/D. */
 static bool coopmat_has_f16_shape(GpuInstance *inst, VkPhysicalDevice phys, uint32_t m, uint32_t n, uint32_t k) {
         PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV get = (PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV)
@@ -237,9 +249,17 @@ int gpu_device_new(GpuInstance *inst, size_t index, const char *cache_dir, GpuDe
                 .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
                 .pNext = &f11,
         };
+        VkPhysicalDeviceShaderIntegerDotProductFeaturesKHR idp = {
+                .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES_KHR,
+        };
         bool has_sgc = has_ext(exts, n_ext, VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME);
         bool has_coop = has_ext(exts, n_ext, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
+        bool has_idp = has_ext(exts, n_ext, VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME);
         void **tail = &f12.pNext;
+        if (has_idp) {
+                *tail = &idp;
+                tail = &idp.pNext;
+        }
         if (has_sgc) {
                 *tail = &sgc;
                 tail = &sgc.pNext;
@@ -292,7 +312,7 @@ int gpu_device_new(GpuInstance *inst, size_t index, const char *cache_dir, GpuDe
                 .pNext = &e11,
                 .features = { .shaderInt16 = f2.features.shaderInt16, .shaderInt64 = f2.features.shaderInt64 },
         };
-        const char *enable[4];
+        const char *enable[5];
         uint32_t n_enable = 0;
         tail = &e12.pNext;
         if (d->subgroup_size_control) {
@@ -305,6 +325,24 @@ int gpu_device_new(GpuInstance *inst, size_t index, const char *cache_dir, GpuDe
                 *tail = &ecoop;
                 tail = &ecoop.pNext;
         }
+        VkPhysicalDeviceShaderIntegerDotProductFeaturesKHR eidp = {
+                .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES_KHR,
+                .shaderIntegerDotProduct = true,
+        };
+        d->caps.int_dot = has_idp && idp.shaderIntegerDotProduct;
+        if (d->caps.int_dot) {
+                enable[n_enable++] = VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME;
+                *tail = &eidp;
+                tail = &eidp.pNext;
+                probe_int_dot(d);
+        }
+        /* Integer dot products in the quantised matrix x vector kernel: by default where the
+         * hardware has them (a CPU device emulates them), INFERD_GPU_INT_DOT=0/1 to choose. */
+        e = getenv("INFERD_GPU_INT_DOT");
+        if (e && *e)
+                d->int_dot = d->caps.int_dot && !streq(e, "0");
+        else
+                d->int_dot = d->caps.int_dot && d->caps.int_dot_fast && !gpu_device_is_cpu(d);
         d->caps.shader_int16 = f2.features.shaderInt16;
 
         float prio = 1.0f;
@@ -406,6 +444,10 @@ VkDevice gpu_device_vk(const GpuDevice *d) {
 
 bool gpu_device_use_subgroup(const GpuDevice *d) {
         return d->caps.subgroup_arithmetic && !d->no_subgroup;
+}
+
+bool gpu_device_use_int_dot(const GpuDevice *d) {
+        return d->int_dot;
 }
 
 bool gpu_device_is_cpu(const GpuDevice *d) {

@@ -37,6 +37,8 @@ typedef struct GpuCaps {
         bool storage8;                  /* 8-bit storage buffer access */
         bool int8;                      /* shaderInt8 */
         bool shader_int16;              /* shaderInt16 */
+        bool int_dot;                   /* shaderIntegerDotProduct (VK_KHR_shader_integer_dot_product) */
+        bool int_dot_fast;              /* ... with 4x8-bit packed signed dot products in hardware */
         bool coopmat_nv;                /* VK_NV_cooperative_matrix with an f16xf16+f32 16x8x16 subgroup shape */
         uint64_t max_storage_buffer_range;
         uint64_t max_allocation;
@@ -68,6 +70,13 @@ VkDevice gpu_device_vk(const GpuDevice *d);
  * not set (the tests use it to run the shared-memory fallbacks too).
  */
 bool gpu_device_use_subgroup(const GpuDevice *d);
+/*
+ * Whether the quantised matrix x vector kernels should use integer dot
+ * products (GPU_MATVEC_DEQUANT_DOT): by default when the device has them in
+ * hardware and is not a CPU; INFERD_GPU_INT_DOT=0/1 decides otherwise (1:
+ * whenever the device has the feature at all, as lavapipe does, for tests).
+ */
+bool gpu_device_use_int_dot(const GpuDevice *d);
 /*
  * Whether the device runs on the CPU (lavapipe, SwiftShader): kernels pick
  * their CPU variants, whose workgroups are SIMD loops where barriers and

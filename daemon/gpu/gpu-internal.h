@@ -19,6 +19,7 @@ struct GpuDevice {
         uint64_t min_storage_offset_alignment;
         bool subgroup_size_control;
         bool no_subgroup;               /* INFERD_GPU_NO_SUBGROUP=1: use the fallbacks */
+        bool int_dot;                   /* gpu_device_use_int_dot() */
         uint64_t allocated;
 
         VkPipelineCache pipeline_cache;

@@ -64,6 +64,42 @@ static int type_shaders(GgmlType t, TypeShaders *ret) {
         }
 }
 
+/* mul_mv with integer dot products (DOT=1) per quantised type: plain and QKV_ROPE, with and without subgroups. */
+typedef struct DotShaders {
+        GgmlType type;
+        GpuShaderId mv, mv_nosg, qkv, qkv_nosg;
+} DotShaders;
+
+static const DotShaders dot_shaders[] = {
+        { GGML_TYPE_Q8_0, GPU_SHADER_MUL_MV_Q8_0_DOT, GPU_SHADER_MUL_MV_Q8_0_DOT_NOSG, GPU_SHADER_MUL_MV_Q8_0_DOT_QKV,
+          GPU_SHADER_MUL_MV_Q8_0_DOT_QKV_NOSG },
+        { GGML_TYPE_Q4_0, GPU_SHADER_MUL_MV_Q4_0_DOT, GPU_SHADER_MUL_MV_Q4_0_DOT_NOSG, GPU_SHADER_MUL_MV_Q4_0_DOT_QKV,
+          GPU_SHADER_MUL_MV_Q4_0_DOT_QKV_NOSG },
+        { GGML_TYPE_Q4_K, GPU_SHADER_MUL_MV_Q4_K_DOT, GPU_SHADER_MUL_MV_Q4_K_DOT_NOSG, GPU_SHADER_MUL_MV_Q4_K_DOT_QKV,
+          GPU_SHADER_MUL_MV_Q4_K_DOT_QKV_NOSG },
+        { GGML_TYPE_Q5_K, GPU_SHADER_MUL_MV_Q5_K_DOT, GPU_SHADER_MUL_MV_Q5_K_DOT_NOSG, GPU_SHADER_MUL_MV_Q5_K_DOT_QKV,
+          GPU_SHADER_MUL_MV_Q5_K_DOT_QKV_NOSG },
+        { GGML_TYPE_Q6_K, GPU_SHADER_MUL_MV_Q6_K_DOT, GPU_SHADER_MUL_MV_Q6_K_DOT_NOSG, GPU_SHADER_MUL_MV_Q6_K_DOT_QKV,
+          GPU_SHADER_MUL_MV_Q6_K_DOT_QKV_NOSG },
+};
+
+static const DotShaders *dot_shaders_of(GgmlType t) {
+        for (size_t i = 0; i < ELEMENTSOF(dot_shaders); i++)
+                if (dot_shaders[i].type == t)
+                        return &dot_shaders[i];
+        return NULL;
+}
+
+/* Shared memory of a mul_mv dispatch: the reduction's rows x vectors x block floats, mv_norm.glsl's
+ * block floats and counter, and with integer dot products x as integers (mul_mv.comp's xq_*). */
+static uint64_t matvec_shared_bytes(uint32_t block_size, uint32_t num_rows, uint32_t n_vectors, bool dot,
+                                    uint32_t n_cols, uint32_t digits) {
+        uint64_t b = (uint64_t) (num_rows * n_vectors + 1) * block_size * sizeof(float) + 4;
+        if (dot)
+                b += (uint64_t) n_vectors * (n_cols / 16) * (16 * digits + 8) + (digits == 1 ? 16 : 0);
+        return b;
+}
+
 /* mul_mv_rows per type: plain, and its QKV_ROPE and NORM builds. F32 has none: mul_mv reads it at copy speed
  * on lavapipe already. */
 static const struct {
@@ -213,6 +249,28 @@ void gpu_matvec_default_params(const GpuDevice *d, GgmlType type, uint32_t n_col
                         ret->num_rows = n_vectors <= 2 && type != GGML_TYPE_F16 ? 8 : 4;
                 }
         }
+        /* Integer dot products: x is quantised once per workgroup, so more rows share it (8, where
+         * the float path's best was 2-8). One unit per iteration: a unit is already 16-32 columns of
+         * 4-8 rows. Not measured on a GPU yet: the figures in gpu_op_matvec_params() are for the
+         * float path, which the sweeps of bench-weights compare with this one. */
+        ret->int_digits = 2;
+        ret->group_loops = 0;
+        if (gpu_device_use_int_dot(d) && dot_shaders_of(type) && n_cols % 16 == 0) {
+                GpuMatvecParams t = *ret;
+                t.dequant = GPU_MATVEC_DEQUANT_DOT;
+                t.units = GPU_MATVEC_UNITS_WIDE;
+                t.pipeline = GPU_MATVEC_PIPELINE_OFF;
+                t.num_units = 1;
+                t.num_rows = n_vectors <= 2 ? 8 : 4;
+                if (!gpu_device_is_cpu(d)) {
+                        uint32_t wide = n_cols / ts.unit_cols, sg = MAX(32u, caps->subgroup_size);
+                        t.block_size = MIN(MAX(pow2_floor(MAX(wide, 1u)), sg), MAX(128u, sg));
+                        t.block_size = MIN(t.block_size, pow2_floor(MAX(caps->max_workgroup_invocations, 8u)));
+                }
+                if (matvec_shared_bytes(t.block_size, t.num_rows, n_vectors, true, n_cols, t.int_digits) <=
+                    caps->max_shared_memory)
+                        *ret = t;
+        }
 }
 
 static int qkv_check(const GpuTensor *w, uint32_t n_vectors, const GpuMatvecQkv *q) {
@@ -260,6 +318,7 @@ static uint32_t matvec_groups(const GpuMatvecParams *mp, bool row, uint32_t grou
         uint32_t per_wg = (row_groups + mp->max_groups - 1) / mp->max_groups;
         if (mp->max_groups >= row_groups)
                 per_wg = 1;
+        per_wg = MAX(per_wg, mp->group_loops);
         return (row_groups + per_wg - 1) / per_wg;
 }
 
@@ -350,11 +409,41 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
                 mp.max_groups = params->max_groups;
         if (params && params->pipeline)
                 mp.pipeline = params->pipeline;
+        if (params && params->group_loops)
+                mp.group_loops = params->group_loops;
+        if (params && params->int_digits)
+                mp.int_digits = params->int_digits;
         if (mp.block_size < 8 || (mp.block_size & (mp.block_size - 1)) != 0 ||
             mp.block_size > caps->max_workgroup_invocations || mp.num_rows == 0 || mp.num_rows > 16 ||
-            mp.dequant > GPU_MATVEC_DEQUANT_F16MATH || mp.num_units == 0 || mp.num_units > 4 ||
-            mp.units > GPU_MATVEC_UNITS_ROW || mp.pipeline > GPU_MATVEC_PIPELINE_ON)
+            mp.dequant > GPU_MATVEC_DEQUANT_DOT || mp.num_units == 0 || mp.num_units > 4 ||
+            mp.units > GPU_MATVEC_UNITS_ROW || mp.pipeline > GPU_MATVEC_PIPELINE_ON || mp.group_loops > 64 ||
+            mp.int_digits < 1 || mp.int_digits > 2)
                 return -EINVAL;
+        /* Integer dot products: quantised weights in wide units (whole rows and 4-byte units have no
+         * such variant); F32/F16 weights ignore the choice, as they do packed f16 arithmetic. */
+        const DotShaders *ds = mp.dequant == GPU_MATVEC_DEQUANT_DOT ? dot_shaders_of(w->type) : NULL;
+        bool dot_asked = params && params->dequant == GPU_MATVEC_DEQUANT_DOT;
+        if (ds && !dot_asked && params && params->units && params->units != GPU_MATVEC_UNITS_WIDE)
+                ds = NULL;      /* a default, and the caller asked for units it does not have */
+        if (mp.dequant == GPU_MATVEC_DEQUANT_DOT && !ds)
+                mp.dequant = gpu_device_is_cpu(d) ? GPU_MATVEC_DEQUANT_F32 : GPU_MATVEC_DEQUANT_F16;
+        if (ds) {
+                if (!caps->int_dot)
+                        return -EOPNOTSUPP;
+                if (!params || !params->units)
+                        mp.units = GPU_MATVEC_UNITS_WIDE;
+                if (mp.units != GPU_MATVEC_UNITS_WIDE)
+                        return -EINVAL;
+                /* x is read in 16-column groups; at least a few workgroups per multiprocessor on a GPU
+                 * (512 of them) before a workgroup takes more row groups, at most 4 (the last rows of
+                 * the grid must not be a long tail). */
+                if (mp.group_loops == 0) {
+                        uint32_t rg = (n_out + mp.num_rows - 1) / mp.num_rows;
+                        mp.group_loops = gpu_device_is_cpu(d) ? 1 : MIN(MAX(rg / 512, 1u), 4u);
+                }
+        }
+        if (mp.group_loops == 0)
+                mp.group_loops = 1;
         bool row = mp.units == GPU_MATVEC_UNITS_ROW;
         GpuShaderId row_sh = 0;
         if (row) {
@@ -365,10 +454,14 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
         /* Tuples (a gate row and its up row, or a Q/K/V quad) are taken whole: rows in multiples of them. */
         uint32_t tuple = qkv ? 4 : pair ? 2 : 1;
         mp.num_rows = MIN((mp.num_rows + tuple - 1) / tuple * tuple, 16u);
-        /* The reduction's shared array: rows x vectors x block floats; and mv_norm.glsl's block floats. */
-        while ((uint64_t) (mp.num_rows * n_vectors + 1) * mp.block_size * sizeof(float) + 4 > caps->max_shared_memory &&
+        /* The reduction's shared array (rows x vectors x block floats) must fit beside x. */
+        while (matvec_shared_bytes(mp.block_size, mp.num_rows, n_vectors, ds, w->n_cols, mp.int_digits) >
+                       caps->max_shared_memory &&
                mp.num_rows > tuple)
                 mp.num_rows /= 2;
+        if (ds && matvec_shared_bytes(mp.block_size, mp.num_rows, n_vectors, ds, w->n_cols, mp.int_digits) >
+                          caps->max_shared_memory)
+                return -E2BIG;
         /* Outputs per row group. */
         uint32_t group_rows = mp.num_rows / tuple;
         bool word = unit_cols(w->type, ts.unit_cols, mp.units) != ts.unit_cols;
@@ -379,7 +472,16 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
                 .n = 9,
         };
         GpuShaderId sh = gpu_device_use_subgroup(d) ? ts.mv : ts.mv_nosg;
-        if (row)
+        if (ds) {
+                /* Constants 9 and 10 only here: other variants would be built once per row length. */
+                spec.v[9] = w->n_cols / 16;
+                spec.v[10] = mp.int_digits;
+                spec.n = 11;
+                if (qkv)
+                        sh = gpu_device_use_subgroup(d) ? ds->qkv : ds->qkv_nosg;
+                else
+                        sh = gpu_device_use_subgroup(d) ? ds->mv : ds->mv_nosg;
+        } else if (row)
                 sh = row_sh;
         else if (qkv)
                 sh = gpu_device_use_subgroup(d) ? ts.mv_qkv : ts.mv_qkv_nosg;

@@ -112,6 +112,11 @@ typedef enum GpuMatvecDequant {
                                          * row): about half the instructions; NMSE ~1e-6 instead of < 1e-8;
                                          * needs caps->fp16 (-EOPNOTSUPP), no effect on F32/F16 weights;
                                          * opt-in, never a default (precision) */
+        GPU_MATVEC_DEQUANT_DOT,         /* quantised weights only: x as 16-bit integers per 16 columns in
+                                         * shared memory, 4x8-bit integer dot products (int_digits: 1 for
+                                         * 8-bit x); needs caps->int_dot (-EOPNOTSUPP) and room for x in
+                                         * shared memory (-E2BIG); wide units; the default where
+                                         * gpu_device_use_int_dot() */
 } GpuMatvecDequant;
 
 /* How much of a row one invocation loads per unit (one load per row). */
@@ -140,7 +145,9 @@ typedef enum GpuMatvecPipeline {
  * (GPU_MATVEC_UNITS_ROW: mul_mv_rows.comp, num_rows rows per invocation,
  * block_size x num_rows per workgroup, no grid cap); pipeline: software
  * pipelining (constant 8); max_groups: at most this many workgroups per
- * dispatch, each looping over row groups; accumulate: y += W x
+ * dispatch, each looping over row groups; group_loops: row groups per
+ * workgroup at least (GPU_MATVEC_DEQUANT_DOT quantises x once per workgroup,
+ * so more rows share that work); int_digits (constant 10); accumulate: y += W x
  * (gpu_op_matvec_add()), swiglu_rows/swiglu_up_row (SwiGLU pairs,
  * gpu_op_matvec_swiglu()) and norm (gpu_op_matvec_add_norm()), not tuning knobs. 0 in a field: the default for
  * this device and shape (gpu_matvec_default_params()).
@@ -158,6 +165,8 @@ typedef struct GpuMatvecParams {
         uint32_t swiglu_up_row;         /* the first up row */
         const GpuMatvecNorm *norm;      /* with accumulate: gpu_op_matvec_add_norm() */
         const GpuMatvecQkv *qkv;        /* gpu_op_matvec_qkv() */
+        uint32_t group_loops;           /* at least this many row groups per workgroup (1..64) */
+        uint32_t int_digits;            /* GPU_MATVEC_DEQUANT_DOT: bytes per integer of x, 1 or 2 */
 } GpuMatvecParams;
 
 /*

@@ -3,16 +3,20 @@
  * Tuning aid for the matrix x vector kernels (not a test): GPU time and
  * bandwidth per weight type at one shape, with the default parameters and,
  * with --sweep, a grid of pipeline x block_size x num_rows x num_units x
- * max_groups (x dequant, and unit size for Q8_0/Q4_0), as a fraction of the
+ * max_groups (x dequant, and unit size for Q8_0/Q4_0), and for the quantised
+ * types on devices with integer dot products block_size x num_rows x
+ * group_loops x int_digits of that path, as a fraction of the
  * device's measured copy bandwidth. Each line is one setting; a sweep ends
  * with the best setting per type and shape.
  *
  *   bench-weights [--sweep] [--nv=N] [--rows=R] [--cols=K] [--iter=N]
- *                 [--block=N] [--num-rows=N] [--dequant=f32|f16|h16]
+ *                 [--block=N] [--num-rows=N] [--dequant=f32|f16|h16|dot]
  *                 [--num-units=N] [--units=wide|word|row] [--groups=N]
- *                 [--pipeline=on|off] [TYPE...]
+ *                 [--pipeline=on|off] [--loops=N] [--digits=1|2] [TYPE...]
  *
- * Fixed knobs (--block= ...) pin that knob in a sweep too. Defaults: 4096
+ * Without --sweep, quantised types on a device with integer dot products
+ * also run both arithmetics' defaults (dq f16 / dot), whichever the device's
+ * default is. Fixed knobs (--block= ...) pin that knob in a sweep too. Defaults: 4096
  * rows x 14336 columns and 14336 x 4096, one vector, all weight types.
  * Device: $INFERD_TEST_DEVICE (default 0).
  */
@@ -65,14 +69,22 @@ static double run(GpuDevice *dev, const GpuTensor *w, uint32_t nv, uint32_t iter
                 eff.max_groups = mp->max_groups;
         if (mp && mp->pipeline)
                 eff.pipeline = mp->pipeline;
+        if (mp && mp->group_loops)
+                eff.group_loops = mp->group_loops;
+        if (mp && mp->int_digits)
+                eff.int_digits = mp->int_digits;
         bool quant = t != GGML_TYPE_F32 && t != GGML_TYPE_F16;
+        if (quant && eff.dequant == GPU_MATVEC_DEQUANT_DOT && !(mp && mp->units))
+                eff.units = GPU_MATVEC_UNITS_WIDE;      /* what gpu_op_matvec_params() takes */
         bool has_word = t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_0;
-        snprintf(desc, sizeof desc, "%-5s %5ux%-5u nv %u pl %d bs %3u r %2u nu %u g %5d dq %s %s",
+        snprintf(desc, sizeof desc, "%-5s %5ux%-5u nv %u pl %d bs %3u r %2u nu %u g %5d l %u dq %s %s",
                  ggml_type_name(t), w->n_rows, w->n_cols, nv, eff.pipeline == GPU_MATVEC_PIPELINE_ON,
                  eff.block_size, eff.num_rows, eff.num_units,
-                 eff.max_groups == UINT32_MAX ? -1 : (int) eff.max_groups,
+                 eff.max_groups == UINT32_MAX ? -1 : (int) eff.max_groups, eff.group_loops,
                  !quant ? "-  " : eff.dequant == GPU_MATVEC_DEQUANT_F32 ? "f32"
-                         : eff.dequant == GPU_MATVEC_DEQUANT_F16 ? "f16" : "h16",
+                         : eff.dequant == GPU_MATVEC_DEQUANT_F16 ? "f16"
+                         : eff.dequant == GPU_MATVEC_DEQUANT_F16MATH ? "h16"
+                         : eff.int_digits == 1 ? "d8 " : "dot",
                  eff.units == GPU_MATVEC_UNITS_ROW ? "row " : !has_word ? "-   "
                          : eff.units == GPU_MATVEC_UNITS_WORD ? "word" : "wide");
         r = gpu_bench_matvec_tensor(dev, w, nv, iter, mp, &ns);
@@ -95,6 +107,40 @@ static double run(GpuDevice *dev, const GpuTensor *w, uint32_t nv, uint32_t iter
 
 #define MAX_SETTINGS 1024
 
+/* The integer dot product path's grid (quantised types, devices with the feature). */
+static size_t sweep_grid_dot(const GpuDevice *dev, const GpuMatvecParams *fixed, GpuMatvecParams *grid, size_t n) {
+        const GpuCaps *caps = gpu_device_caps(dev);
+        static const uint32_t blocks[] = { 32, 64, 128, 256 }, nrows[] = { 4, 8, 16 }, loops[] = { 1, 2, 4 },
+                              digits[] = { 2, 1 };
+
+        if (fixed->dequant && fixed->dequant != GPU_MATVEC_DEQUANT_DOT)
+                return n;
+        for (size_t b = 0; b < ELEMENTSOF(blocks); b++)
+                for (size_t r = 0; r < ELEMENTSOF(nrows); r++)
+                        for (size_t l = 0; l < ELEMENTSOF(loops); l++)
+                                for (size_t dg = 0; dg < ELEMENTSOF(digits); dg++) {
+                                        GpuMatvecParams mp = {
+                                                fixed->block_size ?: blocks[b],
+                                                fixed->num_rows ?: nrows[r],
+                                                GPU_MATVEC_DEQUANT_DOT,
+                                                fixed->num_units ?: 1,
+                                                GPU_MATVEC_UNITS_WIDE,
+                                                fixed->max_groups,
+                                                fixed->pipeline ?: GPU_MATVEC_PIPELINE_OFF,
+                                                .group_loops = fixed->group_loops ?: loops[l],
+                                                .int_digits = fixed->int_digits ?: digits[dg],
+                                        };
+                                        if ((fixed->block_size && b > 0) || (fixed->num_rows && r > 0) ||
+                                            (fixed->group_loops && l > 0) || (fixed->int_digits && dg > 0))
+                                                continue;
+                                        if (mp.block_size < caps->subgroup_size ||
+                                            mp.block_size > caps->max_workgroup_invocations || n >= MAX_SETTINGS)
+                                                continue;
+                                        grid[n++] = mp;
+                                }
+        return n;
+}
+
 /* The sweep's grid, with pinned knobs taking one value; returns the number of settings. */
 static size_t sweep_grid(const GpuDevice *dev, GgmlType t, const GpuMatvecParams *fixed,
                          GpuMatvecParams grid[MAX_SETTINGS]) {
@@ -106,6 +152,11 @@ static size_t sweep_grid(const GpuDevice *dev, GgmlType t, const GpuMatvecParams
         /* Packed f16 arithmetic where the device has it. */
         int dq_hi = quant && caps->fp16 ? GPU_MATVEC_DEQUANT_F16MATH : GPU_MATVEC_DEQUANT_F16;
         size_t n = 0;
+
+        if (quant && caps->int_dot)
+                n = sweep_grid_dot(dev, fixed, grid, n);
+        if (fixed->dequant == GPU_MATVEC_DEQUANT_DOT)
+                return n;
 
         for (int pl = GPU_MATVEC_PIPELINE_ON; pl >= GPU_MATVEC_PIPELINE_OFF; pl--)
                 for (int un = GPU_MATVEC_UNITS_WIDE; un <= (has_word ? GPU_MATVEC_UNITS_WORD : 1); un++)
@@ -187,6 +238,12 @@ int main(int argc, char **argv) {
                         fixed.dequant = GPU_MATVEC_DEQUANT_F16;
                 else if (strcmp(argv[i], "--dequant=h16") == 0)
                         fixed.dequant = GPU_MATVEC_DEQUANT_F16MATH;
+                else if (strcmp(argv[i], "--dequant=dot") == 0)
+                        fixed.dequant = GPU_MATVEC_DEQUANT_DOT;
+                else if (strncmp(argv[i], "--loops=", 8) == 0)
+                        fixed.group_loops = (uint32_t) atoi(argv[i] + 8);
+                else if (strncmp(argv[i], "--digits=", 9) == 0)
+                        fixed.int_digits = (uint32_t) atoi(argv[i] + 9);
                 else if (strncmp(argv[i], "--num-units=", 12) == 0)
                         fixed.num_units = (uint32_t) atoi(argv[i] + 12);
                 else if (strcmp(argv[i], "--units=wide") == 0)
@@ -208,8 +265,9 @@ int main(int argc, char **argv) {
                 else {
                         fprintf(stderr,
                                 "usage: %s [--sweep] [--nv=N] [--rows=R] [--cols=K] [--iter=N]\n"
-                                "       [--block=N] [--num-rows=N] [--dequant=f32|f16|h16]\n"
+                                "       [--block=N] [--num-rows=N] [--dequant=f32|f16|h16|dot]\n"
                                 "       [--num-units=N] [--units=wide|word|row] [--groups=N] [--pipeline=on|off]\n"
+                                "       [--loops=N] [--digits=1|2]\n"
                                 "       [TYPE...]\n",
                                 argv[0]);
                         return 2;
@@ -233,7 +291,7 @@ int main(int argc, char **argv) {
         const uint32_t shapes[][2] = { { 4096, 14336 }, { 14336, 4096 } };
         Best best[ELEMENTSOF(shapes)][ELEMENTSOF(all_types)] = {};
         bool has_fixed = fixed.block_size || fixed.num_rows || fixed.dequant || fixed.num_units || fixed.units ||
-                         fixed.max_groups || fixed.pipeline;
+                         fixed.max_groups || fixed.pipeline || fixed.group_loops || fixed.int_digits;
         for (size_t i = 0; i < n_types; i++)
                 for (size_t s = 0; s < ELEMENTSOF(shapes); s++) {
                         uint32_t R = rows ? rows : shapes[s][0], C = cols ? cols : shapes[s][1];
@@ -246,6 +304,14 @@ int main(int argc, char **argv) {
                                 continue;
                         }
                         run(T.dev, w, nv, iter, NULL, copy_bps, &best[s][i]);
+                        bool quant = types[i] != GGML_TYPE_F32 && types[i] != GGML_TYPE_F16;
+                        if (!has_fixed && !do_sweep && quant && caps->int_dot) {
+                                /* Both arithmetics' defaults, to compare on this device. */
+                                static const GpuMatvecParams f16 = { .dequant = GPU_MATVEC_DEQUANT_F16 };
+                                static const GpuMatvecParams dot = { .dequant = GPU_MATVEC_DEQUANT_DOT };
+                                run(T.dev, w, nv, iter, &f16, copy_bps, &best[s][i]);
+                                run(T.dev, w, nv, iter, &dot, copy_bps, &best[s][i]);
+                        }
                         if (has_fixed && !do_sweep)
                                 run(T.dev, w, nv, iter, &fixed, copy_bps, &best[s][i]);
                         if (do_sweep)

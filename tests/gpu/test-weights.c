@@ -43,18 +43,34 @@ static bool is_quant(GgmlType t) {
         return t != GGML_TYPE_F32 && t != GGML_TYPE_F16;
 }
 
-/* Whether these parameters (0 = this device's default) use packed f16 arithmetic. */
-static bool uses_f16math(GgmlType t, uint32_t n_cols, uint32_t n_vectors, const GpuMatvecParams *mp) {
+/* The arithmetic these parameters (0 = this device's default) give weights of type t. */
+static GpuMatvecParams effective(GgmlType t, uint32_t n_cols, uint32_t n_vectors, const GpuMatvecParams *mp) {
         GpuMatvecParams eff;
         gpu_matvec_default_params(T.dev, t, n_cols, n_vectors, &eff);
         if (mp && mp->dequant)
                 eff.dequant = mp->dequant;
-        return is_quant(t) && eff.dequant == GPU_MATVEC_DEQUANT_F16MATH;
+        if (mp && mp->int_digits)
+                eff.int_digits = mp->int_digits;
+        if (!is_quant(t))
+                eff.dequant = GPU_MATVEC_DEQUANT_F32;
+        return eff;
 }
 
-/* The bound for these parameters: packed f16 arithmetic rounds x and the span sums. */
+static const char *arith_name(GgmlType t, uint32_t n_cols, uint32_t n_vectors, const GpuMatvecParams *mp) {
+        GpuMatvecParams e = effective(t, n_cols, n_vectors, mp);
+        return e.dequant == GPU_MATVEC_DEQUANT_F16MATH ? " f16 math"
+               : e.dequant != GPU_MATVEC_DEQUANT_DOT   ? ""
+               : e.int_digits == 1                     ? " int8 dot"
+                                                       : " int16 dot";
+}
+
+/* The bound for these parameters: packed f16 arithmetic rounds x and the span sums; integer dot
+ * products round x to 16 (or 8) bits per 16 columns. */
 static double matvec_bound_params(GgmlType t, uint32_t n_cols, uint32_t n_vectors, const GpuMatvecParams *mp) {
-        return uses_f16math(t, n_cols, n_vectors, mp) ? 2e-5 : matvec_bound(t);
+        GpuMatvecParams e = effective(t, n_cols, n_vectors, mp);
+        if (e.dequant == GPU_MATVEC_DEQUANT_DOT)
+                return e.int_digits == 1 ? 1e-4 : 1e-8;
+        return e.dequant == GPU_MATVEC_DEQUANT_F16MATH ? 2e-5 : matvec_bound(t);
 }
 
 static uint32_t block_cols(GgmlType t) {
@@ -159,7 +175,7 @@ static void check_matvec_params(GgmlType type, uint32_t n_rows, uint32_t n_cols,
         double e = test_nmse(y, ref, ny);
         fprintf(stderr, "# matvec %-4s %5u x %-5u nv %u chunks %u%s%s: nmse %.3g (bound %.0e)\n",
                 ggml_type_name(type), n_rows, n_cols, n_vectors, t->n_chunks,
-                uses_f16math(type, n_cols, n_vectors, mp) ? " f16 math" : "", mp && mp->accumulate ? " add" : "", e,
+                arith_name(type, n_cols, n_vectors, mp), mp && mp->accumulate ? " add" : "", e,
                 matvec_bound_params(type, n_cols, n_vectors, mp));
         assert_true(e < matvec_bound_params(type, n_cols, n_vectors, mp));
 
@@ -934,7 +950,7 @@ static void test_bad_input(void **state) {
         assert_int_equal(gpu_op_get_rows(c, T.dev, t, whole, (GpuBinding) { b, 0, 64 * 4 * 3 - 4 }, 3), -EINVAL);
         GpuMatvecParams bad = { .block_size = 48 };
         assert_int_equal(gpu_op_matvec_params(c, T.dev, t, whole, whole, 1, &bad), -EINVAL);
-        bad = (GpuMatvecParams) { .dequant = GPU_MATVEC_DEQUANT_F16MATH + 1 };
+        bad = (GpuMatvecParams) { .dequant = GPU_MATVEC_DEQUANT_DOT + 1 };
         assert_int_equal(gpu_op_matvec_params(c, T.dev, t, whole, whole, 1, &bad), -EINVAL);
         bad = (GpuMatvecParams) { .num_units = 5 };
         assert_int_equal(gpu_op_matvec_params(c, T.dev, t, whole, whole, 1, &bad), -EINVAL);
@@ -985,6 +1001,90 @@ static void test_matvec_f16math(void **state) {
                 check_matvec_params(all_types[i], 45, 2048, 3, 16, true, 61, &h_128);
                 check_matvec_params(all_types[i], 37, 4096, 1, 0, false, 62, &h_64);
         }
+}
+
+/* Runs y = W x once for a Q4_0 tensor of n_rows x n_cols with these parameters; returns the op's result. */
+static int run_q4_0(uint32_t n_rows, uint32_t n_cols, const float *x, float *y, const GpuMatvecParams *mp) {
+        GpuTensor *t = NULL;
+        GpuBuffer *bx = NULL, *by = NULL;
+        GpuCmd *c = NULL;
+        Weights w;
+        int r;
+
+        weights_make(&w, GGML_TYPE_Q4_0, n_rows, n_cols, 80);
+        assert_int_equal(gpu_tensor_upload(T.dev, GGML_TYPE_Q4_0, n_cols, n_rows, w.data, &t), 0);
+        assert_int_equal(gpu_buffer_new(T.dev, (uint64_t) n_cols * 4, GPU_MEMORY_DEVICE, &bx), 0);
+        assert_int_equal(gpu_buffer_new(T.dev, (uint64_t) n_rows * 4, GPU_MEMORY_DEVICE, &by), 0);
+        if (x)
+                assert_int_equal(gpu_buffer_write(bx, 0, x, (uint64_t) n_cols * 4), 0);
+        assert_int_equal(gpu_cmd_new(T.dev, &c), 0);
+        assert_int_equal(gpu_cmd_begin(c), 0);
+        r = gpu_op_matvec_params(c, T.dev, t, (GpuBinding) { bx, 0, 0 }, (GpuBinding) { by, 0, 0 }, 1, mp);
+        if (r == 0) {
+                assert_int_equal(gpu_cmd_submit(c), 0);
+                if (y)
+                        assert_int_equal(gpu_buffer_read(by, 0, y, (uint64_t) n_rows * 4), 0);
+        }
+        gpu_cmd_free(c);
+        gpu_buffer_free(bx);
+        gpu_buffer_free(by);
+        gpu_tensor_free(t);
+        weights_free(&w);
+        return r;
+}
+
+static void test_matvec_dot(void **state) {
+        /* Integer dot products, every quantised type (F32/F16 ignore the choice): the defaults,
+         * 8-bit x, a GPU's workgroups looping over row groups, several subgroups, software
+         * pipelining, chunks, long rows and several vectors. The epilogues (SwiGLU, RMSNorm,
+         * Q/K/V) run in weights-dot, which runs this whole file with INFERD_GPU_INT_DOT=1. */
+        static const GpuMatvecParams d_default = { .dequant = GPU_MATVEC_DEQUANT_DOT };
+        static const GpuMatvecParams d_8bit = { .dequant = GPU_MATVEC_DEQUANT_DOT, .int_digits = 1 };
+        static const GpuMatvecParams d_128 = { 128, 8, GPU_MATVEC_DEQUANT_DOT, 1, GPU_MATVEC_UNITS_WIDE, 0,
+                                               .group_loops = 3 };
+        static const GpuMatvecParams d_32 = { 32, 3, GPU_MATVEC_DEQUANT_DOT, 2, GPU_MATVEC_UNITS_WIDE, 5,
+                                              GPU_MATVEC_PIPELINE_ON, .group_loops = 2 };
+
+        if (!gpu_device_caps(T.dev)->int_dot) {
+                assert_int_equal(run_q4_0(4, 64, NULL, NULL, &d_default), -EOPNOTSUPP);
+                skip();
+        }
+        for (size_t i = 0; i < ELEMENTSOF(all_types); i++) {
+                check_matvec_params(all_types[i], 67, 256, 1, 0, false, 70, &d_default);
+                check_matvec_params(all_types[i], 45, 2048, 3, 16, true, 71, &d_128);
+                check_matvec_params(all_types[i], 37, 4096, 2, 0, false, 72, &d_32);
+                check_matvec_params(all_types[i], 29, 512, 1, 0, false, 73, &d_8bit);
+        }
+
+        /* A NaN or an infinity in x gives NaN, as float arithmetic would, not a finite number. */
+        float x[256], y[8];
+        for (int k = 0; k < 3; k++) {
+                test_fill_random(x, 256, 81);
+                x[100] = k == 0 ? NAN : k == 1 ? INFINITY : -INFINITY;
+                assert_int_equal(run_q4_0(8, 256, x, y, &d_default), 0);
+                for (int r = 0; r < 8; r++)
+                        assert_true(isnan(y[r]));
+        }
+        /* All zeros: zeros, not NaN (the scale of a zero group is 0, and so is its inverse). */
+        memset(x, 0, sizeof x);
+        assert_int_equal(run_q4_0(8, 256, x, y, &d_default), 0);
+        for (int r = 0; r < 8; r++)
+                assert_true(y[r] == 0.0f);
+
+        /* Bad knobs; rows whose x does not fit in shared memory. */
+        static const GpuMatvecParams bad_digits = { .dequant = GPU_MATVEC_DEQUANT_DOT, .int_digits = 3 };
+        static const GpuMatvecParams bad_loops = { .dequant = GPU_MATVEC_DEQUANT_DOT, .group_loops = 65 };
+        static const GpuMatvecParams bad_units = { .dequant = GPU_MATVEC_DEQUANT_DOT,
+                                                   .units = GPU_MATVEC_UNITS_WORD };
+        assert_int_equal(run_q4_0(4, 64, NULL, NULL, &bad_digits), -EINVAL);
+        assert_int_equal(run_q4_0(4, 64, NULL, NULL, &bad_loops), -EINVAL);
+        assert_int_equal(run_q4_0(4, 64, NULL, NULL, &bad_units), -EINVAL);
+        uint32_t too_long = (gpu_device_caps(T.dev)->max_shared_memory / 40 + 2) * 32;
+        assert_int_equal(run_q4_0(1, too_long, NULL, NULL, &d_default), -E2BIG);
+        /* ... which the defaults never choose: they read such rows with float arithmetic. */
+        GpuMatvecParams eff;
+        gpu_matvec_default_params(T.dev, GGML_TYPE_Q4_0, too_long, 1, &eff);
+        assert_int_not_equal(eff.dequant, GPU_MATVEC_DEQUANT_DOT);
 }
 
 static void test_params(void **state) {
@@ -1139,6 +1239,7 @@ int main(void) {
                 cmocka_unit_test(test_matvec_auto_split),
                 cmocka_unit_test(test_params),
                 cmocka_unit_test(test_matvec_f16math),
+                cmocka_unit_test(test_matvec_dot),
                 cmocka_unit_test(test_get_rows),
                 cmocka_unit_test(test_upload_rows),
         };
