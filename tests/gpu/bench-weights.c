@@ -285,8 +285,9 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "copy bandwidth: %s\n", strerror(-r));
                 return 1;
         }
-        printf("# %s: subgroup %u%s, copy bandwidth %.1f GB/s\n", gpu_device_info(T.dev)->name, caps->subgroup_size,
-               gpu_device_use_subgroup(T.dev) ? "" : " (not used)", copy_bps / 1e9);
+        printf("# %s: subgroup %u%s, integer dot products %s, copy bandwidth %.1f GB/s\n", gpu_device_info(T.dev)->name,
+               caps->subgroup_size, gpu_device_use_subgroup(T.dev) ? "" : " (not used)",
+               !caps->int_dot ? "no" : caps->int_dot_fast ? "in hardware" : "emulated", copy_bps / 1e9);
 
         const uint32_t shapes[][2] = { { 4096, 14336 }, { 14336, 4096 } };
         Best best[ELEMENTSOF(shapes)][ELEMENTSOF(all_types)] = {};
