@@ -206,6 +206,10 @@ int model_context_new(Model *m, uint32_t n_ctx, ModelContext **ret) {
         return 0;
 }
 
+void model_context_inject_fault(ModelContext *c, ModelFault f) {
+        c->faults |= f;
+}
+
 const Model *model_context_model(const ModelContext *c) {
         return c->model;
 }
@@ -228,7 +232,12 @@ int model_context_truncate(ModelContext *c, uint32_t pos) {
 
 /* A failed submission may leave the ops' counters set: the context is not handed out again. */
 static int submit(ModelContext *c, GpuCmd *cmd) {
-        int r = gpu_cmd_submit(cmd);
+        int r;
+        if (c->faults & MODEL_FAULT_SUBMIT) {
+                c->faults &= ~MODEL_FAULT_SUBMIT;
+                r = -EIO;
+        } else
+                r = gpu_cmd_submit(cmd);
         if (r < 0)
                 c->broken = true;
         return r;
@@ -337,6 +346,10 @@ int model_eval_top(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, ui
 
         const uint32_t *o = (const uint32_t *) ((const uint8_t *) gpu_buffer_map(c->out) + c->top_out_offset);
         uint32_t m = o[0];
+        if (c->faults & MODEL_FAULT_TOP) {
+                c->faults &= ~MODEL_FAULT_TOP;
+                m = k + 1;
+        }
         if (m > k) {
                 c->pos -= n_tokens;     /* cannot happen; never hand out a short read */
                 return -EIO;

@@ -121,6 +121,7 @@ struct ModelContext {
         GpuCmd *step[EVAL__MAX]; /* the single-token pass per output, recorded on first use, then replayed */
         GpuCmd *chain[MODEL_CHAIN_MAX + 1]; /* n chained greedy passes, by n, recorded on first use */
         bool broken;            /* a submission failed: counters may be left set, never reuse it */
+        unsigned faults;        /* ModelFault bits, each cleared when it happens */
 };
 
 static inline uint64_t align_up(uint64_t v, uint64_t a) {

@@ -171,6 +171,19 @@ int model_eval_top(ModelContext *c, const int32_t *tokens, uint32_t n_tokens, ui
                    uint32_t n_gather, ModelTop *ret);
 
 /*
+ * Faults a test can make happen once on c, for the paths that handle a
+ * device going wrong, which a working device never takes:
+ * MODEL_FAULT_SUBMIT: the next submission fails (-EIO), as when the device
+ * is lost; MODEL_FAULT_TOP: the next model_eval_top() result is refused as
+ * invalid (-EIO, the position where it was).
+ */
+typedef enum ModelFault {
+        MODEL_FAULT_SUBMIT = 1 << 0,
+        MODEL_FAULT_TOP = 1 << 1,
+} ModelFault;
+void model_context_inject_fault(ModelContext *c, ModelFault f);
+
+/*
  * GPU time of each step of one single-token pass at the current position
  * (the pass decode replays, with a timestamp after every barrier), for
  * benchmarks: ret[i] in pass order, named for what ran since the previous

@@ -20,12 +20,14 @@
  *    token.
  *  - Sampling on the device: model_eval_top() with sampler_sample_top()
  *    (a Picker on the device) draws the same tokens as the whole row with
- *    sampler_sample() (a Picker on the host).
+ *    sampler_sample() (a Picker on the host), also when the device's
+ *    selection is refused as invalid midway (model_context_inject_fault())
+ *    and the Picker goes on with whole rows.
  *  - Greedy decoding chained on the device (model_decode_greedy) gives the
  *    tokens single passes give; a Picker hands them out and rewinds when
  *    its caller goes another way.
  *  - A freed context comes back for the next one of its size and gives
- *    what a new one gives.
+ *    what a new one gives; one whose submission failed does not.
  *  - -ENOSPC past n_ctx; truncating and evaluating again gives the same
  *    logits.
  *
@@ -60,6 +62,7 @@
 #include "gguf.h"
 #include "gpu-test.h"
 #include "model.h"
+#include "model-internal.h"
 #include "quant.h"
 #include "picker.h"
 #include "ref-forward.h"
@@ -747,17 +750,26 @@ static void test_device_sampling(void **state) {
                 p.repeat_penalty = cases[ci].penalty;
                 int32_t want[N_GEN], got[N_GEN];
 
-                for (int pass = 0; pass < 2; pass++) {
+                for (int pass = 0; pass < 3; pass++) {
                         Sampler *smp = sampler_new(&p, s.n_vocab);
                         Picker *pick = NULL;
                         int32_t *out = pass == 0 ? want : got, t = 0;
                         assert_non_null(smp);
-                        /* The whole row on the host, then the candidates from the device. */
-                        assert_int_equal(picker_new(c, smp, pass == 1, &pick), 0);
+                        /* The whole row on the host, then the candidates from the device, then the device
+                         * until its selection is refused as invalid at the sixth token (the picker reads
+                         * whole rows from there on). */
+                        assert_int_equal(picker_new(c, smp, pass > 0, &pick), 0);
                         assert_int_equal(model_context_truncate(c, 0), 0);
                         for (size_t i = 0; i < ELEMENTSOF(prompt); i++)
                                 sampler_accept(smp, prompt[i]);
                         for (int i = 0; i < N_GEN; i++) {
+                                if (pass == 2 && i == 5) {
+                                        const int32_t *ids;
+                                        uint32_t n_ids;
+                                        int k = sampler_top_request(smp, &ids, &n_ids);
+                                        if (k > 1 || n_ids > 0)         /* not a greedy case's argmax */
+                                                model_context_inject_fault(c, MODEL_FAULT_TOP);
+                                }
                                 if (pass == 1) {
                                         const int32_t *ids;
                                         uint32_t n_ids;
@@ -769,13 +781,15 @@ static void test_device_sampling(void **state) {
                                 sampler_accept(smp, t);
                                 out[i] = t;
                         }
+                        assert_int_equal(c->faults, 0);        /* the refusal happened */
                         picker_free(pick);
                         sampler_free(smp);
-                }
-                if (memcmp(want, got, sizeof want) != 0) {
-                        for (int i = 0; i < N_GEN; i++)
-                                fprintf(stderr, "# %d: host %d, device %d\n", i, want[i], got[i]);
-                        fail_msg("case %zu: the device's candidates drew other tokens than the whole row", ci);
+                        if (pass > 0 && memcmp(want, got, sizeof want) != 0) {
+                                for (int i = 0; i < N_GEN; i++)
+                                        fprintf(stderr, "# %d: host %d, device %d\n", i, want[i], got[i]);
+                                fail_msg("case %zu%s: the device's candidates drew other tokens than the whole row",
+                                         ci, pass == 2 ? " (refused at the sixth)" : "");
+                        }
                 }
         }
 
@@ -947,6 +961,19 @@ static void test_context_reuse(void **state) {
         greedy_run(a, prompt2, ELEMENTSOF(prompt2), got, 9);
         assert_memory_equal(got, want, sizeof want);
         model_context_free(a);
+
+        /* A context whose submission failed is not kept (the ops' counters may be left set): freeing it
+         * leaves no spare, and the next context of its size is a new one that works. */
+        assert_int_equal(model_context_new(m, 32, &a), 0);
+        model_context_inject_fault(a, MODEL_FAULT_SUBMIT);
+        assert_int_equal(model_eval_greedy(a, prompt2, ELEMENTSOF(prompt2), &t), -EIO);
+        model_context_free(a);
+        assert_null(m->spare);
+        assert_int_equal(model_context_new(m, 32, &a), 0);
+        greedy_run(a, prompt2, ELEMENTSOF(prompt2), got, 9);
+        assert_memory_equal(got, want, sizeof want);
+        model_context_free(a);
+        assert_non_null(m->spare);
 
         model_free(m);          /* frees the spare */
         free(path);
