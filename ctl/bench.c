@@ -200,7 +200,12 @@ static int bench_matvec(Bench *b) {
                                 fprintf(stderr, "matvec %s %ux%u: %s\n", ggml_type_name(type), rows, cols, strerror(-r));
                                 continue;
                         }
-                        snprintf(shape, sizeof shape, "%ux%u", rows, cols);
+                        /* Which arithmetic the device's defaults gave quantised weights: integer dot products
+                         * or floats (INFERD_GPU_INT_DOT). */
+                        GpuMatvecParams mp;
+                        gpu_matvec_default_params(b->dev, type, cols, 1, &mp);
+                        snprintf(shape, sizeof shape, "%ux%u%s", rows, cols,
+                                 mp.dequant == GPU_MATVEC_DEQUANT_DOT ? " int-dot" : "");
                         double bytes = (double) ggml_row_bytes(type, cols) * rows + 4.0 * (rows + cols);
                         r = add_result(b, "matvec", ggml_type_name(type), shape, ns, bytes, 2.0 * rows * cols);
                         if (r < 0)
