@@ -104,9 +104,18 @@ static void pipeline_cache_save(GpuDevice *d) {
                 log_debug("Failed to save the pipeline cache to %s.", path);
 }
 
-static void probe_caps(GpuDevice *d) {
+/* has_idp: the device lists VK_KHR_shader_integer_dot_product, whose properties may be asked for. */
+static void probe_caps(GpuDevice *d, bool has_idp) {
+        VkPhysicalDeviceShaderIntegerDotProductPropertiesKHR idp = {
+                .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_PROPERTIES_KHR,
+        };
+        VkPhysicalDeviceMaintenance3Properties m3 = {
+                .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES,
+                .pNext = has_idp ? &idp : NULL,
+        };
         VkPhysicalDeviceSubgroupProperties sg = {
                 .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES,
+                .pNext = &m3,
         };
         VkPhysicalDeviceProperties2 p2 = {
                 .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
@@ -131,28 +140,8 @@ static void probe_caps(GpuDevice *d) {
         c->timestamps = l->timestampComputeAndGraphics && l->timestampPeriod > 0;
         c->device_local_bytes = d->info.device_local_memory;
         d->min_storage_offset_alignment = l->minStorageBufferOffsetAlignment;
-
-        VkPhysicalDeviceMaintenance3Properties m3 = {
-                .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES,
-        };
-        VkPhysicalDeviceProperties2 p3 = {
-                .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
-                .pNext = &m3,
-        };
-        vkGetPhysicalDeviceProperties2(d->phys, &p3);
         c->max_allocation = m3.maxMemoryAllocationSize ? m3.maxMemoryAllocationSize : (1ULL << 31);
-}
-
-static void probe_int_dot(GpuDevice *d) {
-        VkPhysicalDeviceShaderIntegerDotProductPropertiesKHR idp = {
-                .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_PROPERTIES_KHR,
-        };
-        VkPhysicalDeviceProperties2 p2 = {
-                .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
-                .pNext = &idp,
-        };
-        vkGetPhysicalDeviceProperties2(d->phys, &p2);
-        d->caps.int_dot_fast = idp.integerDotProduct4x8BitPackedSignedAccelerated;
+        c->int_dot_fast = has_idp && idp.integerDotProduct4x8BitPackedSignedAccelerated;
 }
 
 /* Whether the driver lists an MxNxK subgroup shape with f16 A/B and f32 C/D. */
@@ -226,8 +215,9 @@ int gpu_device_new(GpuInstance *inst, size_t index, const char *cache_dir, GpuDe
                 return -ENOMEM;
         vkEnumerateDeviceExtensionProperties(d->phys, NULL, &n_ext, exts);
 
+        bool has_idp = has_ext(exts, n_ext, VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME);
         d->caps.fp16 = info->fp16;
-        probe_caps(d);
+        probe_caps(d, has_idp);
         const char *e = getenv("INFERD_GPU_NO_SUBGROUP");
         d->no_subgroup = e && *e && !streq(e, "0");
 
@@ -254,7 +244,6 @@ int gpu_device_new(GpuInstance *inst, size_t index, const char *cache_dir, GpuDe
         };
         bool has_sgc = has_ext(exts, n_ext, VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME);
         bool has_coop = has_ext(exts, n_ext, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
-        bool has_idp = has_ext(exts, n_ext, VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME);
         void **tail = &f12.pNext;
         if (has_idp) {
                 *tail = &idp;
@@ -334,7 +323,6 @@ int gpu_device_new(GpuInstance *inst, size_t index, const char *cache_dir, GpuDe
                 enable[n_enable++] = VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME;
                 *tail = &eidp;
                 tail = &eidp.pNext;
-                probe_int_dot(d);
         }
         /* Integer dot products in the quantised matrix x vector kernel: by default where the
          * hardware has them (a CPU device emulates them), INFERD_GPU_INT_DOT=0/1 to choose. */

@@ -160,15 +160,22 @@ static uint32_t unit_cols(GgmlType t, uint32_t wide_cols, GpuMatvecUnits units) 
  * for F32/F16 (whose x loads are cheap) and Q5_K; software pipelining and 4-byte units never
  * won by more than noise; f16 dequantisation always beats f32.
  */
+/* A workgroup size from a wanted power of two p: at least a whole subgroup (and 32), at most hi (or
+ * that subgroup) and what the device allows. */
+static uint32_t block_clamp(const GpuCaps *caps, uint32_t p, uint32_t hi) {
+        uint32_t lo = MAX(32u, caps->subgroup_size);
+        p = MIN(MAX(p, lo), MAX(hi, lo));
+        return pow2_floor(MIN(p, pow2_floor(MAX(caps->max_workgroup_invocations, 8u))));
+}
+
 /* The knobs that won with packed f16 arithmetic: one unit per iteration, about 8 units per
  * invocation (the block size rounded to the nearest power of two), at least a subgroup, at most 128. */
 static void f16math_knobs(const GpuCaps *caps, uint32_t units, GpuMatvecParams *ret) {
-        uint32_t b8 = MAX(units / 8, 1u), p = pow2_floor(b8), lo = MAX(32u, caps->subgroup_size);
+        uint32_t b8 = MAX(units / 8, 1u), p = pow2_floor(b8);
         if (b8 - p > p / 2)
                 p *= 2;
-        p = MIN(MAX(p, lo), MAX(128u, lo));
         ret->num_units = 1;
-        ret->block_size = MIN(p, pow2_floor(MAX(caps->max_workgroup_invocations, 8u)));
+        ret->block_size = block_clamp(caps, p, 128);
 }
 
 typedef struct TypeDefaults {
@@ -212,11 +219,7 @@ void gpu_matvec_default_params(const GpuDevice *d, GgmlType type, uint32_t n_col
         /* At least two units per invocation (and num_units), so each has loads per row in flight;
          * at least one whole subgroup; at most the type's measured best, which keeps enough
          * workgroups per multiprocessor. */
-        uint32_t lo = MAX(32u, caps->subgroup_size), hi = MAX((uint32_t) td.block_max, lo);
-        uint32_t bs = pow2_floor(MAX(units / MAX(ret->num_units, 2u), 1u));
-        bs = MIN(MAX(bs, lo), hi);
-        bs = MIN(bs, pow2_floor(MAX(caps->max_workgroup_invocations, 8u)));
-        ret->block_size = pow2_floor(bs);
+        ret->block_size = block_clamp(caps, pow2_floor(MAX(units / MAX(ret->num_units, 2u), 1u)), td.block_max);
         /* One unit per loop iteration and about 8 units per invocation (H100, % of copy bandwidth at
          * 4096x14336 / 14336x4096, was with 2 units and the block rule above): Q8_0 78.0/83.3
          * (77.4/78.6), Q4_K 61.5/62.8 (60.5/60.8), Q5_K 56.8/56.2 (56.6/56.0); Q6_K lost with f16
@@ -262,11 +265,8 @@ void gpu_matvec_default_params(const GpuDevice *d, GgmlType type, uint32_t n_col
                 t.pipeline = GPU_MATVEC_PIPELINE_OFF;
                 t.num_units = 1;
                 t.num_rows = n_vectors <= 2 ? 8 : 4;
-                if (!gpu_device_is_cpu(d)) {
-                        uint32_t wide = n_cols / ts.unit_cols, sg = MAX(32u, caps->subgroup_size);
-                        t.block_size = MIN(MAX(pow2_floor(MAX(wide, 1u)), sg), MAX(128u, sg));
-                        t.block_size = MIN(t.block_size, pow2_floor(MAX(caps->max_workgroup_invocations, 8u)));
-                }
+                if (!gpu_device_is_cpu(d))
+                        t.block_size = block_clamp(caps, pow2_floor(MAX(n_cols / ts.unit_cols, 1u)), 128);
                 if (matvec_shared_bytes(t.block_size, t.num_rows, n_vectors, true, n_cols, t.int_digits) <=
                     caps->max_shared_memory)
                         *ret = t;
@@ -442,8 +442,6 @@ int gpu_op_matvec_params(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding
                         mp.group_loops = gpu_device_is_cpu(d) ? 1 : MIN(MAX(rg / 512, 1u), 4u);
                 }
         }
-        if (mp.group_loops == 0)
-                mp.group_loops = 1;
         bool row = mp.units == GPU_MATVEC_UNITS_ROW;
         GpuShaderId row_sh = 0;
         if (row) {
