@@ -3,6 +3,7 @@
 """inferctl bench ops on the machine's Vulkan device (lavapipe in CI): a figure for every kernel and type."""
 
 import json
+import os
 import subprocess
 
 from harness import INFERCTL, SkipTest, TestFailure, check, check_eq, run
@@ -10,8 +11,9 @@ from harness import INFERCTL, SkipTest, TestFailure, check, check_eq, run
 WEIGHT_TYPES = {"F32", "F16", "Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K"}
 
 
-def bench(*args, timeout=900):
-    r = subprocess.run([INFERCTL, "bench", "ops", "--quick", *args], capture_output=True, text=True, timeout=timeout)
+def bench(*args, timeout=900, env=None):
+    r = subprocess.run([INFERCTL, "bench", "ops", "--quick", *args], capture_output=True, text=True, timeout=timeout,
+                       env=dict(os.environ, **(env or {})))
     if r.returncode != 0 and "no Vulkan device" in r.stderr:
         raise SkipTest("no Vulkan device")
     check_eq(r.returncode, 0, f"inferctl bench ops exit code ({r.stderr})")
@@ -32,7 +34,8 @@ def test_every_kernel_and_type_has_figures():
     for k in ("get_rows", "rmsnorm", "rope", "softmax", "swiglu", "add", "mul", "argmax", "topk",
               "attn_prefill", "attn_decode"):
         check(k in seen, f"no figure for {k}")
-    shapes = {r["shape"] for r in out["results"] if r["kernel"] == "matvec"}
+    # " int-dot" marks the quantised figures of devices that multiply with integer dot products.
+    shapes = {r["shape"].removesuffix(" int-dot") for r in out["results"] if r["kernel"] == "matvec"}
     check({"4096x4096", "14336x4096", "4096x14336"} <= shapes, f"matvec shapes {shapes}")
 
 
@@ -42,6 +45,20 @@ def test_filter_and_table():
     check_eq(len(lines), 3, f"rows for --filter=matvec_Q8_0:\n{r.stdout}")
     check(all("Q8_0" in l for l in lines), r.stdout)
     check("copy bandwidth" in r.stdout and "GB/s" in r.stdout, r.stdout)
+
+
+def test_int_dot_marked():
+    """The shape says when quantised weights were multiplied with integer dot products."""
+    for value in ("0", "1"):
+        out = json.loads(bench("--json", "--filter=matvec_Q4_0", env={"INFERD_GPU_INT_DOT": value}).stdout)
+        shapes = {r["shape"] for r in out["results"]}
+        if value == "0":
+            check_eq(shapes, {"4096x4096", "14336x4096", "4096x14336"}, "shapes with float arithmetic")
+        else:
+            # Rows of 4096 columns fit any device's shared memory as integers; 14336 may not.
+            check({"4096x4096 int-dot", "14336x4096 int-dot"} <= shapes, f"shapes with integer dot products {shapes}")
+    out = json.loads(bench("--json", "--filter=matvec_F16", env={"INFERD_GPU_INT_DOT": "1"}).stdout)
+    check(all("int-dot" not in r["shape"] for r in out["results"]), f"F16 has no integer path: {out['results']}")
 
 
 def test_bad_arguments():
@@ -54,4 +71,4 @@ def test_bad_arguments():
 
 
 if __name__ == "__main__":
-    run(test_every_kernel_and_type_has_figures, test_filter_and_table, test_bad_arguments)
+    run(test_every_kernel_and_type_has_figures, test_filter_and_table, test_int_dot_marked, test_bad_arguments)
