@@ -332,6 +332,7 @@ int gpu_device_new(GpuInstance *inst, size_t index, const char *cache_dir, GpuDe
         else
                 d->int_dot = d->caps.int_dot && d->caps.int_dot_fast && !gpu_device_is_cpu(d);
         d->caps.shader_int16 = f2.features.shaderInt16;
+        d->caps.shader_int64 = f2.features.shaderInt64;
 
         float prio = 1.0f;
         VkDeviceQueueCreateInfo qci = {

@@ -37,6 +37,7 @@ typedef struct GpuCaps {
         bool storage8;                  /* 8-bit storage buffer access */
         bool int8;                      /* shaderInt8 */
         bool shader_int16;              /* shaderInt16 */
+        bool shader_int64;              /* shaderInt64 */
         bool int_dot;                   /* shaderIntegerDotProduct (VK_KHR_shader_integer_dot_product) */
         bool int_dot_fast;              /* ... with 4x8-bit packed signed dot products in hardware */
         bool coopmat_nv;                /* VK_NV_cooperative_matrix with an f16xf16+f32 16x8x16 subgroup shape */

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Matrix x matrix for prefill (shaders/mul_mm.comp, and mul_mm_cm.comp on
- * tensor cores): kernel and tile choice, dispatch per weight chunk, the C
- * reference and the benchmark entry point.
+ * Matrix x matrix for prefill (shaders/mul_mm.comp; mul_mm_cm.comp on
+ * tensor cores; mul_mm_rows.comp on CPU devices): kernel and tile choice,
+ * dispatch per weight chunk, the C reference and the benchmark entry point.
  */
 #include <assert.h>
 #include <errno.h>
@@ -95,19 +95,57 @@ static MmTile tile_choose(GpuDevice *d, uint32_t n_rows, uint32_t n_tokens) {
         return tile_small;
 }
 
-/* The kernels per weight type: plain, and on tensor cores. */
+/* The kernels per weight type: plain, on tensor cores, and for CPU devices. */
 static const struct {
         GgmlType type;
-        GpuShaderId plain, coopmat;
+        GpuShaderId plain, coopmat, rows;
 } mm_shaders[] = {
-        { GGML_TYPE_F32, GPU_SHADER_MUL_MM_F32, GPU_SHADER_MUL_MM_CM_F32 },
-        { GGML_TYPE_F16, GPU_SHADER_MUL_MM_F16, GPU_SHADER_MUL_MM_CM_F16 },
-        { GGML_TYPE_Q8_0, GPU_SHADER_MUL_MM_Q8_0, GPU_SHADER_MUL_MM_CM_Q8_0 },
-        { GGML_TYPE_Q4_0, GPU_SHADER_MUL_MM_Q4_0, GPU_SHADER_MUL_MM_CM_Q4_0 },
-        { GGML_TYPE_Q4_K, GPU_SHADER_MUL_MM_Q4_K, GPU_SHADER_MUL_MM_CM_Q4_K },
-        { GGML_TYPE_Q5_K, GPU_SHADER_MUL_MM_Q5_K, GPU_SHADER_MUL_MM_CM_Q5_K },
-        { GGML_TYPE_Q6_K, GPU_SHADER_MUL_MM_Q6_K, GPU_SHADER_MUL_MM_CM_Q6_K },
+        { GGML_TYPE_F32, GPU_SHADER_MUL_MM_F32, GPU_SHADER_MUL_MM_CM_F32, GPU_SHADER_MUL_MM_ROWS_F32 },
+        { GGML_TYPE_F16, GPU_SHADER_MUL_MM_F16, GPU_SHADER_MUL_MM_CM_F16, GPU_SHADER_MUL_MM_ROWS_F16 },
+        { GGML_TYPE_Q8_0, GPU_SHADER_MUL_MM_Q8_0, GPU_SHADER_MUL_MM_CM_Q8_0, GPU_SHADER_MUL_MM_ROWS_Q8_0 },
+        { GGML_TYPE_Q4_0, GPU_SHADER_MUL_MM_Q4_0, GPU_SHADER_MUL_MM_CM_Q4_0, GPU_SHADER_MUL_MM_ROWS_Q4_0 },
+        { GGML_TYPE_Q4_K, GPU_SHADER_MUL_MM_Q4_K, GPU_SHADER_MUL_MM_CM_Q4_K, GPU_SHADER_MUL_MM_ROWS_Q4_K },
+        { GGML_TYPE_Q5_K, GPU_SHADER_MUL_MM_Q5_K, GPU_SHADER_MUL_MM_CM_Q5_K, GPU_SHADER_MUL_MM_ROWS_Q5_K },
+        { GGML_TYPE_Q6_K, GPU_SHADER_MUL_MM_Q6_K, GPU_SHADER_MUL_MM_CM_Q6_K, GPU_SHADER_MUL_MM_ROWS_Q6_K },
 };
+
+/* ---- the CPU kernel (mul_mm_rows.comp) -----------------------------------
+ *
+ * A workgroup is one SIMD vector of lanes (8 on AVX2; more would only add
+ * llvmpipe's coroutine switches). A lane holds RM_ROWS rows x RM_TOKENS
+ * tokens of accumulators and its rows' dequantised step. What costs there is
+ * the loads (each a loop over the lanes), so the tile is as large as pays:
+ * on lavapipe (2 cores, Q8_0 4096 x 4096 x 512 tokens) 8 x 8 ran at 21
+ * GFLOP/s, 16 x 8 at 26, 24 x 8 at 29, 24 x 12 at 35-38 (the tiled kernel:
+ * 11), and larger tiles no faster, as LLVM spills more. x is read 32 bytes
+ * a load, which needs shaderInt64.
+ */
+#define RM_LANES 8u
+#define RM_ROWS 24u
+#define RM_TOKENS 12u
+
+bool gpu_matmul_rows(GpuDevice *d, uint32_t n_cols) {
+        const char *e = getenv("INFERD_GPU_MM_ROWS");
+
+        if (n_cols % 32 != 0 || !gpu_device_caps(d)->shader_int64)
+                return false;
+        if (e && (streq(e, "0") || streq(e, "1")))
+                return streq(e, "1");
+        return gpu_device_is_cpu(d);
+}
+
+/* $INFERD_GPU_MM_ROWS_SHAPE=ROWS,TOKENS overrides the lane tile, for tuning. */
+static void rows_shape(uint32_t *ret_rows, uint32_t *ret_tokens) {
+        const char *e = getenv("INFERD_GPU_MM_ROWS_SHAPE");
+        unsigned r, t;
+
+        *ret_rows = RM_ROWS;
+        *ret_tokens = RM_TOKENS;
+        if (e && sscanf(e, "%u,%u", &r, &t) == 2 && r >= 1 && r <= 32 && t >= 1 && t <= 32) {
+                *ret_rows = r;
+                *ret_tokens = t;
+        }
+}
 
 /* ---- the tensor-core kernel (mul_mm_cm.comp) ----------------------------
  *
@@ -179,9 +217,11 @@ typedef struct MmPlan {
         GpuShaderId id;
         GpuSpec spec;
         uint32_t bm, bn;
+        bool tokens_first;      /* grid (token blocks, row blocks) instead of (rows, tokens) */
 } MmPlan;
 
-static int mm_plan(GpuDevice *d, GgmlType type, uint32_t n_rows, uint32_t n_tokens, bool coopmat, MmPlan *ret) {
+static int mm_plan(GpuDevice *d, GgmlType type, uint32_t n_rows, uint32_t n_cols, uint32_t n_tokens, bool coopmat,
+                   MmPlan *ret) {
         size_t i;
         CmTile cm;
 
@@ -197,6 +237,20 @@ static int mm_plan(GpuDevice *d, GgmlType type, uint32_t n_rows, uint32_t n_toke
                         .spec = { .v = { CM_INVOCATIONS, 0, 0, cm.bm, cm.bn, cm.m, cm.n, cm.k }, .n = 8 },
                         .bm = cm.bm,
                         .bn = cm.bn,
+                };
+                return 0;
+        }
+
+        if (!coopmat && gpu_matmul_rows(d, n_cols)) {
+                uint32_t rr, rt;
+
+                rows_shape(&rr, &rt);
+                *ret = (MmPlan) {
+                        .id = mm_shaders[i].rows,
+                        .spec = { .v = { RM_LANES, 0, 0, rr, rt }, .n = 5 },
+                        .bm = RM_LANES * rr,
+                        .bn = rt,
+                        .tokens_first = true,
                 };
                 return 0;
         }
@@ -229,7 +283,7 @@ int gpu_op_matmul(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, Gpu
             gpu_binding_bytes(y) < (uint64_t) n_tokens * w->n_rows * sizeof(float))
                 return -EINVAL;
         bool coopmat = gpu_matmul_coopmat(d);
-        r = mm_plan(d, w->type, w->n_rows, n_tokens, coopmat, &plan);
+        r = mm_plan(d, w->type, w->n_rows, w->n_cols, n_tokens, coopmat, &plan);
         if (r < 0)
                 return r;
         r = gpu_pipeline_get(d, plan.id, &plan.spec, &p);
@@ -237,7 +291,7 @@ int gpu_op_matmul(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, Gpu
                 /* A driver that refuses the tensor-core pipeline still gets the plain one. */
                 log_debug_errno(r, "Tensor-core matmul pipeline %s failed, using the plain kernel: %m",
                                 gpu_shader_table[plan.id].name);
-                r = mm_plan(d, w->type, w->n_rows, n_tokens, false, &plan);
+                r = mm_plan(d, w->type, w->n_rows, w->n_cols, n_tokens, false, &plan);
                 if (r < 0)
                         return r;
                 r = gpu_pipeline_get(d, plan.id, &plan.spec, &p);
@@ -245,8 +299,8 @@ int gpu_op_matmul(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, Gpu
         if (r < 0)
                 return r;
 
-        uint32_t gy = (n_tokens + plan.bn - 1) / plan.bn;
-        if (gy > gpu_device_caps(d)->max_workgroup_count[1])
+        uint32_t g_tokens = (n_tokens + plan.bn - 1) / plan.bn;
+        if (g_tokens > gpu_device_caps(d)->max_workgroup_count[plan.tokens_first ? 0 : 1])
                 return -E2BIG;
         for (uint32_t i = 0; i < w->n_chunks; i++) {
                 const GpuTensorChunk *ch = &w->chunks[i];
@@ -267,8 +321,11 @@ int gpu_op_matmul(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, Gpu
                         continue;
                 if (ch->row0 + (uint64_t) ch->n_rows > w->n_rows)
                         return -EINVAL;
-                r = gpu_cmd_dispatch(c, p, b, ELEMENTSOF(b), &push, sizeof push, (ch->n_rows + plan.bm - 1) / plan.bm,
-                                     gy, 1);
+                uint32_t g_rows = (ch->n_rows + plan.bm - 1) / plan.bm;
+                if (g_rows > gpu_device_caps(d)->max_workgroup_count[plan.tokens_first ? 1 : 0])
+                        return -E2BIG;
+                r = gpu_cmd_dispatch(c, p, b, ELEMENTSOF(b), &push, sizeof push,
+                                     plan.tokens_first ? g_tokens : g_rows, plan.tokens_first ? g_rows : g_tokens, 1);
                 if (r < 0)
                         return r;
         }

@@ -34,6 +34,14 @@ int gpu_op_matmul(GpuCmd *c, GpuDevice *d, const GpuTensor *w, GpuBinding x, Gpu
 bool gpu_matmul_coopmat(GpuDevice *d);
 
 /*
+ * Whether the plain path runs mul_mm_rows.comp, the CPU devices' kernel
+ * (rows and tokens in each lane's registers, no shared memory), for rows of
+ * n_cols columns: on CPU devices with shaderInt64 when n_cols % 32 == 0.
+ * $INFERD_GPU_MM_ROWS=0/1 overrides the device test (for tests and tuning).
+ */
+bool gpu_matmul_rows(GpuDevice *d, uint32_t n_cols);
+
+/*
  * Plain-C reference (the test's): y[t][r] = sum_k dequant(w)[r][k] x[t][k]
  * in double precision, w in the file layout (row r at r * ggml_row_bytes()).
  */

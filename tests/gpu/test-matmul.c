@@ -115,12 +115,20 @@ static double run_case(const Case *k, const char *path) {
 /* Set when $INFERD_GPU_NO_COOPMAT=1 came from outside: then only the plain kernel runs. */
 static bool no_coopmat_outside;
 
-/* Runs a case through the plain kernel and, where the device has one, the
- * tensor-core kernel, each against its own bound. */
+/* Runs a case through both F32 kernels (the tiled one, and the CPU devices'
+ * per-lane one wherever the device can run it and K allows, whichever the
+ * device would pick) and, where the device has one, the tensor-core kernel,
+ * each against its own bound. */
 static void check(const Case *k) {
         assert_int_equal(setenv("INFERD_GPU_NO_COOPMAT", "1", 1), 0);
         assert_false(gpu_matmul_coopmat(T.dev));
-        assert_true(run_case(k, "plain") < MATMUL_NMSE_MAX);
+        assert_int_equal(setenv("INFERD_GPU_MM_ROWS", "0", 1), 0);
+        assert_false(gpu_matmul_rows(T.dev, k->n_cols));
+        assert_true(run_case(k, "tiles") < MATMUL_NMSE_MAX);
+        assert_int_equal(setenv("INFERD_GPU_MM_ROWS", "1", 1), 0);
+        if (gpu_matmul_rows(T.dev, k->n_cols))
+                assert_true(run_case(k, "rows") < MATMUL_NMSE_MAX);
+        assert_int_equal(unsetenv("INFERD_GPU_MM_ROWS"), 0);
         if (no_coopmat_outside)
                 return;
         assert_int_equal(unsetenv("INFERD_GPU_NO_COOPMAT"), 0);
@@ -192,14 +200,16 @@ static void test_tiles(void **state) {
         Case a = { GGML_TYPE_Q5_K, 131, 512, 37 };
         Case b = { GGML_TYPE_F32, 131, 99, 37 };
 
+        assert_int_equal(setenv("INFERD_GPU_MM_ROWS", "0", 1), 0);
         for (size_t i = 0; i < ELEMENTSOF(tiles); i++) {
                 assert_int_equal(setenv("INFERD_GPU_MM_TILE", tiles[i], 1), 0);
                 fprintf(stderr, "# tile %s\n", tiles[i]);
                 assert_int_equal(setenv("INFERD_GPU_NO_COOPMAT", "1", 1), 0);
-                assert_true(run_case(&a, "plain") < MATMUL_NMSE_MAX);
-                assert_true(run_case(&b, "plain") < MATMUL_NMSE_MAX);
+                assert_true(run_case(&a, "tiles") < MATMUL_NMSE_MAX);
+                assert_true(run_case(&b, "tiles") < MATMUL_NMSE_MAX);
         }
         assert_int_equal(unsetenv("INFERD_GPU_MM_TILE"), 0);
+        assert_int_equal(unsetenv("INFERD_GPU_MM_ROWS"), 0);
         if (no_coopmat_outside)
                 return;
         assert_int_equal(unsetenv("INFERD_GPU_NO_COOPMAT"), 0);
@@ -212,6 +222,36 @@ static void test_tiles(void **state) {
                 assert_true(run_case(&b, "coopmat") < MATMUL_NMSE_MAX_F16);
         }
         assert_int_equal(unsetenv("INFERD_GPU_MM_CM_TILE"), 0);
+}
+
+/* The per-lane kernel's tile (rows x tokens per lane; the default is 24 x
+ * 12): a single row and token, odd sizes, and more than the matrix has, so
+ * every partial group is clamped and never stored. Every weight type, split
+ * tensors included. Invalid shapes fall back to the default. */
+static void test_rows_tiles(void **state) {
+        static const char *shapes[] = { "1,1", "3,5", "8,2", "24,12", "32,4", "0,4", "33,1", "bad" };
+        Case k[] = {
+                { GGML_TYPE_Q8_0, 131, 512, 37 },       { GGML_TYPE_F32, 45, 96, 13 },
+                { GGML_TYPE_F16, 200, 64, 1 },          { GGML_TYPE_Q4_0, 70, 320, 19, 0, 256, 512 },
+                { GGML_TYPE_Q4_K, 67, 512, 29, 20 },    { GGML_TYPE_Q5_K, 9, 256, 40 },
+                { GGML_TYPE_Q6_K, 130, 768, 7, 64 },
+        };
+
+        assert_int_equal(setenv("INFERD_GPU_NO_COOPMAT", "1", 1), 0);
+        assert_int_equal(setenv("INFERD_GPU_MM_ROWS", "1", 1), 0);
+        if (!gpu_matmul_rows(T.dev, 32)) {
+                assert_int_equal(unsetenv("INFERD_GPU_MM_ROWS"), 0);
+                skip();
+        }
+        assert_false(gpu_matmul_rows(T.dev, 48));
+        for (size_t i = 0; i < ELEMENTSOF(shapes); i++) {
+                assert_int_equal(setenv("INFERD_GPU_MM_ROWS_SHAPE", shapes[i], 1), 0);
+                fprintf(stderr, "# rows x tokens %s\n", shapes[i]);
+                for (size_t j = 0; j < ELEMENTSOF(k); j++)
+                        assert_true(run_case(&k[j], "rows") < MATMUL_NMSE_MAX);
+        }
+        assert_int_equal(unsetenv("INFERD_GPU_MM_ROWS_SHAPE"), 0);
+        assert_int_equal(unsetenv("INFERD_GPU_MM_ROWS"), 0);
 }
 
 static void test_errors(void **state) {
@@ -277,6 +317,7 @@ int main(void) {
                 cmocka_unit_test(test_split),
                 cmocka_unit_test(test_offsets),
                 cmocka_unit_test(test_tiles),
+                cmocka_unit_test(test_rows_tiles),
                 cmocka_unit_test(test_errors),
         };
         const char *e = getenv("INFERD_GPU_BENCH_MATMUL"), *nc = getenv("INFERD_GPU_NO_COOPMAT");
